@@ -1,0 +1,227 @@
+//! The message contract between producers, workers and the CLI.
+//!
+//! Producers publish JSON logs (`{"ts", "level", "service", "message", ...}`), persistent, with
+//! `message_id`, `timestamp`, `content_type` and a priority from the level, under routing key
+//! `<service>.<level>`. Workers add the `x-logstream-*` headers below when they republish a
+//! message to a retry step or to the dead-letter queue.
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+/// Failed delivery attempts so far (an integer); absent on a first delivery.
+pub const HEADER_ATTEMPT: &str = "x-logstream-attempt";
+/// The last failure, in words.
+pub const HEADER_ERROR: &str = "x-logstream-error";
+/// The last failure's class: see [`ErrorClass`].
+pub const HEADER_ERROR_CLASS: &str = "x-logstream-error-class";
+/// When the first attempt failed (RFC 3339, UTC).
+pub const HEADER_FIRST_FAILED_AT: &str = "x-logstream-first-failed-at";
+/// The routing key the producer published with, so a replay can route the message again.
+pub const HEADER_ORIGIN_ROUTING_KEY: &str = "x-logstream-origin-routing-key";
+/// How many times the message was replayed from a dead-letter queue.
+pub const HEADER_REPLAY_COUNT: &str = "x-logstream-replay-count";
+
+/// The `content_type` producers set.
+pub const CONTENT_TYPE: &str = "application/json";
+/// AMQP `delivery_mode` of a persistent message.
+pub const DELIVERY_MODE_PERSISTENT: u8 = 2;
+
+/// Severity of a log, normalized from what producers write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Finest detail.
+    Trace,
+    /// Diagnostics.
+    Debug,
+    /// Normal operation; also what an unknown or missing level becomes.
+    Info,
+    /// Something unexpected that did not fail.
+    Warn,
+    /// A failure.
+    Error,
+    /// A failure that needs a person now; processed first.
+    Critical,
+}
+
+impl Level {
+    /// Every level, lowest first.
+    pub const ALL: [Level; 6] = [
+        Self::Trace,
+        Self::Debug,
+        Self::Info,
+        Self::Warn,
+        Self::Error,
+        Self::Critical,
+    ];
+
+    /// The canonical lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trace => "trace",
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+            Self::Critical => "critical",
+        }
+    }
+
+    /// AMQP priority of a log of this level: critical 3, error 2, warn 1, otherwise 0.
+    pub fn priority(self) -> u8 {
+        match self {
+            Self::Critical => 3,
+            Self::Error => 2,
+            Self::Warn => 1,
+            Self::Info | Self::Debug | Self::Trace => 0,
+        }
+    }
+
+    /// Normalizes what producers write (`WARNING`, `fatal`, `err`, `notice`, ...). Unknown
+    /// words give `None`; callers treat them as [`Level::Info`].
+    pub fn parse_lenient(raw: &str) -> Option<Self> {
+        let level = match raw.trim().to_ascii_lowercase().as_str() {
+            "trace" | "verbose" => Self::Trace,
+            "debug" | "dbg" => Self::Debug,
+            "info" | "information" | "informational" | "notice" => Self::Info,
+            "warn" | "warning" => Self::Warn,
+            "error" | "err" => Self::Error,
+            "critical" | "crit" | "fatal" | "panic" | "alert" | "emerg" | "emergency" => {
+                Self::Critical
+            }
+            _ => return None,
+        };
+        Some(level)
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Level {
+    type Err = UnknownLevel;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse_lenient(s).ok_or_else(|| UnknownLevel(s.to_owned()))
+    }
+}
+
+/// A level word LogStream does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown log level {0:?} (expected trace, debug, info, warn, error or critical)")]
+pub struct UnknownLevel(pub String);
+
+/// The routing key of a log: `<service>.<level>`. An empty service becomes `unknown`.
+pub fn routing_key(service: &str, level: Level) -> String {
+    let service = service.trim();
+    let service = if service.is_empty() {
+        "unknown"
+    } else {
+        service
+    };
+    format!("{service}.{level}")
+}
+
+/// Why a delivery failed, as written in [`HEADER_ERROR_CLASS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorClass {
+    /// May succeed later (sink 5xx, 429, timeout, refused connection): retried.
+    Transient,
+    /// Can never succeed (malformed log, sink 4xx): dead-lettered at once.
+    Permanent,
+    /// The broker redelivered the message because the worker holding it died.
+    Redelivered,
+}
+
+impl ErrorClass {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transient => "transient",
+            Self::Permanent => "permanent",
+            Self::Redelivered => "redelivered",
+        }
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ErrorClass {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "transient" => Ok(Self::Transient),
+            "permanent" => Ok(Self::Permanent),
+            "redelivered" => Ok(Self::Redelivered),
+            other => Err(format!(
+                "unknown error class {other:?} (expected transient, permanent or redelivered)"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priorities_follow_the_contract() {
+        assert_eq!(Level::Critical.priority(), 3);
+        assert_eq!(Level::Error.priority(), 2);
+        assert_eq!(Level::Warn.priority(), 1);
+        for level in [Level::Info, Level::Debug, Level::Trace] {
+            assert_eq!(level.priority(), 0);
+        }
+    }
+
+    #[test]
+    fn levels_are_normalized_from_common_spellings() {
+        assert_eq!(Level::parse_lenient("WARNING"), Some(Level::Warn));
+        assert_eq!(Level::parse_lenient(" Fatal "), Some(Level::Critical));
+        assert_eq!(Level::parse_lenient("err"), Some(Level::Error));
+        assert_eq!(Level::parse_lenient("notice"), Some(Level::Info));
+        assert_eq!(Level::parse_lenient("loud"), None);
+        assert!(
+            "loud"
+                .parse::<Level>()
+                .unwrap_err()
+                .to_string()
+                .contains("loud")
+        );
+        for level in Level::ALL {
+            assert_eq!(level.as_str().parse::<Level>(), Ok(level));
+        }
+    }
+
+    #[test]
+    fn routing_key_is_service_dot_level() {
+        assert_eq!(routing_key("api", Level::Error), "api.error");
+        assert_eq!(
+            routing_key("game.auth", Level::Critical),
+            "game.auth.critical"
+        );
+        assert_eq!(routing_key("  ", Level::Info), "unknown.info");
+    }
+
+    #[test]
+    fn error_classes_round_trip() {
+        for class in [
+            ErrorClass::Transient,
+            ErrorClass::Permanent,
+            ErrorClass::Redelivered,
+        ] {
+            assert_eq!(class.as_str().parse::<ErrorClass>(), Ok(class));
+        }
+        assert!("maybe".parse::<ErrorClass>().is_err());
+    }
+}
