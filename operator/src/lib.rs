@@ -1,1 +1,4 @@
-//! LogStream operator.
+//! The LogStream operator: reconciles `LogPipeline` resources into RabbitMQ topology, worker
+//! Deployments and status.
+
+pub mod broker;

@@ -1,0 +1,160 @@
+//! Test harness for tests against the real RabbitMQ on loopback.
+//!
+//! `AMQP_ADDR` (default `amqp://guest:guest@127.0.0.1:5672/%2f`) and optional `MANAGEMENT_ADDR`
+//! (default: port 15672 of the AMQP host) name the broker. Every test gets its own vhost,
+//! deleted when the test ends, pass or fail; tests that use one run on a multi-thread runtime.
+
+#![allow(dead_code)]
+
+use std::{
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+};
+use logstream_operator::broker::{BrokerEndpoint, ManagementClient};
+
+/// The broker under test.
+pub fn endpoint() -> BrokerEndpoint {
+    let amqp = std::env::var("AMQP_ADDR")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let management = std::env::var("MANAGEMENT_ADDR").ok();
+    BrokerEndpoint::from_uri(&amqp, management.as_deref()).expect("AMQP_ADDR parses")
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(label: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{label}-{}-{nanos:x}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A vhost of its own for one test; deleted on drop.
+pub struct TestVhost {
+    pub name: String,
+    pub management: ManagementClient,
+}
+
+impl TestVhost {
+    pub async fn new(label: &str) -> Self {
+        let name = unique(&format!("logstream-test-{label}"));
+        let management = ManagementClient::new(endpoint().management().clone());
+        management
+            .create_vhost(&name)
+            .await
+            .expect("create test vhost (is RabbitMQ running? see `make broker`)");
+        management
+            .grant_all(&name, endpoint().username())
+            .await
+            .expect("grant the test user on the test vhost");
+        Self { name, management }
+    }
+
+    /// An AMQP connection to this vhost.
+    pub async fn connect(&self) -> Connection {
+        let uri = endpoint().with_vhost(&self.name).amqp().clone();
+        Connection::connect_uri(uri, ConnectionProperties::default())
+            .await
+            .expect("connect to the test vhost")
+    }
+
+    /// A channel in confirm mode.
+    pub async fn confirm_channel(&self) -> (Connection, Channel) {
+        let connection = self.connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        (connection, channel)
+    }
+}
+
+impl Drop for TestVhost {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let management = self.management.clone();
+        // Drop cannot await; a short-lived thread with its own runtime deletes the vhost even
+        // when the test panicked. Tests run on a multi-thread runtime so that, while this
+        // thread is joined, the others still answer the broker closing the vhost's connections.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async { management.delete_vhost(&name).await })
+        })
+        .join();
+    }
+}
+
+/// Publishes `body` persistently and waits for the broker's confirm.
+pub async fn publish(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+) -> Confirmation {
+    publish_with(
+        channel,
+        exchange,
+        routing_key,
+        body,
+        BasicProperties::default().with_delivery_mode(2),
+    )
+    .await
+}
+
+/// Publishes with `properties` (mandatory) and waits for the broker's confirm.
+pub async fn publish_with(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Confirmation {
+    channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            properties,
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm")
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
