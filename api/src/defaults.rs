@@ -68,3 +68,13 @@ pub const MAX_CHILD_NAME_LEN: usize = 63;
 pub const MAX_OUTPUTS: usize = 32;
 /// Most bindings an output may have.
 pub const MAX_BINDINGS: usize = 64;
+
+/// Message ids a worker remembers to drop duplicates (its dedup cache's capacity).
+pub const DEDUP_CAPACITY: u32 = 100_000;
+/// How long a worker remembers a message id.
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(600);
+/// How long a worker may take after SIGTERM to settle in-flight work before it exits; the
+/// worker pod's `terminationGracePeriodSeconds` leaves 5 s more.
+pub const WORKER_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+/// Port of the worker's `/metrics`, `/healthz` and `/readyz`.
+pub const WORKER_PORT: u16 = 9090;

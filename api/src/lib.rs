@@ -4,6 +4,7 @@
 //! This crate is pure: no I/O, no async runtime. The operator, the worker and the CLI depend
 //! on it; it depends on none of them.
 
+pub mod broker_uri;
 pub mod contract;
 pub mod crd;
 pub mod defaults;
@@ -14,6 +15,7 @@ pub mod pipeline;
 pub mod resolved;
 pub mod topology;
 pub mod validate;
+pub mod worker_config;
 
 pub use duration::Duration;
 pub use pipeline::{LogPipeline, LogPipelineSpec, LogPipelineStatus};

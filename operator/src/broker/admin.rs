@@ -461,7 +461,7 @@ pub async fn connect(
     connection_name: &str,
 ) -> Result<Connection, BrokerError> {
     let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
-    let attempt = Connection::connect_uri(endpoint.amqp().clone(), properties);
+    let attempt = Connection::connect_uri(endpoint.amqp(), properties);
     let result = tokio::time::timeout(CONNECT_TIMEOUT, attempt)
         .await
         .map_err(|_| BrokerError::Unreachable {

@@ -6,6 +6,7 @@
 use std::fmt;
 
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
+use logstream_api::broker_uri::{AMQP_PORT, AMQPS_PORT, AmqpAddress, AmqpUriError};
 use url::Url;
 
 /// Port of the management API when the Secret does not name a management URI.
@@ -15,10 +16,8 @@ pub const DEFAULT_MANAGEMENT_PORT: u16 = 15672;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
     /// The AMQP URI does not parse. The URI is not repeated: it may hold a password.
-    #[error(
-        "invalid AMQP URI: {0} (expected amqp://user:password@host:5672/vhost, with special characters in user and password percent-encoded)"
-    )]
-    AmqpUri(String),
+    #[error(transparent)]
+    AmqpUri(#[from] AmqpUriError),
     /// The management URI does not parse.
     #[error("invalid management URI: {0} (expected http://host:15672)")]
     ManagementUri(String),
@@ -38,7 +37,7 @@ pub struct ManagementEndpoint {
 /// A broker's AMQP and management coordinates with credentials.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BrokerEndpoint {
-    amqp: AMQPUri,
+    address: AmqpAddress,
     management: ManagementEndpoint,
 }
 
@@ -48,8 +47,8 @@ impl BrokerEndpoint {
     /// port 15672 (`https` when the AMQP URI is `amqps`). Credentials in the management URI
     /// win over the AMQP ones.
     pub fn from_uri(amqp_uri: &str, management_uri: Option<&str>) -> Result<Self, EndpointError> {
-        let amqp = parse_amqp_uri(amqp_uri.trim())?;
-        Self::with_management(amqp, management_uri)
+        let address = AmqpAddress::parse(amqp_uri)?;
+        Self::with_management(address, management_uri)
     }
 
     /// Builds the endpoint from separate fields, as a Secret with `host`, `username` and
@@ -62,29 +61,23 @@ impl BrokerEndpoint {
         tls: bool,
         management_uri: Option<&str>,
     ) -> Result<Self, EndpointError> {
-        let scheme = if tls {
-            AMQPScheme::AMQPS
-        } else {
-            AMQPScheme::AMQP
-        };
-        let amqp = AMQPUri {
-            authority: AMQPAuthority {
-                userinfo: AMQPUserInfo {
-                    username: username.to_owned(),
-                    password: password.to_owned(),
-                },
-                host: host.to_owned(),
-                port: port.unwrap_or_else(|| scheme.default_port()),
-            },
-            scheme,
+        let address = AmqpAddress {
+            tls,
+            host: host.to_owned(),
+            port: port.unwrap_or(if tls { AMQPS_PORT } else { AMQP_PORT }),
+            username: username.to_owned(),
+            password: password.to_owned(),
             vhost: "/".to_owned(),
-            query: AMQPQueryString::default(),
+            heartbeat: None,
+            connection_timeout_ms: None,
         };
-        Self::with_management(amqp, management_uri)
+        Self::with_management(address, management_uri)
     }
 
-    fn with_management(amqp: AMQPUri, management_uri: Option<&str>) -> Result<Self, EndpointError> {
-        let auth = &amqp.authority;
+    fn with_management(
+        address: AmqpAddress,
+        management_uri: Option<&str>,
+    ) -> Result<Self, EndpointError> {
         let management = match management_uri.map(str::trim).filter(|s| !s.is_empty()) {
             Some(raw) => {
                 let mut url =
@@ -96,12 +89,12 @@ impl BrokerEndpoint {
                     )));
                 }
                 let username = match url.username() {
-                    "" => auth.userinfo.username.clone(),
+                    "" => address.username.clone(),
                     user => decode(user),
                 };
                 let password = url
                     .password()
-                    .map_or_else(|| auth.userinfo.password.clone(), decode);
+                    .map_or_else(|| address.password.clone(), decode);
                 // Credentials travel in the Authorization header, never in the URL.
                 let _ = url.set_username("");
                 let _ = url.set_password(None);
@@ -112,37 +105,61 @@ impl BrokerEndpoint {
                 }
             }
             None => {
-                let scheme = match amqp.scheme {
-                    AMQPScheme::AMQP => "http",
-                    AMQPScheme::AMQPS => "https",
-                };
-                let host = if auth.host.contains(':') {
-                    format!("[{}]", auth.host)
-                } else {
-                    auth.host.clone()
-                };
-                let base = Url::parse(&format!("{scheme}://{host}:{DEFAULT_MANAGEMENT_PORT}/"))
-                    .map_err(|e| EndpointError::ManagementUri(e.to_string()))?;
+                let scheme = if address.tls { "https" } else { "http" };
+                let base = Url::parse(&format!(
+                    "{scheme}://{}:{DEFAULT_MANAGEMENT_PORT}/",
+                    address.host_for_uri()
+                ))
+                .map_err(|e| EndpointError::ManagementUri(e.to_string()))?;
                 ManagementEndpoint {
                     base,
-                    username: auth.userinfo.username.clone(),
-                    password: auth.userinfo.password.clone(),
+                    username: address.username.clone(),
+                    password: address.password.clone(),
                 }
             }
         };
-        Ok(Self { amqp, management })
+        Ok(Self {
+            address,
+            management,
+        })
     }
 
     /// The same broker, on virtual host `vhost`.
     pub fn with_vhost(&self, vhost: &str) -> Self {
         let mut next = self.clone();
-        vhost.clone_into(&mut next.amqp.vhost);
+        vhost.clone_into(&mut next.address.vhost);
         next
     }
 
-    /// The AMQP coordinates, for `lapin::Connection::connect_uri`.
-    pub fn amqp(&self) -> &AMQPUri {
-        &self.amqp
+    /// The decoded AMQP coordinates.
+    pub fn address(&self) -> &AmqpAddress {
+        &self.address
+    }
+
+    /// The AMQP coordinates as lapin takes them.
+    pub fn amqp(&self) -> AMQPUri {
+        let a = &self.address;
+        AMQPUri {
+            scheme: if a.tls {
+                AMQPScheme::AMQPS
+            } else {
+                AMQPScheme::AMQP
+            },
+            authority: AMQPAuthority {
+                userinfo: AMQPUserInfo {
+                    username: a.username.clone(),
+                    password: a.password.clone(),
+                },
+                host: a.host.clone(),
+                port: a.port,
+            },
+            vhost: a.vhost.clone(),
+            query: AMQPQueryString {
+                heartbeat: a.heartbeat,
+                connection_timeout: a.connection_timeout_ms,
+                ..AMQPQueryString::default()
+            },
+        }
     }
 
     /// The management API coordinates.
@@ -152,73 +169,19 @@ impl BrokerEndpoint {
 
     /// The virtual host.
     pub fn vhost(&self) -> &str {
-        &self.amqp.vhost
+        &self.address.vhost
     }
 
     /// The user name (safe to show).
     pub fn username(&self) -> &str {
-        &self.amqp.authority.userinfo.username
+        &self.address.username
     }
 
     /// The full AMQP URI with the password, percent-encoded; for handing to a worker through
     /// a Secret, never for display.
     pub fn amqp_uri_with_password(&self) -> String {
-        self.amqp.to_string()
+        self.address.to_uri_with_password()
     }
-}
-
-/// Parses an AMQP URI. Unlike amq-protocol's parser this keeps IP-address hosts, reads an
-/// empty path as the default vhost `/`, and never echoes the input (it may hold a password).
-fn parse_amqp_uri(raw: &str) -> Result<AMQPUri, EndpointError> {
-    let url = Url::parse(raw).map_err(|e| EndpointError::AmqpUri(e.to_string()))?;
-    let scheme = match url.scheme() {
-        "amqp" => AMQPScheme::AMQP,
-        "amqps" => AMQPScheme::AMQPS,
-        other => {
-            return Err(EndpointError::AmqpUri(format!(
-                "scheme must be amqp or amqps, got {other}"
-            )));
-        }
-    };
-    let host = match url.host() {
-        Some(url::Host::Domain(d)) => d.to_owned(),
-        Some(url::Host::Ipv4(ip)) => ip.to_string(),
-        Some(url::Host::Ipv6(ip)) => ip.to_string(),
-        None => return Err(EndpointError::AmqpUri("the URI names no host".into())),
-    };
-    let defaults = AMQPUri::default();
-    let username = match url.username() {
-        "" => defaults.authority.userinfo.username,
-        user => decode(user),
-    };
-    let password = url
-        .password()
-        .map_or(defaults.authority.userinfo.password, decode);
-    let vhost = match url.path().strip_prefix('/').unwrap_or_default() {
-        "" => "/".to_owned(),
-        path => decode(path),
-    };
-    let mut query = AMQPQueryString::default();
-    for (key, value) in url.query_pairs() {
-        let bad = |_| EndpointError::AmqpUri(format!("query parameter {key} must be a number"));
-        match key.as_ref() {
-            "heartbeat" => query.heartbeat = Some(value.parse().map_err(bad)?),
-            "connection_timeout" => query.connection_timeout = Some(value.parse().map_err(bad)?),
-            "frame_max" => query.frame_max = Some(value.parse().map_err(bad)?),
-            "channel_max" => query.channel_max = Some(value.parse().map_err(bad)?),
-            _ => {}
-        }
-    }
-    Ok(AMQPUri {
-        authority: AMQPAuthority {
-            userinfo: AMQPUserInfo { username, password },
-            host,
-            port: url.port().unwrap_or_else(|| scheme.default_port()),
-        },
-        scheme,
-        vhost,
-        query,
-    })
 }
 
 fn decode(s: &str) -> String {
@@ -229,24 +192,7 @@ fn decode(s: &str) -> String {
 
 impl fmt::Display for BrokerEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let a = &self.amqp.authority;
-        let host = if a.host.contains(':') {
-            format!("[{}]", a.host)
-        } else {
-            a.host.clone()
-        };
-        write!(
-            f,
-            "{}://{}:***@{}:{}/{}",
-            self.amqp.scheme,
-            a.userinfo.username,
-            host,
-            a.port,
-            percent_encoding::utf8_percent_encode(
-                &self.amqp.vhost,
-                percent_encoding::NON_ALPHANUMERIC
-            )
-        )
+        self.address.fmt(f)
     }
 }
 
@@ -271,18 +217,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn special_characters_in_credentials_are_percent_decoded() {
-        let e = BrokerEndpoint::from_uri(
-            "amqp://us%23er%40x:p%40ss%23w%25rd%2F@rabbit:5673/%2f",
-            None,
-        )
-        .unwrap();
-        assert_eq!(e.username(), "us#er@x");
-        assert_eq!(e.amqp().authority.userinfo.password, "p@ss#w%rd/");
-        assert_eq!(e.amqp().authority.port, 5673);
-        assert_eq!(e.vhost(), "/");
-        assert_eq!(e.management().password, "p@ss#w%rd/");
+    fn management_defaults_to_the_amqp_host_and_credentials() {
+        let e = BrokerEndpoint::from_uri("amqp://us%23er:p%40ss%2F@rabbit:5673/%2f", None).unwrap();
         assert_eq!(e.management().base.as_str(), "http://rabbit:15672/");
+        assert_eq!(e.management().username, "us#er");
+        assert_eq!(e.management().password, "p@ss/");
+        let v6 = BrokerEndpoint::from_uri("amqps://u:p@[::1]/%2f", None).unwrap();
+        assert_eq!(v6.management().base.as_str(), "https://[::1]:15672/");
     }
 
     #[test]
@@ -305,33 +246,14 @@ mod tests {
     }
 
     #[test]
-    fn parts_need_no_encoding_and_round_trip_through_the_uri() {
-        let e = BrokerEndpoint::from_parts("rabbit", None, "a@b", "p#%/@", false, None).unwrap();
+    fn parts_need_no_encoding_and_reach_lapin_decoded() {
+        let e = BrokerEndpoint::from_parts("10.0.0.7", None, "a@b", "p#%/@", false, None).unwrap();
+        let uri = e.amqp();
+        assert_eq!(uri.authority.host, "10.0.0.7");
+        assert_eq!(uri.authority.userinfo.password, "p#%/@");
         let again = BrokerEndpoint::from_uri(&e.amqp_uri_with_password(), None).unwrap();
-        assert_eq!(again.amqp().authority.userinfo.password, "p#%/@");
-        assert_eq!(again.username(), "a@b");
-        assert_eq!(e.with_vhost("logs").vhost(), "logs");
-    }
-
-    #[test]
-    fn ip_hosts_and_default_vhosts_are_kept() {
-        let e = BrokerEndpoint::from_uri("amqp://guest:guest@10.1.2.3", None).unwrap();
-        assert_eq!(e.amqp().authority.host, "10.1.2.3");
-        assert_eq!(e.vhost(), "/");
-        assert_eq!(
-            BrokerEndpoint::from_uri("amqp://h/", None).unwrap().vhost(),
-            "/"
-        );
-        assert_eq!(
-            BrokerEndpoint::from_uri("amqp://h/logs%2Fprod", None)
-                .unwrap()
-                .vhost(),
-            "logs/prod"
-        );
-        let v6 = BrokerEndpoint::from_uri("amqp://u:p@[::1]:5672/%2f?heartbeat=10", None).unwrap();
-        assert_eq!(v6.amqp().authority.host, "::1");
-        assert_eq!(v6.amqp().query.heartbeat, Some(10));
-        assert_eq!(v6.management().base.as_str(), "http://[::1]:15672/");
+        assert_eq!(again, e);
+        assert_eq!(e.with_vhost("logs").amqp().vhost, "logs");
     }
 
     #[test]

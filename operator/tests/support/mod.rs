@@ -62,7 +62,7 @@ impl TestVhost {
 
     /// An AMQP connection to this vhost.
     pub async fn connect(&self) -> Connection {
-        let uri = endpoint().with_vhost(&self.name).amqp().clone();
+        let uri = endpoint().with_vhost(&self.name).amqp();
         Connection::connect_uri(uri, ConnectionProperties::default())
             .await
             .expect("connect to the test vhost")

@@ -1,0 +1,215 @@
+//! The worker's configuration: one file, rendered by the operator into a ConfigMap (and by
+//! `logstream dev` into a local file), read by `logstream-worker --config <file>`.
+//!
+//! The broker credentials are not in it: the worker reads them from the environment variable
+//! [`AMQP_URI_ENV`], which the operator fills from the broker Secret.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    defaults,
+    duration::Duration,
+    pipeline::{LogPipelineSpec, QueueType, SinkSpec},
+    resolved::WorkerSettings,
+    topology::{QueueRole, TopologyPlan, plan},
+    validate::{FieldError, ValidationErrors},
+};
+
+/// Environment variable holding the worker's AMQP URI (with credentials).
+pub const AMQP_URI_ENV: &str = "LOGSTREAM_AMQP_URI";
+/// Key of the configuration file in the worker's ConfigMap.
+pub const CONFIG_FILE_NAME: &str = "worker.yaml";
+/// Where the worker container mounts its ConfigMap.
+pub const CONFIG_DIR: &str = "/etc/logstream";
+
+/// One step of the retry ladder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryStep {
+    /// The retry queue.
+    pub queue: String,
+    /// Its message TTL.
+    pub delay: Duration,
+}
+
+/// The worker's dedup cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DedupSettings {
+    /// Message ids remembered at most.
+    pub capacity: u32,
+    /// How long an id is remembered.
+    pub window: Duration,
+}
+
+/// Everything one output's worker needs to know.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerConfig {
+    /// Namespace of the LogPipeline.
+    pub namespace: String,
+    /// Name of the LogPipeline.
+    pub pipeline: String,
+    /// Name of the output.
+    pub output: String,
+    /// Broker virtual host.
+    pub vhost: String,
+    /// The exchange producers publish to (republished copies keep their origin routing key).
+    pub exchange: String,
+    /// The main queue the worker consumes.
+    pub queue: String,
+    /// Queue type of every queue.
+    pub queue_type: QueueType,
+    /// The retry ladder, step 0 first.
+    pub retry: Vec<RetryStep>,
+    /// The dead-letter queue.
+    pub dead_letter_queue: String,
+    /// Deliveries before dead-lettering.
+    pub max_attempts: u32,
+    /// Prefetch, concurrency, batching and the body size limit.
+    pub consume: WorkerSettings,
+    /// The dedup cache.
+    pub dedup: DedupSettings,
+    /// Where logs are written.
+    pub sink: SinkSpec,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub listen: String,
+    /// Longest time to settle in-flight work after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// Why a worker configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid worker configuration: {0}")]
+pub struct WorkerConfigError(String);
+
+impl WorkerConfig {
+    /// The configuration of output `output` of pipeline `name` in `namespace`.
+    pub fn for_output(
+        namespace: &str,
+        name: &str,
+        spec: &LogPipelineSpec,
+        output: &str,
+    ) -> Result<Self, ValidationErrors> {
+        let plan = plan(namespace, name, spec)?;
+        Self::from_plan(&plan, namespace, name, spec, output).ok_or_else(|| {
+            ValidationErrors(vec![FieldError {
+                path: "spec.outputs".into(),
+                message: format!("no output named {output:?}"),
+            }])
+        })
+    }
+
+    /// The configuration of `output` given the pipeline's plan (whose vhost may have been
+    /// overridden by the broker Secret); `None` when the spec has no such output.
+    pub fn from_plan(
+        plan: &TopologyPlan,
+        namespace: &str,
+        name: &str,
+        spec: &LogPipelineSpec,
+        output: &str,
+    ) -> Option<Self> {
+        let o = spec.output(output)?;
+        let queue = plan.queue(output, QueueRole::Main)?.name.clone();
+        let retry = o
+            .backoff()
+            .iter()
+            .enumerate()
+            .filter_map(|(step, delay)| {
+                Some(RetryStep {
+                    queue: plan.queue(output, QueueRole::Retry(step))?.name.clone(),
+                    delay: *delay,
+                })
+            })
+            .collect();
+        Some(Self {
+            namespace: namespace.to_owned(),
+            pipeline: name.to_owned(),
+            output: output.to_owned(),
+            vhost: plan.vhost.clone(),
+            exchange: plan.exchange().name.clone(),
+            queue,
+            queue_type: spec.queue_type(),
+            retry,
+            dead_letter_queue: plan.queue(output, QueueRole::DeadLetter)?.name.clone(),
+            max_attempts: o.max_attempts(),
+            consume: o.worker_settings(),
+            dedup: DedupSettings {
+                capacity: defaults::DEDUP_CAPACITY,
+                window: defaults::DEDUP_WINDOW,
+            },
+            sink: o.sink.clone(),
+            listen: format!("0.0.0.0:{}", defaults::WORKER_PORT),
+            shutdown_grace: defaults::WORKER_SHUTDOWN_GRACE,
+        })
+    }
+
+    /// The configuration file's text.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("a worker configuration always serializes")
+    }
+
+    /// Reads a configuration file's text (YAML, or JSON which is YAML too).
+    pub fn from_yaml(text: &str) -> Result<Self, WorkerConfigError> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        let config: Self = serde_path_to_error::deserialize(de)
+            .map_err(|e| WorkerConfigError(format!("{}: {}", e.path(), e.inner())))?;
+        if config.retry.is_empty() {
+            return Err(WorkerConfigError(
+                "retry: at least one step is required".into(),
+            ));
+        }
+        if config.max_attempts == 0
+            || config.consume.prefetch == 0
+            || config.consume.concurrency == 0
+        {
+            return Err(WorkerConfigError(
+                "maxAttempts, prefetch and concurrency must be at least 1".into(),
+            ));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::parse_pipeline;
+
+    fn spec() -> LogPipelineSpec {
+        parse_pipeline(
+            "apiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {name: app}\nspec:\n  broker: {secretRef: {name: r}}\n  outputs:\n    - name: sec\n      retry: {maxAttempts: 4, backoff: [1s, 10s]}\n      sink: {http: {url: \"http://loki:3100/loki/api/v1/push\", format: loki}}\n      worker: {prefetch: 50}\n",
+        )
+        .unwrap()
+        .spec
+    }
+
+    #[test]
+    fn carries_the_plan_names_and_resolved_settings() {
+        let c = WorkerConfig::for_output("games", "app", &spec(), "sec").unwrap();
+        assert_eq!(c.queue, "logstream.games.app.sec");
+        assert_eq!(c.dead_letter_queue, "logstream.games.app.sec.dlq");
+        assert_eq!(c.retry.len(), 2);
+        assert_eq!(c.retry[1].queue, "logstream.games.app.sec.retry.1");
+        assert_eq!(c.retry[1].delay, Duration::from_secs(10));
+        assert_eq!(c.max_attempts, 4);
+        assert_eq!(c.consume.prefetch, 50);
+        assert_eq!(
+            c.consume.batch_max_messages, 50,
+            "a batch never exceeds prefetch"
+        );
+        assert_eq!(c.listen, "0.0.0.0:9090");
+        assert!(WorkerConfig::for_output("games", "app", &spec(), "nope").is_err());
+    }
+
+    #[test]
+    fn round_trips_through_its_file_and_names_bad_fields() {
+        let c = WorkerConfig::for_output("games", "app", &spec(), "sec").unwrap();
+        let text = c.to_yaml();
+        assert!(text.contains("prefetch: 50"), "{text}");
+        assert_eq!(WorkerConfig::from_yaml(&text).unwrap(), c);
+        let err =
+            WorkerConfig::from_yaml(&text.replace("prefetch: 50", "prefetch: lots")).unwrap_err();
+        assert!(err.to_string().contains("prefetch"), "{err}");
+    }
+}
