@@ -106,7 +106,7 @@ pub fn traces() -> Vec<Trace> {
             initial_backlog: 0.0,
             event_at_s: 0.0,
             arrivals: |t| {
-                if (t / 45.0) as u64 % 2 == 0 {
+                if ((t / 45.0) as u64).is_multiple_of(2) {
                     400.0
                 } else {
                     4_000.0
