@@ -472,3 +472,148 @@ async fn a_duplicate_arriving_after_the_write_is_acked_without_writing() {
         Some(1.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticsearch_item_errors_settle_each_log_on_its_own() {
+    let vhost = TestVhost::new("es-bulk").await;
+    let pipeline = TestPipeline::declare(
+        &vhost,
+        &PipelineOptions {
+            max_attempts: 5,
+            backoff: "[100ms]",
+            batch_max: 10,
+            linger: "300ms",
+            ..PipelineOptions::default()
+        },
+    )
+    .await;
+    // A 200 whose items say: "bad" is a mapping error (400), "busy" is throttled (429) the
+    // first time, everything else is stored.
+    let throttled = Mutex::new(false);
+    let sink = SinkServer::start(move |logs| {
+        let mut errors = false;
+        let items: Vec<serde_json::Value> = logs
+            .iter()
+            .map(|log| {
+                let status = match message_of(log).as_str() {
+                    "bad" => 400,
+                    "busy" if !std::mem::replace(&mut *throttled.lock().unwrap(), true) => 429,
+                    _ => 201,
+                };
+                errors |= status >= 300;
+                serde_json::json!({"index": {
+                    "_id": log["logstream"]["message_id"],
+                    "status": status,
+                    "error": (status >= 300).then(|| serde_json::json!({"type": "test_error"})),
+                }})
+            })
+            .collect();
+        support::Reply {
+            status: 200,
+            body: serde_json::json!({"took": 1, "errors": errors, "items": items}).to_string(),
+        }
+    })
+    .await;
+    let dir = TestDir::new("es-bulk");
+    let (_connection, channel) = vhost.confirm_channel().await;
+    for (i, message) in ["fine", "bad", "busy"].into_iter().enumerate() {
+        publish(
+            &channel,
+            pipeline.exchange(),
+            "api.info",
+            &log_body(message, "info", i as u64),
+            log_properties(&format!("es-{message}"), 0),
+        )
+        .await;
+    }
+    let mut config = pipeline.config_for(&sink.url);
+    config.sink = logstream_api::pipeline::SinkSpec::Http(logstream_api::pipeline::HttpSink {
+        url: sink.url.clone(),
+        format: Some(logstream_api::pipeline::HttpFormat::Elasticsearch),
+        timeout: None,
+    });
+    let worker = WorkerProcess::spawn(&dir, &vhost, &config);
+
+    settled(&worker, "ok", 2.0).await;
+    settled(&worker, "dead_lettered", 1.0).await;
+    assert_eq!(
+        sink.attempts_of("fine"),
+        1,
+        "a stored item is not sent again"
+    );
+    assert_eq!(sink.attempts_of("busy"), 2, "a 429 item is retried");
+    assert_eq!(sink.attempts_of("bad"), 1, "a 400 item is never retried");
+    let dead = vhost.drain(&pipeline.config.dead_letter_queue).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message_id().as_deref(), Some("es-bad"));
+    assert_eq!(
+        dead[0].header(HEADER_ERROR_CLASS).as_deref(),
+        Some("permanent")
+    );
+    let error = dead[0].header(HEADER_ERROR).unwrap();
+    assert!(
+        error.contains("400") && error.contains("test_error"),
+        "{error}"
+    );
+    assert_eq!(
+        worker
+            .metric("logstream_messages_total", &[("outcome", "retried")])
+            .await,
+        Some(1.0)
+    );
+    // The bulk request indexes each log under its message id.
+    let first = &sink.received()[0];
+    assert_eq!(first.logs.len(), 3, "one bulk request for the batch");
+    assert_eq!(first.logs[0]["logstream"]["message_id"], "es-fine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_refused_by_a_full_dlq_leaves_the_original_in_the_queue() {
+    let vhost = TestVhost::new("dlq-full").await;
+    let pipeline = TestPipeline::declare(
+        &vhost,
+        &PipelineOptions {
+            max_attempts: 2,
+            backoff: "[100ms]",
+            batch_max: 1,
+            dlq_max_length: Some(1),
+            ..PipelineOptions::default()
+        },
+    )
+    .await;
+    let sink = SinkServer::accepting().await;
+    let dir = TestDir::new("dlq-full");
+    let (_connection, channel) = vhost.confirm_channel().await;
+    for id in ["first", "second"] {
+        publish(
+            &channel,
+            pipeline.exchange(),
+            "api.info",
+            b"not json",
+            log_properties(id, 0),
+        )
+        .await;
+    }
+    let worker = WorkerProcess::spawn(&dir, &vhost, &pipeline.config_for(&sink.url));
+
+    eventually(SETTLED, "a refused copy", || async {
+        let refused = worker.metric("logstream_settle_refused_total", &[]).await?;
+        (refused >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(vhost.ready(&pipeline.config.dead_letter_queue).await, 1);
+    assert!(
+        worker.log().contains("the broker refused it"),
+        "the refusal is logged"
+    );
+    // The second message is not lost: it waits in the pipeline's queues until the DLQ has room.
+    let dead = vhost.drain(&pipeline.config.dead_letter_queue).await;
+    assert_eq!(dead.len(), 1);
+    let second = eventually(SETTLED, "the second message dead-lettered", || async {
+        let mut dead = vhost.drain(&pipeline.config.dead_letter_queue).await;
+        dead.pop()
+    })
+    .await;
+    assert_ne!(second.message_id(), dead[0].message_id());
+    assert_eq!(sink.written_len(), 0);
+}

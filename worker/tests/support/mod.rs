@@ -485,7 +485,23 @@ pub async fn publish_many(
 }
 
 /// What the sink server answers to one request, given its logs.
-pub type Behaviour = dyn Fn(&[Value]) -> u16 + Send + Sync;
+pub type Behaviour = dyn Fn(&[Value]) -> Reply + Send + Sync;
+
+/// An answer of the sink server.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl From<u16> for Reply {
+    fn from(status: u16) -> Self {
+        Self {
+            status,
+            body: String::new(),
+        }
+    }
+}
 
 /// One request the sink server received.
 #[derive(Clone, Debug)]
@@ -516,18 +532,20 @@ impl SinkServer {
     }
 
     /// A sink answering `behaviour(logs)`.
-    pub async fn start(behaviour: impl Fn(&[Value]) -> u16 + Send + Sync + 'static) -> Self {
+    pub async fn start<R: Into<Reply>>(
+        behaviour: impl Fn(&[Value]) -> R + Send + Sync + 'static,
+    ) -> Self {
         Self::start_with_delay(Duration::ZERO, behaviour).await
     }
 
     /// A sink that takes `delay` to answer `behaviour(logs)` to each request.
-    pub async fn start_with_delay(
+    pub async fn start_with_delay<R: Into<Reply>>(
         delay: Duration,
-        behaviour: impl Fn(&[Value]) -> u16 + Send + Sync + 'static,
+        behaviour: impl Fn(&[Value]) -> R + Send + Sync + 'static,
     ) -> Self {
         let state = Arc::new(SinkState {
             received: Mutex::new(Vec::new()),
-            behaviour: Box::new(behaviour),
+            behaviour: Box::new(move |logs| behaviour(logs).into()),
             delay,
         });
         let app = Router::new()
@@ -595,19 +613,34 @@ impl Drop for SinkServer {
     }
 }
 
-async fn receive(State(state): State<Arc<SinkState>>, body: Bytes) -> StatusCode {
+async fn receive(State(state): State<Arc<SinkState>>, body: Bytes) -> (StatusCode, String) {
     let at = std::time::Instant::now();
     if !state.delay.is_zero() {
         tokio::time::sleep(state.delay).await;
     }
-    let logs: Vec<Value> = serde_json::from_slice(&body).unwrap_or_default();
-    let status = (state.behaviour)(&logs);
-    state
-        .received
-        .lock()
-        .unwrap()
-        .push(Received { status, logs, at });
-    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    let logs = parse_logs(&body);
+    let reply = (state.behaviour)(&logs);
+    state.received.lock().unwrap().push(Received {
+        status: reply.status,
+        logs,
+        at,
+    });
+    (
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        reply.body,
+    )
+}
+
+/// The logs in a request body: a JSON array, or JSON lines (NDJSON, or an Elasticsearch bulk
+/// body whose action lines are skipped because they have no `message`).
+fn parse_logs(body: &[u8]) -> Vec<Value> {
+    if let Ok(logs) = serde_json::from_slice::<Vec<Value>>(body) {
+        return logs;
+    }
+    body.split(|&b| b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<Value>(line).ok())
+        .filter(|v| v.get("message").is_some())
+        .collect()
 }
 
 /// The `message` field of a log.
