@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test broker lint fmt crds unit
+.PHONY: test broker lint fmt crds unit bench-worker
 
 ## Everything CI checks: a broker, formatting, clippy, then every test of the workspace.
 test: broker lint
@@ -31,3 +31,8 @@ crds:
 ## Tests that need no broker.
 unit:
 	$(CARGO) test --workspace --lib
+
+## Worker throughput and peak memory against a bare lapin consume+ACK loop, side by side
+## (copy the printed table into docs/benchmarks.md).
+bench-worker: broker
+	$(CARGO) bench -p logstream-worker --bench throughput

@@ -71,18 +71,36 @@ pub fn loki(batch: &[LogRecord], labels: &SinkLabels) -> Vec<u8> {
 }
 
 /// An Elasticsearch bulk request: an `index` action with `_id` = the log's id before each log,
-/// so a retried log overwrites itself instead of being stored twice. The index comes from the
-/// URL (`/<index>/_bulk`).
-pub fn elasticsearch_bulk(batch: &[LogRecord]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(batch.iter().map(|r| r.json.len() + r.id.len() + 24).sum());
+/// so a retried log overwrites itself instead of being stored twice. `index` names the target
+/// index in each action; `None` leaves it to the URL (`/<index>/_bulk`).
+pub fn elasticsearch_bulk(batch: &[LogRecord], index: Option<&str>) -> Vec<u8> {
+    let mut body = Vec::with_capacity(batch.iter().map(|r| r.json.len() + r.id.len() + 64).sum());
     for record in batch {
-        body.extend_from_slice(br#"{"index":{"_id":"#);
-        body.extend_from_slice(Value::String(record.id.clone()).to_string().as_bytes());
-        body.extend_from_slice(b"}}\n");
+        let mut action = serde_json::Map::new();
+        if let Some(index) = index {
+            action.insert("_index".into(), index.into());
+        }
+        action.insert("_id".into(), record.id.as_str().into());
+        body.extend_from_slice(
+            serde_json::json!({ "index": action })
+                .to_string()
+                .as_bytes(),
+        );
+        body.push(b'\n');
         body.extend_from_slice(record.json.as_bytes());
         body.push(b'\n');
     }
     body
+}
+
+/// The index of logs sent to a bulk URL that names none (`.../_bulk`):
+/// `logstream-<namespace>-<pipeline>-<output>` (lowercase, as index names must be).
+pub fn default_index(labels: &SinkLabels) -> String {
+    format!(
+        "logstream-{}-{}-{}",
+        labels.namespace, labels.pipeline, labels.output
+    )
+    .to_lowercase()
 }
 
 #[derive(Deserialize)]
@@ -197,11 +215,22 @@ mod tests {
 
     #[test]
     fn elasticsearch_bulk_indexes_each_log_under_its_id() {
-        let body = String::from_utf8(elasticsearch_bulk(&batch()[..1])).unwrap();
+        let body = String::from_utf8(elasticsearch_bulk(&batch()[..1], None)).unwrap();
         assert_eq!(
             body,
             "{\"index\":{\"_id\":\"id-2\"}}\n{\"message\":\"m2\"}\n"
         );
+        let body = String::from_utf8(elasticsearch_bulk(&batch()[..1], Some("logs"))).unwrap();
+        assert_eq!(
+            body,
+            "{\"index\":{\"_id\":\"id-2\",\"_index\":\"logs\"}}\n{\"message\":\"m2\"}\n"
+        );
+        let labels = SinkLabels {
+            namespace: "games".into(),
+            pipeline: "app".into(),
+            output: "errors".into(),
+        };
+        assert_eq!(default_index(&labels), "logstream-games-app-errors");
     }
 
     #[test]

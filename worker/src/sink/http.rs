@@ -26,6 +26,8 @@ pub struct HttpSink {
     shown: String,
     format: HttpFormat,
     labels: SinkLabels,
+    /// Elasticsearch: the index each action names, when the URL names none.
+    index: Option<String>,
 }
 
 impl HttpSink {
@@ -45,12 +47,15 @@ impl HttpSink {
             .timeout(spec.timeout().as_std())
             .build()
             .map_err(|e| SinkError::Client(e.to_string()))?;
+        let index = (spec.format() == HttpFormat::Elasticsearch && !names_index(&url))
+            .then(|| format::default_index(&labels));
         Ok(Self {
             client,
             shown: redact(&url),
             url,
             format: spec.format(),
             labels,
+            index,
         })
     }
 
@@ -59,9 +64,10 @@ impl HttpSink {
             HttpFormat::Json => (format::json_array(batch), "application/json"),
             HttpFormat::Ndjson => (format::ndjson(batch), "application/x-ndjson"),
             HttpFormat::Loki => (format::loki(batch, &self.labels), "application/json"),
-            HttpFormat::Elasticsearch => {
-                (format::elasticsearch_bulk(batch), "application/x-ndjson")
-            }
+            HttpFormat::Elasticsearch => (
+                format::elasticsearch_bulk(batch, self.index.as_deref()),
+                "application/x-ndjson",
+            ),
         }
     }
 
@@ -129,6 +135,15 @@ impl Sink for HttpSink {
     }
 }
 
+/// True when a bulk URL names its index: `/<index>/_bulk`.
+fn names_index(url: &Url) -> bool {
+    let segments: Vec<&str> = url
+        .path_segments()
+        .map(|s| s.filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    matches!(segments.as_slice(), [.., index, "_bulk"] if !index.starts_with('_'))
+}
+
 /// An error with its causes (`error sending request: ... : Connection refused`).
 fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -186,6 +201,33 @@ mod tests {
             );
         }
         assert!(HttpSink::new(&spec("https://es:9200/logs/_bulk"), SinkLabels::default()).is_ok());
+    }
+
+    #[test]
+    fn bulk_urls_without_an_index_get_the_outputs_index() {
+        let es = |url: &str| HttpSinkSpec {
+            url: url.into(),
+            format: Some(HttpFormat::Elasticsearch),
+            timeout: None,
+        };
+        let labels = SinkLabels {
+            namespace: "ns".into(),
+            pipeline: "app".into(),
+            output: "errors".into(),
+        };
+        let sink = |url| HttpSink::new(&es(url), labels.clone()).unwrap().index;
+        assert_eq!(
+            sink("http://es:9200/_bulk").as_deref(),
+            Some("logstream-ns-app-errors")
+        );
+        assert_eq!(sink("http://es:9200/logs/_bulk"), None);
+        assert_eq!(sink("http://proxy/es/logs/_bulk/"), None);
+        assert!(
+            HttpSink::new(&spec("http://h/_bulk"), labels)
+                .unwrap()
+                .index
+                .is_none()
+        );
     }
 
     #[test]
