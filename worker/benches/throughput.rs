@@ -1,14 +1,17 @@
 //! Throughput of the worker against a bare lapin consume+ACK loop, side by side, on the same
 //! broker, queue and messages (1 KB persistent JSON logs of the message contract).
 //!
-//! - bare: `basic_qos(prefetch)`, `basic_consume`, and one awaited `basic.ack` per delivery;
+//! - bare: `basic_qos(prefetch)`, `basic_consume`, and one awaited `basic.ack` per delivery
+//!   (the baseline of issue 3);
+//! - bare-multi (for reference): the same loop ACKing with `multiple=true` every 100
+//!   deliveries, about the best lapin can do on this machine;
 //! - worker: the real `logstream-worker` binary (consume, decode and normalize the JSON,
 //!   dedup, write to a `file` sink on /dev/null, multiple ACKs), timed from its `/readyz` to
 //!   its `logstream_messages_total{outcome="ok"}` reaching the message count; its peak
 //!   resident memory is `VmHWM` from `/proc/<pid>/status`.
 //!
-//! Each round fills the queue, drains it with one contender, fills it again, drains it with
-//! the other (the order alternates between rounds). Run with `make bench-worker`; settings by
+//! Each round fills the queue and drains it once per contender (the order rotates between
+//! rounds). Run with `make bench-worker`; settings by
 //! environment: `LOGSTREAM_BENCH_MESSAGES` (default 50000), `LOGSTREAM_BENCH_ROUNDS` (3),
 //! `LOGSTREAM_BENCH_QUEUE_TYPES` (`classic,quorum`), `LOGSTREAM_BENCH_PREFETCH` (200), and
 //! `AMQP_ADDR` / `MANAGEMENT_ADDR` for the broker (default: loopback, guest).
@@ -123,8 +126,16 @@ async fn fill(channel: &Channel, queue: &str, n: u64, round: usize) {
     }
 }
 
-/// The bare loop: consume with prefetch and ACK each delivery. Returns messages per second.
-async fn bare(endpoint: &BrokerEndpoint, vhost: &str, queue: &str, n: u64, prefetch: u16) -> f64 {
+/// The bare loop: consume with prefetch and ACK each delivery (or, with `ack_every` > 1, every
+/// `ack_every`-th delivery with `multiple=true`). Returns messages per second.
+async fn bare(
+    endpoint: &BrokerEndpoint,
+    vhost: &str,
+    queue: &str,
+    n: u64,
+    prefetch: u16,
+    ack_every: u64,
+) -> f64 {
     let connection = connect(endpoint, vhost).await;
     let channel = connection.create_channel().await.unwrap();
     channel
@@ -144,8 +155,15 @@ async fn bare(endpoint: &BrokerEndpoint, vhost: &str, queue: &str, n: u64, prefe
     let mut count = 0;
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery.expect("delivery");
-        delivery.ack(BasicAckOptions::default()).await.expect("ack");
         count += 1;
+        if ack_every <= 1 {
+            delivery.ack(BasicAckOptions::default()).await.expect("ack");
+        } else if count % ack_every == 0 || count == n {
+            delivery
+                .ack(BasicAckOptions { multiple: true })
+                .await
+                .expect("ack");
+        }
         if count == n {
             break;
         }
@@ -252,7 +270,15 @@ async fn worker(endpoint: &BrokerEndpoint, config: &WorkerConfig, n: u64) -> Wor
     }
 }
 
-async fn bench_queue_type(settings: &Settings, queue_type: &str) -> (Vec<f64>, Vec<f64>, u64) {
+/// Rates of each contender (per round) and the worker's peak RSS (KiB) on one queue type.
+struct Results {
+    bare: Vec<f64>,
+    bare_multi: Vec<f64>,
+    worker: Vec<f64>,
+    peak_rss_kib: u64,
+}
+
+async fn bench_queue_type(settings: &Settings, queue_type: &str) -> Results {
     let endpoint = endpoint();
     let management = ManagementClient::new(endpoint.management().clone());
     let vhost = format!("logstream-bench-{queue_type}-{}", std::process::id());
@@ -284,41 +310,52 @@ async fn bench_queue_type(settings: &Settings, queue_type: &str) -> (Vec<f64>, V
         .await
         .unwrap();
 
-    let (mut bare_rates, mut worker_rates, mut peak) = (Vec::new(), Vec::new(), 0);
+    let mut results = Results {
+        bare: Vec::new(),
+        bare_multi: Vec::new(),
+        worker: Vec::new(),
+        peak_rss_kib: 0,
+    };
+    let contenders = ["bare", "worker", "bare-multi"];
     for round in 0..settings.rounds {
-        for contender in if round % 2 == 0 {
-            ["bare", "worker"]
-        } else {
-            ["worker", "bare"]
-        } {
+        for i in 0..contenders.len() {
+            let contender = contenders[(i + round) % contenders.len()];
             fill(&channel, &queue, settings.messages, round).await;
-            if contender == "bare" {
-                let rate = bare(
-                    &endpoint,
-                    &vhost,
-                    &queue,
-                    settings.messages,
-                    settings.prefetch,
-                )
-                .await;
-                eprintln!("{queue_type} round {}: bare   {rate:>9.0} msg/s", round + 1);
-                bare_rates.push(rate);
-            } else {
-                let run = worker(&endpoint, &config, settings.messages).await;
-                eprintln!(
-                    "{queue_type} round {}: worker {:>9.0} msg/s, peak RSS {:.1} MiB",
-                    round + 1,
-                    run.rate,
-                    run.peak_rss_kib as f64 / 1024.0
-                );
-                worker_rates.push(run.rate);
-                peak = peak.max(run.peak_rss_kib);
+            let n = settings.messages;
+            match contender {
+                "worker" => {
+                    let run = worker(&endpoint, &config, n).await;
+                    eprintln!(
+                        "{queue_type} round {}: worker     {:>9.0} msg/s, peak RSS {:.1} MiB",
+                        round + 1,
+                        run.rate,
+                        run.peak_rss_kib as f64 / 1024.0
+                    );
+                    results.worker.push(run.rate);
+                    results.peak_rss_kib = results.peak_rss_kib.max(run.peak_rss_kib);
+                }
+                "bare" => {
+                    let rate = bare(&endpoint, &vhost, &queue, n, settings.prefetch, 1).await;
+                    eprintln!(
+                        "{queue_type} round {}: bare       {rate:>9.0} msg/s",
+                        round + 1
+                    );
+                    results.bare.push(rate);
+                }
+                _ => {
+                    let rate = bare(&endpoint, &vhost, &queue, n, settings.prefetch, 100).await;
+                    eprintln!(
+                        "{queue_type} round {}: bare-multi {rate:>9.0} msg/s",
+                        round + 1
+                    );
+                    results.bare_multi.push(rate);
+                }
             }
         }
     }
     let _ = publisher.close(200, "bye".into()).await;
     let _ = management.delete_vhost(&vhost).await;
-    (bare_rates, worker_rates, peak)
+    results
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -349,19 +386,20 @@ fn main() {
     );
     let mut rows = Vec::new();
     for queue_type in &settings.queue_types {
-        let (bare, worker, peak) = runtime.block_on(bench_queue_type(&settings, queue_type));
+        let r = runtime.block_on(bench_queue_type(&settings, queue_type));
         rows.push(format!(
-            "| {queue_type} | {:.0} | {:.0} | {:.2} | {:.1} MiB |",
-            median(&worker),
-            median(&bare),
-            median(&worker) / median(&bare),
-            peak as f64 / 1024.0
+            "| {queue_type} | {:.0} | {:.0} | {:.2} | {:.1} MiB | {:.0} |",
+            median(&r.worker),
+            median(&r.bare),
+            median(&r.worker) / median(&r.bare),
+            r.peak_rss_kib as f64 / 1024.0,
+            median(&r.bare_multi),
         ));
     }
     println!(
-        "\n| queue type | worker (msg/s, median) | bare lapin (msg/s, median) | ratio | worker peak RSS |"
+        "\n| queue type | worker (msg/s, median) | bare lapin, ACK per message (msg/s, median) | ratio | worker peak RSS | bare lapin, multiple ACK per 100 (msg/s, median, reference) |"
     );
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     for row in rows {
         println!("{row}");
     }

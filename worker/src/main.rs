@@ -4,7 +4,7 @@
 //! `LOGSTREAM_AMQP_URI` environment variable or the sink settings are unusable, 1 when the
 //! worker fails at run time (e.g. its HTTP port is taken).
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use clap::Parser;
 use logstream_api::worker_config::AMQP_URI_ENV;
@@ -32,6 +32,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )

@@ -65,6 +65,8 @@ pub async fn run(settings: Settings, sink: Arc<dyn Sink>) -> Result<(), RuntimeE
                 addr: settings.listen,
                 source,
             })?;
+    // The bound address: with port 0 the system picks one, and the log line below tells which.
+    let listen = listener.local_addr().unwrap_or(settings.listen);
     let (stop_tx, mut stop) = watch::channel(false);
     let mut server_stop = stop.clone();
     let health = Health {
@@ -74,7 +76,7 @@ pub async fn run(settings: Settings, sink: Arc<dyn Sink>) -> Result<(), RuntimeE
     let server = tokio::spawn(server::serve(listener, health, async move {
         let _ = server_stop.wait_for(|stopping| *stopping).await;
     }));
-    info!(listen = %settings.listen, "serving /metrics, /healthz and /readyz");
+    info!(%listen, "serving /metrics, /healthz and /readyz");
 
     let signals = wait_for_signal().map_err(RuntimeError::Signals)?;
     tokio::spawn(async move {

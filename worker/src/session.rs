@@ -106,6 +106,9 @@ pub enum SessionError {
     /// The channel copies are published on closed.
     #[error("the publishing channel closed")]
     PublishChannelClosed,
+    /// A write task died; its deliveries cannot be settled on this channel any more.
+    #[error("failed to finish a sink write: {0}")]
+    Task(String),
     /// An ACK or NACK could not be sent.
     #[error("failed to settle deliveries: {0}")]
     Settle(lapin::Error),
@@ -290,7 +293,8 @@ impl Session {
                                 self.lose(&mut lost, e);
                             }
                         }
-                        Err(e) => error!("a write task failed: {e}"),
+                        // Its deliveries can never be settled on this channel: start afresh.
+                        Err(e) => self.lose(&mut lost, SessionError::Task(e.to_string())),
                     }
                     if lost.is_none() && !self.ctx.republisher.is_open() {
                         self.lose(&mut lost, SessionError::PublishChannelClosed);

@@ -26,35 +26,39 @@ struct PrivateNode {
 }
 
 impl PrivateNode {
+    /// Starts a node on free ports; tries again with other ports when one was taken between
+    /// picking and binding it.
     fn start() -> Self {
-        let dir = TestDir::new("rabbit");
-        let (amqp, management, dist) = (free_port(), free_port(), free_port());
-        let out = Command::new(script())
-            .arg("start")
-            .arg(dir.path())
-            .arg(amqp.to_string())
-            .arg(management.to_string())
-            .arg(dist.to_string())
-            .output()
-            .expect("run rabbitmq-private-node.sh");
-        let node = Self {
-            broker: Broker {
-                endpoint: BrokerEndpoint::from_uri(
-                    &format!("amqp://guest:guest@127.0.0.1:{amqp}/%2f"),
-                    Some(&format!("http://127.0.0.1:{management}")),
-                )
-                .unwrap(),
-                vhost: "/".into(),
-            },
-            dir,
-        };
-        assert!(
-            out.status.success(),
-            "the private node did not start:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        node
+        let mut failures = String::new();
+        for _ in 0..3 {
+            let dir = TestDir::new("rabbit");
+            let (amqp, management, dist) = (free_port(), free_port(), free_port());
+            let out = Command::new(script())
+                .arg("start")
+                .arg(dir.path())
+                .arg(amqp.to_string())
+                .arg(management.to_string())
+                .arg(dist.to_string())
+                .output()
+                .expect("run rabbitmq-private-node.sh");
+            let node = Self {
+                broker: Broker {
+                    endpoint: BrokerEndpoint::from_uri(
+                        &format!("amqp://guest:guest@127.0.0.1:{amqp}/%2f"),
+                        Some(&format!("http://127.0.0.1:{management}")),
+                    )
+                    .unwrap(),
+                    vhost: "/".into(),
+                },
+                dir,
+            };
+            if out.status.success() {
+                return node;
+            }
+            failures.push_str(&String::from_utf8_lossy(&out.stdout));
+            failures.push_str(&String::from_utf8_lossy(&out.stderr));
+        }
+        panic!("the private node did not start:\n{failures}");
     }
 
     fn ctl(&self, args: &[&str]) {

@@ -662,18 +662,19 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    /// Starts the worker binary with `config` (written into `dir`) against `broker`.
+    /// Starts the worker binary with `config` (written into `dir`) against `broker`, on a
+    /// port the system picks (read back from the worker's log, so parallel tests never race
+    /// for a port).
     pub fn spawn(dir: &TestDir, broker: &Broker, config: &WorkerConfig) -> Self {
-        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let name = unique("worker");
         let config_path = dir.path().join(format!("{name}.yaml"));
         std::fs::write(&config_path, config.to_yaml()).unwrap();
         let stderr = dir.path().join(format!("{name}.stderr"));
-        let child = Command::new(env!("CARGO_BIN_EXE_logstream-worker"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_logstream-worker"))
             .arg("--config")
             .arg(&config_path)
             .arg("--listen")
-            .arg(listen.to_string())
+            .arg("127.0.0.1:0")
             .env(AMQP_URI_ENV, broker.uri())
             .env("RUST_LOG", "info,logstream_worker=debug")
             .stdin(Stdio::null())
@@ -681,6 +682,29 @@ impl WorkerProcess {
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
             .expect("start logstream-worker");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let listen = loop {
+            let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+            let bound = log.lines().find_map(|l| {
+                l.split_once("listen=")?
+                    .1
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            });
+            if let Some(addr) = bound {
+                break addr;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("logstream-worker exited with {status} before listening:\n{log}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "logstream-worker did not listen within 20s:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
         Self {
             pid: child.id(),
             child: Mutex::new(child),
