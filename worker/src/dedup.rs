@@ -2,7 +2,7 @@
 //!
 //! Bounded twice: an id is forgotten after the window, and the oldest ids go first when the
 //! cache is full. Ids are stored as 128-bit hashes, so memory does not depend on how long the
-//! producers' ids are (about 50 bytes per entry).
+//! producers' ids are (under 100 bytes per entry, table and age queue together).
 
 use std::{
     collections::{HashMap, VecDeque},
