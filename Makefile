@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test broker lint fmt crds unit bench-scaling
+.PHONY: test broker lint fmt crds unit bench-scaling bench-worker
 
 ## Everything CI checks: a broker, formatting, clippy, then every test of the workspace.
 test: broker lint
@@ -36,3 +36,8 @@ unit:
 ## docs/benchmarks.md.
 bench-scaling:
 	$(CARGO) run -q --release -p logstream-operator --bin logstream-scaling-sim -- --write docs/benchmarks.md
+
+## Worker throughput and peak memory against a bare lapin consume+ACK loop, side by side
+## (copy the printed table into docs/benchmarks.md).
+bench-worker: broker
+	$(CARGO) bench -p logstream-worker --bench throughput

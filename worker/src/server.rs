@@ -1,0 +1,72 @@
+//! The worker's HTTP endpoints on one port: `/metrics` (Prometheus text), `/healthz` (the
+//! process answers) and `/readyz` (200 only while the broker connection and the consumer are
+//! up, so a Service stops sending scrapes or probes nowhere useful).
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use tokio::net::TcpListener;
+
+use crate::metrics::Metrics;
+
+/// The Prometheus text format's content type.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What the endpoints report.
+#[derive(Clone, Debug)]
+pub struct Health {
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// True while the AMQP connection and the consumer are up.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The routes.
+pub fn router(health: Health) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(health)
+}
+
+async fn metrics(State(health): State<Health>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+        health.metrics.render(),
+    )
+}
+
+async fn ready(State(health): State<Health>) -> impl IntoResponse {
+    if health.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no broker connection or consumer\n",
+        )
+    }
+}
+
+/// Serves the endpoints on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    health: Health,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(health))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

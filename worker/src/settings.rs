@@ -1,0 +1,198 @@
+//! Everything the worker needs before it starts: the configuration file, the broker URI from
+//! the environment, and the address of its HTTP endpoints.
+
+use std::{net::SocketAddr, path::Path};
+
+use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
+use logstream_api::{
+    broker_uri::{AmqpAddress, AmqpUriError},
+    worker_config::{AMQP_URI_ENV, WorkerConfig, WorkerConfigError},
+};
+
+/// Why the worker cannot start. The broker URI is never repeated: it holds a password.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The configuration file could not be read.
+    #[error("failed to read configuration file {path}: {source}")]
+    ReadConfig {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The configuration file is not a valid worker configuration.
+    #[error("failed to load configuration file {path}: {source}")]
+    Config {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        source: WorkerConfigError,
+    },
+    /// The environment has no broker URI.
+    #[error(
+        "failed to find the broker: environment variable {AMQP_URI_ENV} is not set (expected amqp://user:password@host:5672/vhost)"
+    )]
+    MissingUri,
+    /// The broker URI does not parse.
+    #[error("failed to read environment variable {AMQP_URI_ENV}: {0}")]
+    Uri(#[from] AmqpUriError),
+    /// The listen address does not parse.
+    #[error("failed to use listen address {0:?}: expected ip:port, e.g. 0.0.0.0:9090")]
+    Listen(String),
+}
+
+/// The worker's settings, ready to use.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The configuration file's content.
+    pub config: WorkerConfig,
+    /// Where the broker is, on the configuration's vhost.
+    pub broker: AmqpAddress,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub listen: SocketAddr,
+}
+
+impl Settings {
+    /// Reads the configuration at `config_path`, the broker URI `amqp_uri` (the value of
+    /// [`AMQP_URI_ENV`]), and `listen_override` (`--listen`) or else the configuration's
+    /// `listen`. The configuration's vhost replaces the URI's.
+    pub fn load(
+        config_path: &Path,
+        listen_override: Option<&str>,
+        amqp_uri: Option<&str>,
+    ) -> Result<Self, SettingsError> {
+        let path = config_path.display().to_string();
+        let text =
+            std::fs::read_to_string(config_path).map_err(|source| SettingsError::ReadConfig {
+                path: path.clone(),
+                source,
+            })?;
+        let config = WorkerConfig::from_yaml(&text)
+            .map_err(|source| SettingsError::Config { path, source })?;
+        let raw = amqp_uri
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or(SettingsError::MissingUri)?;
+        let mut broker = AmqpAddress::parse(raw)?;
+        broker.vhost.clone_from(&config.vhost);
+        let listen = parse_listen(listen_override.unwrap_or(&config.listen))?;
+        Ok(Self {
+            config,
+            broker,
+            listen,
+        })
+    }
+
+    /// The broker coordinates as lapin takes them (lapin's own URI parser would turn an IP
+    /// host into `localhost`).
+    pub fn amqp_uri(&self) -> AMQPUri {
+        let a = &self.broker;
+        AMQPUri {
+            scheme: if a.tls {
+                AMQPScheme::AMQPS
+            } else {
+                AMQPScheme::AMQP
+            },
+            authority: AMQPAuthority {
+                userinfo: AMQPUserInfo {
+                    username: a.username.clone(),
+                    password: a.password.clone(),
+                },
+                host: a.host.clone(),
+                port: a.port,
+            },
+            vhost: a.vhost.clone(),
+            query: AMQPQueryString {
+                heartbeat: a.heartbeat,
+                connection_timeout: a.connection_timeout_ms,
+                ..AMQPQueryString::default()
+            },
+        }
+    }
+}
+
+/// Reads `ip:port`, or `:port` for every interface.
+fn parse_listen(raw: &str) -> Result<SocketAddr, SettingsError> {
+    let raw = raw.trim();
+    let full = match raw.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => raw.to_owned(),
+    };
+    full.parse()
+        .map_err(|_| SettingsError::Listen(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logstream_api::manifest::parse_pipeline;
+
+    fn config_file(listen: &str) -> std::path::PathBuf {
+        let spec = parse_pipeline(
+            "apiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {name: app}\nspec:\n  broker: {secretRef: {name: r}, vhost: logs}\n  outputs:\n    - name: out\n      sink: {stdout: {}}\n",
+        )
+        .unwrap()
+        .spec;
+        let mut config = WorkerConfig::for_output("games", "app", &spec, "out").unwrap();
+        config.listen = listen.into();
+        let path = std::env::temp_dir().join(format!(
+            "logstream-settings-{}-{}.yaml",
+            std::process::id(),
+            jiff::Timestamp::now().as_nanosecond()
+        ));
+        std::fs::write(&path, config.to_yaml()).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_configs_vhost_replaces_the_uris_and_listen_can_be_overridden() {
+        let path = config_file("0.0.0.0:9090");
+        let s = Settings::load(&path, None, Some("amqp://u:p%40ss@10.0.0.5:5673/%2f")).unwrap();
+        assert_eq!(s.broker.vhost, "logs");
+        assert_eq!(s.listen, "0.0.0.0:9090".parse().unwrap());
+        let uri = s.amqp_uri();
+        assert_eq!(uri.authority.host, "10.0.0.5");
+        assert_eq!(uri.authority.port, 5673);
+        assert_eq!(uri.authority.userinfo.password, "p@ss");
+        assert_eq!(uri.vhost, "logs");
+        let s = Settings::load(&path, Some("127.0.0.1:0"), Some("amqp://h")).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:0".parse().unwrap());
+        let s = Settings::load(&path, Some(":9191"), Some("amqp://h")).unwrap();
+        assert_eq!(s.listen, "0.0.0.0:9191".parse().unwrap());
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn missing_or_bad_inputs_say_what_is_wrong_without_the_password() {
+        let path = config_file("0.0.0.0:9090");
+        let err = Settings::load(&path, None, None).unwrap_err().to_string();
+        assert!(err.contains("LOGSTREAM_AMQP_URI is not set"), "{err}");
+        let err = Settings::load(&path, None, Some("http://u:s3cret@h"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("LOGSTREAM_AMQP_URI") && !err.contains("s3cret"),
+            "{err}"
+        );
+        let err = Settings::load(&path, Some("nowhere"), Some("amqp://h"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"nowhere\""), "{err}");
+        let err = Settings::load(Path::new("/nonexistent.yaml"), None, Some("amqp://h"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("failed to read configuration file /nonexistent.yaml"),
+            "{err}"
+        );
+        std::fs::write(&path, "queue: [").unwrap();
+        let err = Settings::load(&path, None, Some("amqp://h"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("failed to load configuration file"),
+            "{err}"
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+}

@@ -1,0 +1,282 @@
+//! The HTTP sink: each batch is one POST, as a JSON array, NDJSON, a Loki push or an
+//! Elasticsearch bulk request.
+//!
+//! 2xx means written (for Elasticsearch, per item as the bulk answer says); 408, 429, 5xx,
+//! timeouts and connections that fail are transient; other statuses are permanent. Credentials
+//! in the URL are sent as basic auth and never shown in errors.
+
+use futures::{FutureExt, future::BoxFuture};
+use logstream_api::pipeline::{HttpFormat, HttpSink as HttpSinkSpec};
+use reqwest::{Client, Url, header::CONTENT_TYPE};
+
+use super::{Sink, SinkError, SinkFailure, SinkLabels, WriteOutcome, format};
+use crate::{
+    classify::{StatusClass, http_status, transport_failure},
+    envelope::LogRecord,
+};
+
+/// Most bytes of an error answer quoted in `x-logstream-error`.
+const QUOTED_BODY_BYTES: usize = 256;
+
+/// POSTs batches to an HTTP endpoint.
+#[derive(Debug)]
+pub struct HttpSink {
+    client: Client,
+    url: Url,
+    shown: String,
+    format: HttpFormat,
+    labels: SinkLabels,
+    /// Elasticsearch: the index each action names, when the URL names none.
+    index: Option<String>,
+}
+
+impl HttpSink {
+    /// A sink for `spec`; fails when the URL is not http(s).
+    pub fn new(spec: &HttpSinkSpec, labels: SinkLabels) -> Result<Self, SinkError> {
+        let url = Url::parse(&spec.url).map_err(|e| SinkError::Url {
+            url: redact_text(&spec.url),
+            reason: e.to_string(),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(SinkError::Url {
+                url: redact(&url),
+                reason: "expected an http:// or https:// URL with a host".into(),
+            });
+        }
+        let client = Client::builder()
+            .timeout(spec.timeout().as_std())
+            .build()
+            .map_err(|e| SinkError::Client(e.to_string()))?;
+        let index = (spec.format() == HttpFormat::Elasticsearch && !names_index(&url))
+            .then(|| format::default_index(&labels));
+        Ok(Self {
+            client,
+            shown: redact(&url),
+            url,
+            format: spec.format(),
+            labels,
+            index,
+        })
+    }
+
+    fn body(&self, batch: &[LogRecord]) -> (Vec<u8>, &'static str) {
+        match self.format {
+            HttpFormat::Json => (format::json_array(batch), "application/json"),
+            HttpFormat::Ndjson => (format::ndjson(batch), "application/x-ndjson"),
+            HttpFormat::Loki => (format::loki(batch, &self.labels), "application/json"),
+            HttpFormat::Elasticsearch => (
+                format::elasticsearch_bulk(batch, self.index.as_deref()),
+                "application/x-ndjson",
+            ),
+        }
+    }
+
+    async fn post(&self, batch: &[LogRecord]) -> WriteOutcome {
+        let (body, content_type) = self.body(batch);
+        let sent = self
+            .client
+            .post(self.url.clone())
+            .header(CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(e) => {
+                return WriteOutcome::Failed(SinkFailure {
+                    class: transport_failure(e.is_builder()),
+                    reason: format!(
+                        "failed to POST to {}: {}",
+                        self.shown,
+                        chain(&e.without_url())
+                    ),
+                });
+            }
+        };
+        let status = response.status();
+        match http_status(status.as_u16()) {
+            StatusClass::Written if self.format == HttpFormat::Elasticsearch => {
+                match response.bytes().await {
+                    Ok(answer) => match format::elasticsearch_items(&answer, batch.len()) {
+                        Ok(items) if items.iter().all(Option::is_none) => WriteOutcome::Written,
+                        Ok(items) => WriteOutcome::PerItem(items),
+                        Err(failure) => WriteOutcome::Failed(failure),
+                    },
+                    Err(e) => WriteOutcome::Failed(SinkFailure::transient(format!(
+                        "failed to read the bulk answer of {}: {}",
+                        self.shown,
+                        chain(&e.without_url())
+                    ))),
+                }
+            }
+            StatusClass::Written => WriteOutcome::Written,
+            StatusClass::Failed(class) => {
+                let answer = response.bytes().await.unwrap_or_default();
+                let quoted =
+                    String::from_utf8_lossy(&answer[..answer.len().min(QUOTED_BODY_BYTES)])
+                        .trim()
+                        .to_owned();
+                WriteOutcome::Failed(SinkFailure {
+                    class,
+                    reason: format!("{} answered {status}: {quoted}", self.shown),
+                })
+            }
+        }
+    }
+}
+
+impl Sink for HttpSink {
+    fn write<'a>(&'a self, batch: &'a [LogRecord]) -> BoxFuture<'a, WriteOutcome> {
+        self.post(batch).boxed()
+    }
+
+    fn kind(&self) -> &'static str {
+        "http"
+    }
+}
+
+/// True when a bulk URL names its index: `/<index>/_bulk`.
+fn names_index(url: &Url) -> bool {
+    let segments: Vec<&str> = url
+        .path_segments()
+        .map(|s| s.filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    matches!(segments.as_slice(), [.., index, "_bulk"] if !index.starts_with('_'))
+}
+
+/// An error with its causes (`error sending request: ... : Connection refused`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The URL without its password.
+fn redact(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.to_string()
+}
+
+/// A URL that did not parse, cut before any `@` so that no password shows.
+fn redact_text(raw: &str) -> String {
+    match raw.rfind('@') {
+        Some(at) => format!("***{}", &raw[at..]),
+        None => raw.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(url: &str) -> HttpSinkSpec {
+        HttpSinkSpec {
+            url: url.into(),
+            format: None,
+            timeout: None,
+        }
+    }
+
+    #[test]
+    fn only_http_urls_with_a_host_are_accepted() {
+        for bad in [
+            "ftp://host/x",
+            "http//missing-colon",
+            "unix:/var/run/x.sock",
+        ] {
+            assert!(
+                HttpSink::new(&spec(bad), SinkLabels::default()).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(HttpSink::new(&spec("https://es:9200/logs/_bulk"), SinkLabels::default()).is_ok());
+    }
+
+    #[test]
+    fn bulk_urls_without_an_index_get_the_outputs_index() {
+        let es = |url: &str| HttpSinkSpec {
+            url: url.into(),
+            format: Some(HttpFormat::Elasticsearch),
+            timeout: None,
+        };
+        let labels = SinkLabels {
+            namespace: "ns".into(),
+            pipeline: "app".into(),
+            output: "errors".into(),
+        };
+        let sink = |url| HttpSink::new(&es(url), labels.clone()).unwrap().index;
+        assert_eq!(
+            sink("http://es:9200/_bulk").as_deref(),
+            Some("logstream-ns-app-errors")
+        );
+        assert_eq!(sink("http://es:9200/logs/_bulk"), None);
+        assert_eq!(sink("http://proxy/es/logs/_bulk/"), None);
+        assert!(
+            HttpSink::new(&spec("http://h/_bulk"), labels)
+                .unwrap()
+                .index
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn passwords_in_urls_are_never_shown() {
+        let sink = HttpSink::new(
+            &spec("http://user:s3cret@loki:3100/loki/api/v1/push"),
+            SinkLabels::default(),
+        )
+        .unwrap();
+        assert_eq!(sink.shown, "http://user:***@loki:3100/loki/api/v1/push");
+        let err = HttpSink::new(&spec("ftp://user:s3cret@host/"), SinkLabels::default())
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+        assert_eq!(redact_text("nonsense://u:s3cret@h"), "***@h");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_transient() {
+        // A port that was free a moment ago: nothing listens there any more.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/");
+        let sink = HttpSink::new(&spec(&url), SinkLabels::default()).unwrap();
+        let record = LogRecord {
+            json: "{}".into(),
+            level: logstream_api::contract::Level::Info,
+            service: "s".into(),
+            ts: jiff::Timestamp::UNIX_EPOCH,
+            id: "i".into(),
+        };
+        match sink.write(std::slice::from_ref(&record)).await {
+            WriteOutcome::Failed(f) => {
+                assert_eq!(f.class, logstream_api::contract::ErrorClass::Transient);
+                assert!(
+                    f.reason.starts_with(&format!("failed to POST to {url}: ")),
+                    "{}",
+                    f.reason
+                );
+                assert!(
+                    f.reason.contains("refused"),
+                    "the cause is shown: {}",
+                    f.reason
+                );
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+}
