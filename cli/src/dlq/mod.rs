@@ -1,0 +1,47 @@
+//! `logstream dlq`: list, replay and purge an output's dead-letter queue.
+
+pub mod dead_letter;
+pub mod list;
+pub mod purge;
+pub mod replay;
+
+use crate::{Context, args::DlqTarget, error::CliError, session::Session, target::Target};
+
+/// A dead-letter queue found on the broker.
+pub struct OpenDlq {
+    /// The pipeline.
+    pub target: Target,
+    /// The output.
+    pub output: String,
+    /// The dead-letter queue's name.
+    pub queue: String,
+    /// Messages ready in it when it was opened.
+    pub messages: u32,
+    /// The connection.
+    pub session: Session,
+}
+
+impl OpenDlq {
+    /// Resolves the pipeline, connects, and checks that the output's DLQ exists.
+    pub async fn open(ctx: &Context, which: &DlqTarget) -> Result<Self, CliError> {
+        let target = ctx.target(Some(&which.pipeline))?;
+        target.check_output(&which.output)?;
+        let queue = target.names.dead_letter_queue(&which.output);
+        let session = Session::open(&ctx.endpoint(&target.vhost)).await?;
+        let messages = session
+            .queue_messages(&queue, &target.missing_hint())
+            .await?;
+        Ok(Self {
+            output: which.output.clone(),
+            queue,
+            messages,
+            session,
+            target,
+        })
+    }
+
+    /// The output's main queue (where replayed messages are expected to land).
+    pub fn main_queue(&self) -> String {
+        self.target.names.main_queue(&self.output)
+    }
+}
