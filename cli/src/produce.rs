@@ -175,8 +175,9 @@ async fn load(sender: &mut Sender, args: &ProduceArgs) -> Result<(), CliError> {
         services
     };
     let fields = envelope::field_values(&args.fields);
-    let pacer = Pacer::new(args.rate, args.burst);
+    // The deadline starts first, so a burst due exactly at the end is not sent.
     let deadline = args.duration.map(|d| Instant::now() + d.as_std());
+    let pacer = Pacer::new(args.rate, args.burst);
     let mut levels = args.levels.schedule();
     let progress = Progress::new(args.count, "produce");
     let mut stop = StopSignal::on_ctrl_c();
