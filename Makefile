@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test broker lint fmt crds unit
+.PHONY: test broker lint fmt crds unit bench-scaling
 
 ## Everything CI checks: a broker, formatting, clippy, then every test of the workspace.
 test: broker lint
@@ -31,3 +31,8 @@ crds:
 ## Tests that need no broker.
 unit:
 	$(CARGO) test --workspace --lib
+
+## Replay the autoscaling traces through LogStream, KEDA + HPA and an oracle; update
+## docs/benchmarks.md.
+bench-scaling:
+	$(CARGO) run -q --release -p logstream-operator --bin logstream-scaling-sim -- --write docs/benchmarks.md

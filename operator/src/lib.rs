@@ -2,3 +2,4 @@
 //! Deployments and status.
 
 pub mod broker;
+pub mod scaling;

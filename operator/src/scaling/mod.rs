@@ -1,0 +1,18 @@
+//! Autoscaling of worker Deployments from queue depth and the age of the oldest message.
+//!
+//! - [`policy`]: the pure decision (formula, one-step scale-up, delayed scale-down, reasons);
+//! - [`rate`]: smoothing of broker rates;
+//! - [`simulate`]: a deterministic queue simulator that replays traces through LogStream's
+//!   policy, a model of KEDA + HPA, and an oracle;
+//! - [`target`]: what is scaled (a Deployment, or local worker processes);
+//! - [`autoscaler`]: the polling loop of one pipeline that ties them together.
+
+pub mod autoscaler;
+pub mod policy;
+pub mod rate;
+pub mod simulate;
+pub mod target;
+
+pub use autoscaler::{OutputScaling, PipelineAutoscaler, ScaleRecord};
+pub use policy::{Decision, Observation, Rates, ScalingPolicy, Signals};
+pub use target::{ScaleError, ScaleTarget};
