@@ -43,9 +43,8 @@ impl FromStr for LevelMix {
             let (level, weight) = part
                 .split_once('=')
                 .ok_or_else(|| fail(format!("{part:?} is not LEVEL=WEIGHT")))?;
-            let level: Level = level
-                .parse()
-                .map_err(|e: logstream_api::contract::UnknownLevel| fail(e.to_string()))?;
+            let level = Level::parse_lenient(level)
+                .ok_or_else(|| fail(format!("unknown log level {:?}", level.trim())))?;
             let weight: f64 = weight
                 .trim()
                 .parse()

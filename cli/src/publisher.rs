@@ -90,7 +90,8 @@ impl<T: Send + 'static> ConfirmWindow<T> {
     }
 
     /// Publishes (mandatory, so unroutable messages come back) and returns the outcomes that
-    /// had to be awaited to keep the window within its capacity.
+    /// are known by now: those awaited to keep the window within its capacity, and those
+    /// already confirmed.
     pub async fn publish(
         &mut self,
         token: T,
@@ -122,6 +123,11 @@ impl<T: Send + 'static> ConfirmWindow<T> {
             .map_err(|e| CliError::amqp("publish to", exchange, &e))?;
         self.pending
             .push(confirm.map(move |result| (token, outcome(result))).boxed());
+        // Settle what the broker already confirmed without waiting, so a replay acknowledges
+        // its dead letters as it goes instead of once the window is full.
+        while let Some(Some(finished)) = self.pending.next().now_or_never() {
+            done.push(finished);
+        }
         Ok(done)
     }
 
