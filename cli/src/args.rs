@@ -220,6 +220,10 @@ pub struct ReplayArgs {
     /// Show what would be replayed; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Publish the copies straight to this output's main queue instead of the pipeline's
+    /// exchange, so other outputs bound to the same routing key do not get them again.
+    #[arg(long)]
+    pub direct: bool,
     /// Replayed copies whose confirm may be outstanding at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CONFIRM_WINDOW, value_parser = parse_window)]
     pub window: usize,

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use logstream_api::{manifest::parse_pipelines, naming::PipelineNames, plan};
+use logstream_api::{manifest::parse_pipelines, naming::PipelineNames, pipeline::QueueType, plan};
 
 use crate::{
     args::{BrokerArgs, DEFAULT_NAMESPACE},
@@ -26,6 +26,8 @@ pub struct Target {
     pub exchange: String,
     /// The vhost of its objects.
     pub vhost: String,
+    /// The queue type, when a manifest said it.
+    pub queue_type: Option<QueueType>,
     /// Outputs, when a manifest said which exist.
     outputs: Option<Vec<String>>,
 }
@@ -53,6 +55,7 @@ impl Target {
                     exchange: names.exchange(None),
                     names,
                     vhost: args.vhost.clone().unwrap_or_else(|| uri_vhost.to_owned()),
+                    queue_type: None,
                     outputs: None,
                 })
             }
@@ -102,6 +105,7 @@ impl Target {
         Ok(Self {
             exchange: planned.exchange().name.clone(),
             vhost: args.vhost.clone().unwrap_or_else(|| planned.vhost.clone()),
+            queue_type: Some(resource.spec.queue_type()),
             outputs: Some(
                 resource
                     .spec

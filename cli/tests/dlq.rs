@@ -151,6 +151,50 @@ async fn dlq_list_shows_every_field_and_leaves_the_same_messages_in_the_same_ord
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_list_keeps_the_order_of_a_quorum_dlq_too() {
+    let vhost = TestVhost::with_pipeline(
+        "list-quorum",
+        "  queueType: quorum\n  outputs:\n    - {name: out, sink: {stdout: {}}}\n",
+    )
+    .await;
+    let all = letters(20);
+    put_dead_letters(&vhost, &vhost.dlq(), &all).await;
+    for limit in ["5", "20"] {
+        let run = vhost
+            .logstream(&["dlq", "list", "app", "out", "--limit", limit])
+            .await;
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    // A replay stopped early by its limit keeps the order of what it leaves.
+    let run = vhost
+        .logstream(&[
+            "dlq",
+            "replay",
+            "app",
+            "out",
+            "--class",
+            "permanent",
+            "--limit",
+            "2",
+        ])
+        .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let all: Vec<_> = all
+        .into_iter()
+        .filter(|l| !["m-1", "m-4"].contains(&l.id.as_str()))
+        .collect();
+    // The quorum queue may still be applying the returns; wait until all are ready again.
+    let dlq = vhost.dlq();
+    eventually(
+        Duration::from_secs(10),
+        "every dead letter ready",
+        || async { (vhost.depth(&dlq).await == 18).then_some(()) },
+    )
+    .await;
+    assert_eq!(bodies(&vhost.drain(&dlq).await), expected_bodies(&all));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_sends_matching_dead_letters_back_fresh_and_keeps_the_others_in_order() {
     let vhost = TestVhost::new("replay").await;
     let all = letters(30);
@@ -232,6 +276,46 @@ async fn replay_sends_matching_dead_letters_back_fresh_and_keeps_the_others_in_o
     assert_eq!(replayed.len(), 4);
     assert_eq!(keys, BTreeSet::from(["auth.info"]));
     assert_eq!(vhost.depth(&vhost.dlq()).await, 16);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_replay_reaches_only_the_output_whose_dead_letters_they_are() {
+    let vhost = TestVhost::with_pipeline(
+        "direct",
+        "  outputs:\n    - {name: out, sink: {stdout: {}}}\n    - {name: archive, sink: {stdout: {}}}\n",
+    )
+    .await;
+    let archive = vhost.plan.names.main_queue("archive");
+    put_dead_letters(&vhost, &vhost.dlq(), &letters(3)).await;
+    let run = vhost
+        .logstream(&["dlq", "replay", "app", "out", "--direct"])
+        .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .ends_with("copies went straight to queue logstream.test.app.out\n"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        vhost.depth(&archive).await,
+        0,
+        "the other output got nothing"
+    );
+    let replayed = vhost.drain(&vhost.main_queue()).await;
+    assert_eq!(replayed.len(), 3);
+    assert_eq!(
+        header(&replayed[0], HEADER_ORIGIN_ROUTING_KEY),
+        Some(AMQPValue::LongString("api.error".into())),
+        "the original key is kept for a later replay"
+    );
+
+    // Through the exchange, every output bound to the key gets the log.
+    put_dead_letters(&vhost, &vhost.dlq(), &letters(3)).await;
+    let run = vhost.logstream(&["dlq", "replay", "app", "out"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(vhost.depth(&vhost.main_queue()).await, 3);
+    assert_eq!(vhost.depth(&archive).await, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,10 +2,13 @@
 //! them back where it was.
 //!
 //! Messages are fetched with `basic.get` without acknowledging them, then returned together by
-//! one `basic.nack(multiple, requeue)`: RabbitMQ requeues a returned message at its original
-//! position, so the queue keeps the same messages in the same order (their `redelivered` flag
-//! is set, which a replay does not carry over). If the command dies half-way, closing the
-//! connection returns them the same way.
+//! one `basic.nack(multiple, requeue)`: a classic queue puts a returned message back at its
+//! original position, so the queue keeps the same messages in the same order (their
+//! `redelivered` flag is set, which a replay does not carry over). A quorum queue on RabbitMQ
+//! 3.x puts returned messages at the back instead, so there every message is taken and all are
+//! given back: a full rotation, which ends in the old order. `basic.nack` (not `reject`) keeps
+//! RabbitMQ 4.3+ from counting the return as a failed delivery. If the command dies half-way,
+//! closing the connection returns the messages the same way.
 
 use lapin::options::{BasicGetOptions, BasicNackOptions};
 use serde_json::json;
@@ -31,22 +34,31 @@ pub async fn run(
     let main_queue = dlq.main_queue();
     let prefix = dlq.target.names.prefix();
     let wanted = limit.min(dlq.messages as usize);
+    // Where a requeued message may go to the back, every message is taken and given back, so
+    // the queue comes out of the rotation in its old order.
+    let fetch = if dlq.requeue_may_reorder {
+        dlq.messages as usize
+    } else {
+        wanted
+    };
     let mut letters = Vec::with_capacity(wanted);
     let mut last_tag = None;
     let queue = short(&dlq.queue, "queue")?;
-    while letters.len() < wanted {
+    for _ in 0..fetch {
         let got = channel
             .basic_get(queue.clone(), BasicGetOptions { no_ack: false })
             .await
             .map_err(|e| CliError::amqp("read from", &dlq.queue, &e))?;
         let Some(message) = got else { break };
         last_tag = Some(message.delivery.delivery_tag);
-        letters.push(DeadLetter::read(
-            &message.delivery.properties,
-            &message.delivery.data,
-            &main_queue,
-            &prefix,
-        ));
+        if letters.len() < wanted {
+            letters.push(DeadLetter::read(
+                &message.delivery.properties,
+                &message.delivery.data,
+                &main_queue,
+                &prefix,
+            ));
+        }
     }
     if let Some(tag) = last_tag {
         channel

@@ -5,6 +5,9 @@ pub mod list;
 pub mod purge;
 pub mod replay;
 
+use logstream_api::pipeline::QueueType;
+use logstream_operator::broker::ManagementClient;
+
 use crate::{Context, args::DlqTarget, error::CliError, session::Session, target::Target};
 
 /// A dead-letter queue found on the broker.
@@ -17,6 +20,10 @@ pub struct OpenDlq {
     pub queue: String,
     /// Messages ready in it when it was opened.
     pub messages: u32,
+    /// True when a message given back (nack with requeue) may go to the back of the queue
+    /// instead of its old place: quorum queues on RabbitMQ 3.x do that. Keeping the order then
+    /// takes a full rotation: every message is taken and all are given back together.
+    pub requeue_may_reorder: bool,
     /// The connection.
     pub session: Session,
 }
@@ -31,10 +38,26 @@ impl OpenDlq {
         let messages = session
             .queue_messages(&queue, &target.missing_hint())
             .await?;
+        let requeue_may_reorder = match target.queue_type {
+            Some(kind) => kind != QueueType::Classic,
+            None => {
+                let management =
+                    ManagementClient::new(ctx.endpoint(&target.vhost).management().clone());
+                // Without the management API the type is unknown: assume the careful case.
+                match management.queues(&target.vhost).await {
+                    Ok(queues) => queues
+                        .iter()
+                        .find(|q| q.name == queue)
+                        .is_none_or(|q| q.kind.as_deref() != Some("classic")),
+                    Err(_) => true,
+                }
+            }
+        };
         Ok(Self {
             output: which.output.clone(),
             queue,
             messages,
+            requeue_may_reorder,
             session,
             target,
         })

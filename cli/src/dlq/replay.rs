@@ -10,7 +10,9 @@
 //! The run is bounded by the DLQ's depth when it started, and dead letters that are skipped
 //! (filters, `--dry-run`, no routing key, refused copy) are held unacknowledged until the end
 //! and then returned together, in their original order: a replay never loops over them, and
-//! never moves them to the back of the queue.
+//! never moves them to the back of the queue. (A quorum DLQ on RabbitMQ 3.x puts returned
+//! messages at the back; there a run stopped by `--limit` still takes and returns the rest of
+//! the queue, so that the rotation is complete and the order unchanged.)
 
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use tokio::time::Instant;
@@ -44,20 +46,29 @@ struct Counts {
 /// Runs `dlq replay`.
 pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
     let dlq = OpenDlq::open(ctx, &args.target).await?;
-    let exchange = dlq.target.exchange.clone();
+    let main_queue = dlq.main_queue();
+    // --direct goes through the default exchange, where a queue's name is its routing key.
+    let exchange = if args.direct {
+        String::new()
+    } else {
+        dlq.target.exchange.clone()
+    };
     if !args.dry_run {
-        dlq.session
-            .require_exchange(&exchange, &dlq.target.missing_hint())
-            .await?;
+        let hint = dlq.target.missing_hint();
+        if args.direct {
+            dlq.session.queue_messages(&main_queue, &hint).await?;
+        } else {
+            dlq.session.require_exchange(&exchange, &hint).await?;
+        }
     }
     let get_channel = dlq.session.channel().await?;
     let mut window = ConfirmWindow::new(dlq.session.confirm_channel().await?, args.window);
     let filter = Filter::new(args.reason.as_deref(), args.class);
     let pacer = Pacer::new(args.rate, 1);
-    let main_queue = dlq.main_queue();
     let prefix = dlq.target.names.prefix();
     let queue = short(&dlq.queue, "queue")?;
     let progress = Progress::new(Some(u64::from(dlq.messages)), "replay");
+    let shown_destination = destination(args.direct, &exchange, &main_queue);
     let mut stop = StopSignal::on_ctrl_c();
     let started = Instant::now();
     let mut counts = Counts::default();
@@ -73,7 +84,8 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
     };
 
     for _ in 0..dlq.messages {
-        if stop.is_stopped() || args.limit.is_some_and(|limit| counts.taken >= limit) {
+        let limit_reached = args.limit.is_some_and(|limit| counts.taken >= limit);
+        if stop.is_stopped() || (limit_reached && !dlq.requeue_may_reorder) {
             break;
         }
         let got = get_channel
@@ -84,6 +96,11 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
         let delivery = message.delivery;
         let tag = delivery.delivery_tag;
         last_tag = Some(tag);
+        if limit_reached {
+            // Completes the rotation of a queue that puts returned messages at the back.
+            held += 1;
+            continue;
+        }
         counts.examined += 1;
         if counts.examined.is_multiple_of(UPDATE_EVERY) {
             progress.set(counts.examined);
@@ -109,8 +126,9 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
         counts.taken += 1;
         if args.dry_run {
             say!(
-                "would replay {} to exchange {exchange:?} with routing key {routing_key:?} ({})",
+                "would replay {} with routing key {routing_key:?}{} ({})",
                 letter.message_id.as_deref().unwrap_or("(no message id)"),
+                shown_destination,
                 letter.error.as_deref().unwrap_or("no reason recorded"),
             );
             held += 1;
@@ -121,11 +139,16 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
             () = stop.stopped() => {}
         }
         let properties = replay_properties(&delivery.properties, &routing_key);
+        let publish_key = if args.direct {
+            &main_queue
+        } else {
+            &routing_key
+        };
         let settled = window
             .publish(
                 (tag, letter.message_id),
                 &exchange,
-                &routing_key,
+                publish_key,
                 &delivery.data,
                 properties,
             )
@@ -140,7 +163,7 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
                 &mut held,
             )
             .await?;
-            if let Some(why) = failure_text(&outcome, &exchange) {
+            if let Some(why) = failure_text(&outcome, &shown_destination) {
                 fail(&mut counts, &id, why);
             }
         }
@@ -155,7 +178,7 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
             &mut held,
         )
         .await?;
-        if let Some(why) = failure_text(&outcome, &exchange) {
+        if let Some(why) = failure_text(&outcome, &shown_destination) {
             fail(&mut counts, &id, why);
         }
     }
@@ -190,13 +213,14 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
         );
     } else {
         say!(
-            "replayed {}, skipped {} by filters, failed {}; examined {} of {} dead letters in {} in {secs:.2}s; copies went to exchange {exchange:?}",
+            "replayed {}, skipped {} by filters, failed {}; examined {} of {} dead letters in {} in {secs:.2}s; copies went{}",
             counts.replayed,
             counts.skipped,
             counts.failed,
             counts.examined,
             dlq.messages,
-            dlq.queue
+            dlq.queue,
+            shown_destination
         );
     }
     if counts.failed > 0 && !args.dry_run {
@@ -231,14 +255,22 @@ async fn settle(
     Ok(())
 }
 
-fn failure_text(outcome: &Outcome, exchange: &str) -> Option<String> {
+fn destination(direct: bool, exchange: &str, main_queue: &str) -> String {
+    if direct {
+        format!(" straight to queue {main_queue}")
+    } else {
+        format!(" to exchange {exchange:?}")
+    }
+}
+
+fn failure_text(outcome: &Outcome, destination: &str) -> Option<String> {
     match outcome {
         Outcome::Confirmed => None,
         Outcome::Nacked => Some(format!(
-            "exchange {exchange:?} refused the copy (nack): is the main queue full?"
+            "the copy sent{destination} was refused (nack): is the main queue full?"
         )),
         Outcome::Returned { reply } => Some(format!(
-            "the copy was unroutable ({reply}): no queue is bound to exchange {exchange:?} for its routing key"
+            "the copy sent{destination} was unroutable ({reply}): no queue is bound for its routing key"
         )),
         Outcome::Lost { reason } => Some(format!("the copy was not confirmed: {reason}")),
     }
