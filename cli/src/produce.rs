@@ -115,12 +115,12 @@ impl Sender {
             .await?;
         self.tally.sent += 1;
         for (_, outcome) in done {
-            self.record(&outcome, &envelope.routing_key);
+            self.record(&outcome);
         }
         Ok(())
     }
 
-    fn record(&mut self, outcome: &Outcome, routing_key: &str) {
+    fn record(&mut self, outcome: &Outcome) {
         self.tally.record(outcome);
         if self.first_problem.is_some() {
             return;
@@ -131,7 +131,7 @@ impl Sender {
                 "the broker refused them (nack): is a queue bound to exchange {:?} full (maxBacklog)?",
                 self.exchange
             )),
-            Outcome::Returned { reply } => Some(format!(
+            Outcome::Returned { reply, routing_key } => Some(format!(
                 "returned as unroutable ({reply}): no queue is bound to exchange {:?} for routing keys like {routing_key:?}",
                 self.exchange
             )),
@@ -143,7 +143,7 @@ impl Sender {
 
     async fn finish(&mut self) {
         for (_, outcome) in self.window.drain().await {
-            self.record(&outcome, "");
+            self.record(&outcome);
         }
     }
 

@@ -19,6 +19,8 @@ pub enum Outcome {
     Returned {
         /// The broker's reply text, e.g. `NO_ROUTE`.
         reply: String,
+        /// The routing key nothing was bound for.
+        routing_key: String,
     },
     /// The channel closed before the confirm arrived: its fate is unknown.
     Lost {
@@ -152,6 +154,7 @@ fn outcome(result: lapin::Result<Confirmation>) -> Outcome {
         Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned))) => {
             Outcome::Returned {
                 reply: returned.reply_text.to_string(),
+                routing_key: returned.delivery.routing_key.to_string(),
             }
         }
         Ok(Confirmation::Nack(None)) => Outcome::Nacked,
@@ -179,6 +182,7 @@ mod tests {
             Outcome::Nacked,
             Outcome::Returned {
                 reply: "NO_ROUTE".into(),
+                routing_key: "api.info".into(),
             },
             Outcome::Lost {
                 reason: "closed".into(),

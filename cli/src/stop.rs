@@ -3,6 +3,9 @@
 
 use tokio::sync::watch;
 
+/// Exit code after a second Ctrl-C (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
 /// Set once the user pressed Ctrl-C.
 #[derive(Clone)]
 pub struct StopSignal {
@@ -16,6 +19,11 @@ impl StopSignal {
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 let _ = tx.send(true);
+                eprintln!("stopping: finishing what is in flight (Ctrl-C again to quit at once)");
+                // A second Ctrl-C is a person who does not want to wait.
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(EXIT_INTERRUPTED);
+                }
             }
             // Keep the sender alive so `stopped()` does not fire on a closed channel.
             tx.closed().await;

@@ -252,3 +252,55 @@ async fn a_paced_load_run_keeps_its_rate_and_pads_bodies() {
     assert_eq!(messages.len(), 200);
     assert!(messages.iter().all(|m| m.delivery.data.len() == 512));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_a_load_run_and_every_sent_log_is_still_accounted_for() {
+    let vhost = TestVhost::new("ctrl-c").await;
+    let child = support::command(&[
+        "--vhost",
+        &vhost.name,
+        "-n",
+        "test",
+        "produce",
+        "app",
+        "--rate",
+        "200",
+        "--duration",
+        "60s",
+    ])
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let main = vhost.main_queue();
+    support::eventually(
+        Duration::from_secs(30),
+        "the run to be under way",
+        || async { (vhost.depth(&main).await >= 50).then_some(()) },
+    )
+    .await;
+    let pid = child.id().unwrap().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-s", "INT", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("stopped within 10 s of Ctrl-C")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let sent: u32 = stdout
+        .strip_prefix("sent ")
+        .and_then(|s| s.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("summary: {stdout}"));
+    assert!(
+        stdout.starts_with(&format!("sent {sent}, confirmed {sent}, nacked 0")),
+        "{stdout}"
+    );
+    assert!(sent < 12_000, "stopped early: {sent}");
+    assert_eq!(vhost.depth(&main).await, sent);
+}

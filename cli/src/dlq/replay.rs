@@ -269,7 +269,7 @@ fn failure_text(outcome: &Outcome, destination: &str) -> Option<String> {
         Outcome::Nacked => Some(format!(
             "the copy sent{destination} was refused (nack): is the main queue full?"
         )),
-        Outcome::Returned { reply } => Some(format!(
+        Outcome::Returned { reply, .. } => Some(format!(
             "the copy sent{destination} was unroutable ({reply}): no queue is bound for its routing key"
         )),
         Outcome::Lost { reason } => Some(format!("the copy was not confirmed: {reason}")),
