@@ -38,6 +38,11 @@ impl Pacer {
         }
     }
 
+    /// True when message `k` is due now (waiting for it would not sleep).
+    pub fn is_due(&self, k: u64) -> bool {
+        self.rate.is_none() || Instant::now() >= self.start + self.due_offset(k)
+    }
+
     /// Waits until message `k` is due.
     pub async fn wait_for(&self, k: u64) {
         if self.rate.is_some() {
@@ -71,5 +76,9 @@ mod tests {
     fn without_a_rate_everything_is_due_at_once() {
         let p = Pacer::new(None, 1);
         assert_eq!(p.due_offset(1_000_000), Duration::ZERO);
+        assert!(p.is_due(1_000_000));
+        let paced = Pacer::new(Some(1.0), 1);
+        assert!(paced.is_due(0));
+        assert!(!paced.is_due(5));
     }
 }

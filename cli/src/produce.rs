@@ -109,7 +109,7 @@ impl Sender {
                 (),
                 &self.exchange,
                 &envelope.routing_key,
-                &envelope.body,
+                envelope.body,
                 envelope.properties,
             )
             .await?;
@@ -118,6 +118,18 @@ impl Sender {
             self.record(&outcome);
         }
         Ok(())
+    }
+
+    /// Hands what was sent to the connection now (before waiting for anything else).
+    fn flush(&mut self) {
+        for (_, outcome) in self.window.flush() {
+            self.record(&outcome);
+        }
+    }
+
+    /// True once the channel closed: nothing more can be sent.
+    fn is_closed(&self) -> bool {
+        self.window.is_closed()
     }
 
     fn record(&mut self, outcome: &Outcome) {
@@ -184,8 +196,11 @@ async fn load(sender: &mut Sender, args: &ProduceArgs) -> Result<(), CliError> {
 
     let mut k: u64 = 0;
     loop {
-        if args.count.is_some_and(|count| k >= count) || stop.is_stopped() {
+        if args.count.is_some_and(|count| k >= count) || stop.is_stopped() || sender.is_closed() {
             break;
+        }
+        if !pacer.is_due(k) {
+            sender.flush();
         }
         let due = tokio::select! {
             () = pacer.wait_for(k) => true,
@@ -257,6 +272,11 @@ async fn from_stdin(sender: &mut Sender, args: &ProduceArgs) -> Result<u64, CliE
                     continue;
                 }
                 sender.send(env).await?;
+                // Lines may come slowly (`tail -f`): each goes out at once.
+                sender.flush();
+                if sender.is_closed() {
+                    break;
+                }
             }
             Ok(None) => {}
             Err(e) => {

@@ -304,3 +304,51 @@ async fn ctrl_c_stops_a_load_run_and_every_sent_log_is_still_accounted_for() {
     assert!(sent < 12_000, "stopped early: {sent}");
     assert_eq!(vhost.depth(&main).await, sent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_run_whose_exchange_disappears_stops_and_fails_with_the_reason() {
+    let vhost = TestVhost::new("gone").await;
+    let child = support::command(&[
+        "--vhost",
+        &vhost.name,
+        "-n",
+        "test",
+        "produce",
+        "app",
+        "--rate",
+        "500",
+        "--duration",
+        "60s",
+    ])
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let main = vhost.main_queue();
+    support::eventually(
+        Duration::from_secs(30),
+        "the run to be under way",
+        || async { (vhost.depth(&main).await >= 50).then_some(()) },
+    )
+    .await;
+    let connection = vhost.connect().await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .exchange_delete(
+            vhost.exchange().as_str().into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .expect("stopped soon after the exchange went away")
+        .unwrap();
+    let _ = connection.close(200, "bye".into()).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr.contains("NOT_FOUND"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}

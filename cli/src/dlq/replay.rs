@@ -85,7 +85,7 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
 
     for _ in 0..dlq.messages {
         let limit_reached = args.limit.is_some_and(|limit| counts.taken >= limit);
-        if stop.is_stopped() || (limit_reached && !dlq.requeue_may_reorder) {
+        if stop.is_stopped() || window.is_closed() || (limit_reached && !dlq.requeue_may_reorder) {
             break;
         }
         let got = get_channel
@@ -144,15 +144,17 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
         } else {
             &routing_key
         };
-        let settled = window
+        let mut settled = window
             .publish(
                 (tag, letter.message_id),
                 &exchange,
                 publish_key,
-                &delivery.data,
+                delivery.data,
                 properties,
             )
             .await?;
+        // The next step waits for the broker (basic.get): send the copy first.
+        settled.extend(window.flush());
         for ((tag, id), outcome) in settled {
             settle(
                 &get_channel,
