@@ -49,6 +49,7 @@ pub async fn run(ctx: &Context, args: &ProduceArgs) -> Result<(), CliError> {
         exchange,
         first_problem: None,
         started: Instant::now(),
+        elapsed: 0.0,
     };
 
     let skipped = if let Some(message) = &args.message {
@@ -99,6 +100,8 @@ struct Sender {
     exchange: String,
     first_problem: Option<String>,
     started: Instant,
+    /// Seconds from the first publish to the last confirm, once finished.
+    elapsed: f64,
 }
 
 impl Sender {
@@ -157,11 +160,12 @@ impl Sender {
         for (_, outcome) in self.window.drain().await {
             self.record(&outcome);
         }
+        self.elapsed = self.started.elapsed().as_secs_f64();
     }
 
     fn summary(&self) -> String {
         let t = &self.tally;
-        let secs = self.started.elapsed().as_secs_f64();
+        let secs = self.elapsed;
         let rate = if secs > 0.0 {
             t.confirmed as f64 / secs
         } else {
