@@ -41,3 +41,12 @@ bench-scaling:
 ## (copy the printed table into docs/benchmarks.md).
 bench-worker: broker
 	$(CARGO) bench -p logstream-worker --bench throughput
+
+## `logstream produce --count 100000` against pika with per-message confirms, side by side on
+## the local broker; pika goes into target/bench-venv. Updates docs/benchmarks.md.
+.PHONY: bench-produce
+bench-produce: broker
+	$(CARGO) build -q --release -p logstream
+	@test -x target/bench-venv/bin/python || python3 -m venv target/bench-venv
+	@target/bench-venv/bin/pip install -q pika
+	target/bench-venv/bin/python bench/produce_vs_pika.py --binary target/release/logstream --write docs/benchmarks.md

@@ -1,0 +1,368 @@
+//! A dead letter as a person reads it (reason, class, attempts, first failure, routing key,
+//! body), the replay filters, and the properties a replayed copy is published with. Pure.
+
+use std::collections::BTreeMap;
+
+use lapin::{
+    BasicProperties,
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+use logstream_api::contract::{
+    ErrorClass, HEADER_ATTEMPT, HEADER_ERROR, HEADER_ERROR_CLASS, HEADER_FIRST_FAILED_AT,
+    HEADER_ORIGIN_ROUTING_KEY, HEADER_REPLAY_COUNT,
+};
+use serde::Serialize;
+
+/// The broker's dead-lettering history header.
+pub const X_DEATH: &str = "x-death";
+
+/// Headers a replayed copy loses so that it starts fresh: LogStream's failure record and the
+/// broker's dead-lettering history (`x-death` would otherwise keep growing and be counted).
+pub const CLEARED_ON_REPLAY: [&str; 8] = [
+    HEADER_ATTEMPT,
+    HEADER_ERROR,
+    HEADER_ERROR_CLASS,
+    HEADER_FIRST_FAILED_AT,
+    X_DEATH,
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-first-death-exchange",
+];
+
+/// Characters of the body `dlq list` shows in its table.
+pub const PREVIEW_CHARS: usize = 60;
+
+/// What a dead letter says about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeadLetter {
+    /// The producer's message id.
+    pub message_id: Option<String>,
+    /// The last failure, in words.
+    pub error: Option<String>,
+    /// The last failure's class.
+    pub class: Option<String>,
+    /// Failed attempts.
+    pub attempts: Option<i64>,
+    /// When the first attempt failed.
+    pub first_failed_at: Option<String>,
+    /// The routing key to replay with, if one is known.
+    pub routing_key: Option<String>,
+    /// Replays so far.
+    pub replay_count: i64,
+    /// The body, lossily decoded as UTF-8.
+    pub body: String,
+}
+
+impl DeadLetter {
+    /// Reads a dead letter of the output whose main queue is `main_queue`; queue names of the
+    /// pipeline start with `prefix` (they are never an application's routing key).
+    pub fn read(properties: &BasicProperties, body: &[u8], main_queue: &str, prefix: &str) -> Self {
+        let empty = FieldTable::default();
+        let headers = properties.headers().as_ref().unwrap_or(&empty);
+        Self {
+            message_id: properties.message_id().as_ref().map(|s| s.to_string()),
+            error: header_string(headers, HEADER_ERROR),
+            class: header_string(headers, HEADER_ERROR_CLASS),
+            attempts: header_int(headers, HEADER_ATTEMPT),
+            first_failed_at: header_string(headers, HEADER_FIRST_FAILED_AT),
+            routing_key: origin_routing_key(headers, main_queue, prefix),
+            replay_count: header_int(headers, HEADER_REPLAY_COUNT).unwrap_or(0),
+            body: String::from_utf8_lossy(body).into_owned(),
+        }
+    }
+
+    /// The body on one line, cut to `chars` characters.
+    pub fn preview(&self, chars: usize) -> String {
+        one_line(&self.body, chars)
+    }
+}
+
+/// `text` on one line (control characters become spaces), cut to `chars` characters with an
+/// ellipsis.
+pub fn one_line(text: &str, chars: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() <= chars {
+        return flat;
+    }
+    let mut cut: String = flat.chars().take(chars.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// Which dead letters a replay takes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    reason: Option<String>,
+    class: Option<ErrorClass>,
+}
+
+impl Filter {
+    /// Dead letters whose error contains `reason` (case-insensitive) and whose class is
+    /// `class`; `None` matches everything.
+    pub fn new(reason: Option<&str>, class: Option<ErrorClass>) -> Self {
+        Self {
+            reason: reason.map(str::to_lowercase),
+            class,
+        }
+    }
+
+    /// True when `letter` passes every filter given.
+    pub fn matches(&self, letter: &DeadLetter) -> bool {
+        let reason_ok = self.reason.as_ref().is_none_or(|wanted| {
+            letter
+                .error
+                .as_ref()
+                .is_some_and(|e| e.to_lowercase().contains(wanted))
+        });
+        let class_ok = self
+            .class
+            .is_none_or(|wanted| letter.class.as_deref() == Some(wanted.as_str()));
+        reason_ok && class_ok
+    }
+}
+
+/// The routing key the producer used: the worker's `x-logstream-origin-routing-key`, else the
+/// oldest key the broker recorded in `x-death` when it dead-lettered the message from the main
+/// queue, skipping the pipeline's own queue names (the keys of the retry ladder).
+pub fn origin_routing_key(headers: &FieldTable, main_queue: &str, prefix: &str) -> Option<String> {
+    if let Some(key) = header_string(headers, HEADER_ORIGIN_ROUTING_KEY) {
+        return Some(key);
+    }
+    let Some(AMQPValue::FieldArray(deaths)) = headers.inner().get(X_DEATH) else {
+        return None;
+    };
+    // The broker puts the most recent death first; the producer's key is on the oldest one.
+    deaths.as_slice().iter().rev().find_map(|death| {
+        let AMQPValue::FieldTable(death) = death else {
+            return None;
+        };
+        if header_string(death, "queue").as_deref() != Some(main_queue) {
+            return None;
+        }
+        let Some(AMQPValue::FieldArray(keys)) = death.inner().get("routing-keys") else {
+            return None;
+        };
+        keys.as_slice()
+            .iter()
+            .filter_map(value_string)
+            .find(|key| !key.starts_with(prefix))
+    })
+}
+
+/// The properties of a replayed copy: the original's (priority, message id, timestamp, ...),
+/// without the failure headers, with the replay counter one higher, and with the origin routing
+/// key recorded so a later dead-lettering still knows it.
+pub fn replay_properties(original: &BasicProperties, routing_key: &str) -> BasicProperties {
+    let mut headers: BTreeMap<ShortString, AMQPValue> = original
+        .headers()
+        .as_ref()
+        .map(|h| h.inner().clone())
+        .unwrap_or_default();
+    let replays = headers
+        .get(HEADER_REPLAY_COUNT)
+        .and_then(value_int)
+        .unwrap_or(0);
+    headers.retain(|k, _| !CLEARED_ON_REPLAY.contains(&k.as_str()));
+    headers.insert(
+        HEADER_REPLAY_COUNT.into(),
+        AMQPValue::LongLongInt(replays.saturating_add(1)),
+    );
+    headers.insert(
+        HEADER_ORIGIN_ROUTING_KEY.into(),
+        AMQPValue::LongString(LongString::from(routing_key)),
+    );
+    original.clone().with_headers(FieldTable::from(headers))
+}
+
+fn header_string(headers: &FieldTable, key: &str) -> Option<String> {
+    headers.inner().get(key).and_then(value_string)
+}
+
+fn header_int(headers: &FieldTable, key: &str) -> Option<i64> {
+    headers.inner().get(key).and_then(value_int)
+}
+
+fn value_string(value: &AMQPValue) -> Option<String> {
+    match value {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        AMQPValue::ByteArray(b) => Some(String::from_utf8_lossy(b.as_slice()).into_owned()),
+        _ => None,
+    }
+}
+
+fn value_int(value: &AMQPValue) -> Option<i64> {
+    match value {
+        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::Timestamp(n) => i64::try_from(*n).ok(),
+        // Producers in other languages sometimes send numbers as strings.
+        AMQPValue::LongString(s) => s.to_string().trim().parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lapin::types::FieldArray;
+
+    use super::*;
+
+    const MAIN: &str = "logstream.ns.app.out";
+    const PREFIX: &str = "logstream.ns.app.";
+
+    fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+        let mut t = FieldTable::default();
+        for (k, v) in entries {
+            t.insert((*k).into(), v.clone());
+        }
+        t
+    }
+
+    fn text(s: &str) -> AMQPValue {
+        AMQPValue::LongString(s.into())
+    }
+
+    fn death(queue: &str, keys: &[&str]) -> AMQPValue {
+        AMQPValue::FieldTable(table(&[
+            ("queue", text(queue)),
+            ("reason", text("rejected")),
+            (
+                "routing-keys",
+                AMQPValue::FieldArray(FieldArray::from(
+                    keys.iter().map(|k| text(k)).collect::<Vec<_>>(),
+                )),
+            ),
+        ]))
+    }
+
+    fn worker_dead_letter() -> BasicProperties {
+        BasicProperties::default()
+            .with_message_id("m-1".into())
+            .with_priority(3)
+            .with_timestamp(1_700_000_000)
+            .with_headers(table(&[
+                (HEADER_ATTEMPT, AMQPValue::LongLongInt(5)),
+                (
+                    HEADER_ERROR,
+                    text("sink answered HTTP 503 Service Unavailable"),
+                ),
+                (HEADER_ERROR_CLASS, text("transient")),
+                (HEADER_FIRST_FAILED_AT, text("2026-05-01T12:00:00Z")),
+                (HEADER_ORIGIN_ROUTING_KEY, text("api.critical")),
+                ("trace-id", text("t-9")),
+            ]))
+    }
+
+    #[test]
+    fn a_worker_dead_letter_reads_as_reason_class_attempts_and_key() {
+        let letter = DeadLetter::read(&worker_dead_letter(), b"{\"message\":\"x\"}", MAIN, PREFIX);
+        assert_eq!(
+            letter,
+            DeadLetter {
+                message_id: Some("m-1".into()),
+                error: Some("sink answered HTTP 503 Service Unavailable".into()),
+                class: Some("transient".into()),
+                attempts: Some(5),
+                first_failed_at: Some("2026-05-01T12:00:00Z".into()),
+                routing_key: Some("api.critical".into()),
+                replay_count: 0,
+                body: "{\"message\":\"x\"}".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn without_the_origin_header_the_key_comes_from_the_main_queue_death() {
+        // Most recent first: the main queue's second death (after a retry, keyed by the main
+        // queue's own name), the retry step, then the main queue's first death.
+        let headers = table(&[(
+            X_DEATH,
+            AMQPValue::FieldArray(FieldArray::from(vec![
+                death(MAIN, &["logstream.ns.app.out"]),
+                death(
+                    "logstream.ns.app.out.retry.0",
+                    &["logstream.ns.app.out.retry.0"],
+                ),
+                death(MAIN, &["game.auth.error"]),
+            ])),
+        )]);
+        assert_eq!(
+            origin_routing_key(&headers, MAIN, PREFIX).as_deref(),
+            Some("game.auth.error")
+        );
+        let only_ladder = table(&[(
+            X_DEATH,
+            AMQPValue::FieldArray(FieldArray::from(vec![death(
+                "logstream.ns.app.out.retry.0",
+                &["logstream.ns.app.out.retry.0"],
+            )])),
+        )]);
+        assert_eq!(origin_routing_key(&only_ladder, MAIN, PREFIX), None);
+        assert_eq!(
+            origin_routing_key(&FieldTable::default(), MAIN, PREFIX),
+            None
+        );
+    }
+
+    #[test]
+    fn filters_match_reason_substring_and_class() {
+        let letter = DeadLetter::read(&worker_dead_letter(), b"", MAIN, PREFIX);
+        assert!(Filter::default().matches(&letter));
+        assert!(Filter::new(Some("http 503"), None).matches(&letter));
+        assert!(!Filter::new(Some("timeout"), None).matches(&letter));
+        assert!(Filter::new(None, Some(ErrorClass::Transient)).matches(&letter));
+        assert!(!Filter::new(Some("503"), Some(ErrorClass::Permanent)).matches(&letter));
+        let bare = DeadLetter::read(&BasicProperties::default(), b"", MAIN, PREFIX);
+        assert!(!Filter::new(Some("503"), None).matches(&bare));
+        assert!(!Filter::new(None, Some(ErrorClass::Transient)).matches(&bare));
+    }
+
+    #[test]
+    fn a_replayed_copy_starts_fresh_and_counts_the_replay() {
+        let mut original = worker_dead_letter();
+        let mut headers = original.headers().clone().unwrap();
+        headers.insert(X_DEATH.into(), AMQPValue::FieldArray(FieldArray::default()));
+        headers.insert(HEADER_REPLAY_COUNT.into(), AMQPValue::LongInt(2));
+        original = original.with_headers(headers);
+
+        let copy = replay_properties(&original, "api.critical");
+        let h = copy.headers().as_ref().unwrap().inner();
+        for cleared in CLEARED_ON_REPLAY {
+            assert!(!h.contains_key(cleared), "{cleared} kept");
+        }
+        assert_eq!(h[HEADER_REPLAY_COUNT], AMQPValue::LongLongInt(3));
+        assert_eq!(h[HEADER_ORIGIN_ROUTING_KEY], text("api.critical"));
+        assert_eq!(h["trace-id"], text("t-9"));
+        assert_eq!(copy.message_id(), original.message_id());
+        assert_eq!(copy.priority(), &Some(3));
+        assert_eq!(copy.timestamp(), &Some(1_700_000_000));
+
+        let first = replay_properties(&BasicProperties::default(), "a.info");
+        let h = first.headers().as_ref().unwrap().inner();
+        assert_eq!(h[HEADER_REPLAY_COUNT], AMQPValue::LongLongInt(1));
+    }
+
+    #[test]
+    fn previews_are_one_line_and_cut() {
+        let letter = DeadLetter::read(&BasicProperties::default(), "a\nb".as_bytes(), MAIN, PREFIX);
+        assert_eq!(letter.preview(10), "a b");
+        let long = DeadLetter::read(
+            &BasicProperties::default(),
+            "x".repeat(100).as_bytes(),
+            MAIN,
+            PREFIX,
+        );
+        let shown = long.preview(10);
+        assert_eq!(shown.chars().count(), 10);
+        assert!(shown.ends_with('…'));
+    }
+}

@@ -1,0 +1,279 @@
+//! `logstream dlq replay`: publishes dead letters back to the pipeline's exchange with their
+//! original routing key, so they flow through the output again (after the bug was fixed).
+//!
+//! Safety comes from the order of operations: a dead letter is fetched without acknowledging
+//! it, its copy is published with a publisher confirm, and the dead letter is acknowledged
+//! only once the broker confirmed the copy. A replay killed at any moment leaves every dead
+//! letter either still in the DLQ (the broker requeues what was unacknowledged when the
+//! connection dies) or confirmed in the main flow: at least once, never lost.
+//!
+//! The run is bounded by the DLQ's depth when it started, and dead letters that are skipped
+//! (filters, `--dry-run`, no routing key, refused copy) are held unacknowledged until the end
+//! and then returned together, in their original order: a replay never loops over them, and
+//! never moves them to the back of the queue. (A quorum DLQ on RabbitMQ 3.x puts returned
+//! messages at the back; there a run stopped by `--limit` still takes and returns the rest of
+//! the queue, so that the rotation is complete and the order unchanged.)
+
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
+use tokio::time::Instant;
+
+use super::{
+    OpenDlq,
+    dead_letter::{DeadLetter, Filter, replay_properties},
+};
+use crate::{
+    Context,
+    args::ReplayArgs,
+    error::CliError,
+    pacing::Pacer,
+    progress::{Progress, UPDATE_EVERY},
+    publisher::{ConfirmWindow, Outcome},
+    session::short,
+    stop::StopSignal,
+};
+
+/// Counts of one replay run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    examined: u64,
+    replayed: u64,
+    skipped: u64,
+    failed: u64,
+    /// Matching dead letters handed to the broker (or listed, in a dry run).
+    taken: u64,
+}
+
+/// Runs `dlq replay`.
+pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
+    let dlq = OpenDlq::open(ctx, &args.target).await?;
+    let main_queue = dlq.main_queue();
+    // --direct goes through the default exchange, where a queue's name is its routing key.
+    let exchange = if args.direct {
+        String::new()
+    } else {
+        dlq.target.exchange.clone()
+    };
+    if !args.dry_run {
+        let hint = dlq.target.missing_hint();
+        if args.direct {
+            dlq.session.queue_messages(&main_queue, &hint).await?;
+        } else {
+            dlq.session.require_exchange(&exchange, &hint).await?;
+        }
+    }
+    let get_channel = dlq.session.channel().await?;
+    let mut window = ConfirmWindow::new(dlq.session.confirm_channel().await?, args.window);
+    let filter = Filter::new(args.reason.as_deref(), args.class);
+    let pacer = Pacer::new(args.rate, 1);
+    let prefix = dlq.target.names.prefix();
+    let queue = short(&dlq.queue, "queue")?;
+    let progress = Progress::new(Some(u64::from(dlq.messages)), "replay");
+    let shown_destination = destination(args.direct, &exchange, &main_queue);
+    let mut stop = StopSignal::on_ctrl_c();
+    let started = Instant::now();
+    let mut counts = Counts::default();
+    let mut first_failure: Option<String> = None;
+    let mut last_tag: Option<u64> = None;
+    let mut held = 0u64;
+
+    let mut fail = |counts: &mut Counts, id: &Option<String>, why: String| {
+        counts.failed += 1;
+        let id = id.as_deref().unwrap_or("(no message id)");
+        eprintln!("dead letter {id}: not replayed: {why}");
+        first_failure.get_or_insert(why);
+    };
+
+    for _ in 0..dlq.messages {
+        let limit_reached = args.limit.is_some_and(|limit| counts.taken >= limit);
+        if stop.is_stopped() || window.is_closed() || (limit_reached && !dlq.requeue_may_reorder) {
+            break;
+        }
+        let got = get_channel
+            .basic_get(queue.clone(), BasicGetOptions { no_ack: false })
+            .await
+            .map_err(|e| CliError::amqp("read from", &dlq.queue, &e))?;
+        let Some(message) = got else { break };
+        let delivery = message.delivery;
+        let tag = delivery.delivery_tag;
+        last_tag = Some(tag);
+        if limit_reached {
+            // Completes the rotation of a queue that puts returned messages at the back.
+            held += 1;
+            continue;
+        }
+        counts.examined += 1;
+        if counts.examined.is_multiple_of(UPDATE_EVERY) {
+            progress.set(counts.examined);
+        }
+        let letter = DeadLetter::read(&delivery.properties, &delivery.data, &main_queue, &prefix);
+        if !filter.matches(&letter) {
+            counts.skipped += 1;
+            held += 1;
+            continue;
+        }
+        let Some(routing_key) = letter.routing_key.clone() else {
+            fail(
+                &mut counts,
+                &letter.message_id,
+                format!(
+                    "it has no {} header and its x-death names no routing key of {main_queue}",
+                    logstream_api::contract::HEADER_ORIGIN_ROUTING_KEY
+                ),
+            );
+            held += 1;
+            continue;
+        };
+        counts.taken += 1;
+        if args.dry_run {
+            say!(
+                "would replay {} with routing key {routing_key:?}{} ({})",
+                letter.message_id.as_deref().unwrap_or("(no message id)"),
+                shown_destination,
+                letter.error.as_deref().unwrap_or("no reason recorded"),
+            );
+            held += 1;
+            continue;
+        }
+        tokio::select! {
+            () = pacer.wait_for(counts.taken - 1) => {}
+            () = stop.stopped() => {}
+        }
+        let properties = replay_properties(&delivery.properties, &routing_key);
+        let publish_key = if args.direct {
+            &main_queue
+        } else {
+            &routing_key
+        };
+        let mut settled = window
+            .publish(
+                (tag, letter.message_id),
+                &exchange,
+                publish_key,
+                delivery.data,
+                properties,
+            )
+            .await?;
+        // The next step waits for the broker (basic.get): send the copy first.
+        settled.extend(window.flush());
+        for ((tag, id), outcome) in settled {
+            settle(
+                &get_channel,
+                &dlq.queue,
+                tag,
+                &outcome,
+                &mut counts,
+                &mut held,
+            )
+            .await?;
+            if let Some(why) = failure_text(&outcome, &shown_destination) {
+                fail(&mut counts, &id, why);
+            }
+        }
+    }
+    for ((tag, id), outcome) in window.drain().await {
+        settle(
+            &get_channel,
+            &dlq.queue,
+            tag,
+            &outcome,
+            &mut counts,
+            &mut held,
+        )
+        .await?;
+        if let Some(why) = failure_text(&outcome, &shown_destination) {
+            fail(&mut counts, &id, why);
+        }
+    }
+    // Everything still unacknowledged is held: return it, in its order, in one go.
+    if let (Some(tag), true) = (last_tag, held > 0) {
+        get_channel
+            .basic_nack(
+                tag,
+                BasicNackOptions {
+                    multiple: true,
+                    requeue: true,
+                },
+            )
+            .await
+            .map_err(|e| CliError::amqp("return skipped dead letters to", &dlq.queue, &e))?;
+    }
+    progress.set(counts.examined);
+    progress.finish();
+    let _ = get_channel.close(200, "replayed".into()).await;
+    dlq.session.close().await;
+
+    let secs = started.elapsed().as_secs_f64();
+    if args.dry_run {
+        say!(
+            "dry run: would replay {}, skipped {} by filters, {} without a routing key; examined {} of {} dead letters in {}; nothing changed",
+            counts.taken,
+            counts.skipped,
+            counts.failed,
+            counts.examined,
+            dlq.messages,
+            dlq.queue
+        );
+    } else {
+        say!(
+            "replayed {}, skipped {} by filters, failed {}; examined {} of {} dead letters in {} in {secs:.2}s; copies went{}",
+            counts.replayed,
+            counts.skipped,
+            counts.failed,
+            counts.examined,
+            dlq.messages,
+            dlq.queue,
+            shown_destination
+        );
+    }
+    if counts.failed > 0 && !args.dry_run {
+        return Err(CliError::Incomplete(format!(
+            "{} dead letters were not replayed and stay in {}: {}",
+            counts.failed,
+            dlq.queue,
+            first_failure.unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+/// Acknowledges the dead letter whose copy was confirmed; any other outcome keeps it held.
+async fn settle(
+    channel: &lapin::Channel,
+    queue: &str,
+    tag: u64,
+    outcome: &Outcome,
+    counts: &mut Counts,
+    held: &mut u64,
+) -> Result<(), CliError> {
+    if *outcome == Outcome::Confirmed {
+        channel
+            .basic_ack(tag, BasicAckOptions::default())
+            .await
+            .map_err(|e| CliError::amqp("acknowledge a replayed dead letter of", queue, &e))?;
+        counts.replayed += 1;
+    } else {
+        *held += 1;
+    }
+    Ok(())
+}
+
+fn destination(direct: bool, exchange: &str, main_queue: &str) -> String {
+    if direct {
+        format!(" straight to queue {main_queue}")
+    } else {
+        format!(" to exchange {exchange:?}")
+    }
+}
+
+fn failure_text(outcome: &Outcome, destination: &str) -> Option<String> {
+    match outcome {
+        Outcome::Confirmed => None,
+        Outcome::Nacked => Some(format!(
+            "the copy sent{destination} was refused (nack): is the main queue full?"
+        )),
+        Outcome::Returned { reply, .. } => Some(format!(
+            "the copy sent{destination} was unroutable ({reply}): no queue is bound for its routing key"
+        )),
+        Outcome::Lost { reason } => Some(format!("the copy was not confirmed: {reason}")),
+    }
+}

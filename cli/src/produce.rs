@@ -1,0 +1,293 @@
+//! `logstream produce`: one log from flags, JSON lines from stdin, or a load run; every log
+//! published persistently with pipelined publisher confirms and accounted for at the end.
+
+use std::io::IsTerminal;
+
+use chrono::Utc;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    time::Instant,
+};
+
+use crate::{
+    Context,
+    args::ProduceArgs,
+    envelope::{self, Envelope},
+    error::CliError,
+    pacing::Pacer,
+    progress::{Progress, UPDATE_EVERY},
+    publisher::{ConfirmWindow, Outcome, Tally},
+    session::Session,
+    stop::StopSignal,
+};
+
+/// Runs `produce`.
+pub async fn run(ctx: &Context, args: &ProduceArgs) -> Result<(), CliError> {
+    if !args.is_load() && args.message.is_none() && std::io::stdin().is_terminal() {
+        return Err(CliError::Usage(
+            "nothing to send: give --message, pipe logs (JSON lines) to stdin, or start a load run with --count, --duration or --rate".into(),
+        ));
+    }
+    let (exchange, vhost, hint) = match (&args.exchange, &args.pipeline, &ctx.broker.file) {
+        (Some(exchange), None, None) => (
+            exchange.clone(),
+            ctx.default_vhost(),
+            "create it, or name the pipeline instead of --exchange".to_owned(),
+        ),
+        (exchange, pipeline, _) => {
+            let target = ctx.target(pipeline.as_deref())?;
+            let exchange = exchange.clone().unwrap_or_else(|| target.exchange.clone());
+            (exchange, target.vhost.clone(), target.missing_hint())
+        }
+    };
+    let session = Session::open(&ctx.endpoint(&vhost)).await?;
+    session.require_exchange(&exchange, &hint).await?;
+    let channel = session.confirm_channel().await?;
+    let mut sender = Sender {
+        window: ConfirmWindow::new(channel, args.window),
+        tally: Tally::default(),
+        exchange,
+        first_problem: None,
+        started: Instant::now(),
+        elapsed: 0.0,
+    };
+
+    let skipped = if let Some(message) = &args.message {
+        let fields = envelope::field_values(&args.fields);
+        let now = Utc::now();
+        let body = envelope::log_body(&args.service, args.level, message, &fields, now);
+        sender
+            .send(envelope::envelope(
+                &args.service,
+                args.level,
+                &body,
+                envelope::new_message_id(),
+                now,
+            ))
+            .await?;
+        0
+    } else if args.is_load() {
+        load(&mut sender, args).await?;
+        0
+    } else {
+        from_stdin(&mut sender, args).await?
+    };
+    sender.finish().await;
+    session.close().await;
+
+    say!("{}", sender.summary());
+    let tally = sender.tally;
+    if tally.failed() > 0 {
+        return Err(CliError::Incomplete(format!(
+            "{} of {} logs were not accepted by the broker: {}",
+            tally.failed(),
+            tally.sent,
+            sender.first_problem.unwrap_or_default()
+        )));
+    }
+    if skipped > 0 {
+        return Err(CliError::Incomplete(format!(
+            "{skipped} input lines were not logs and were skipped"
+        )));
+    }
+    Ok(())
+}
+
+/// Publishes and counts.
+struct Sender {
+    window: ConfirmWindow<()>,
+    tally: Tally,
+    exchange: String,
+    first_problem: Option<String>,
+    started: Instant,
+    /// Seconds from the first publish to the last confirm, once finished.
+    elapsed: f64,
+}
+
+impl Sender {
+    async fn send(&mut self, envelope: Envelope) -> Result<(), CliError> {
+        let done = self
+            .window
+            .publish(
+                (),
+                &self.exchange,
+                &envelope.routing_key,
+                envelope.body,
+                envelope.properties,
+            )
+            .await?;
+        self.tally.sent += 1;
+        for (_, outcome) in done {
+            self.record(&outcome);
+        }
+        Ok(())
+    }
+
+    /// Hands what was sent to the connection now (before waiting for anything else).
+    fn flush(&mut self) {
+        for (_, outcome) in self.window.flush() {
+            self.record(&outcome);
+        }
+    }
+
+    /// True once the channel closed: nothing more can be sent.
+    fn is_closed(&self) -> bool {
+        self.window.is_closed()
+    }
+
+    fn record(&mut self, outcome: &Outcome) {
+        self.tally.record(outcome);
+        if self.first_problem.is_some() {
+            return;
+        }
+        self.first_problem = match outcome {
+            Outcome::Confirmed => None,
+            Outcome::Nacked => Some(format!(
+                "the broker refused them (nack): is a queue bound to exchange {:?} full (maxBacklog)?",
+                self.exchange
+            )),
+            Outcome::Returned { reply, routing_key } => Some(format!(
+                "returned as unroutable ({reply}): no queue is bound to exchange {:?} for routing keys like {routing_key:?}",
+                self.exchange
+            )),
+            Outcome::Lost { reason } => {
+                Some(format!("the channel closed before confirming: {reason}"))
+            }
+        };
+    }
+
+    async fn finish(&mut self) {
+        for (_, outcome) in self.window.drain().await {
+            self.record(&outcome);
+        }
+        self.elapsed = self.started.elapsed().as_secs_f64();
+    }
+
+    fn summary(&self) -> String {
+        let t = &self.tally;
+        let secs = self.elapsed;
+        let rate = if secs > 0.0 {
+            t.confirmed as f64 / secs
+        } else {
+            0.0
+        };
+        format!(
+            "sent {}, confirmed {}, nacked {}, returned {}, unconfirmed {} in {secs:.2}s ({rate:.0} logs/s) to exchange {:?}",
+            t.sent, t.confirmed, t.nacked, t.returned, t.lost, self.exchange
+        )
+    }
+}
+
+async fn load(sender: &mut Sender, args: &ProduceArgs) -> Result<(), CliError> {
+    let services: Vec<&str> = args
+        .service
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let services = if services.is_empty() {
+        vec![crate::args::DEFAULT_SERVICE]
+    } else {
+        services
+    };
+    let fields = envelope::field_values(&args.fields);
+    // The deadline starts first, so a burst due exactly at the end is not sent.
+    let deadline = args.duration.map(|d| Instant::now() + d.as_std());
+    let pacer = Pacer::new(args.rate, args.burst);
+    let mut levels = args.levels.schedule();
+    let progress = Progress::new(args.count, "produce");
+    let mut stop = StopSignal::on_ctrl_c();
+
+    let mut k: u64 = 0;
+    loop {
+        if args.count.is_some_and(|count| k >= count) || stop.is_stopped() || sender.is_closed() {
+            break;
+        }
+        if !pacer.is_due(k) {
+            sender.flush();
+        }
+        let due = tokio::select! {
+            () = pacer.wait_for(k) => true,
+            () = sleep_until_opt(deadline) => false,
+            () = stop.stopped() => false,
+        };
+        if !due || deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let level = levels.next().unwrap_or(args.level);
+        let service = services[(k % services.len() as u64) as usize];
+        let now = Utc::now();
+        let mut body =
+            envelope::log_body(service, level, &format!("load test log {k}"), &fields, now);
+        if let Some(size) = args.size {
+            envelope::pad_to(&mut body, size);
+        }
+        sender
+            .send(envelope::envelope(
+                service,
+                level,
+                &body,
+                envelope::new_message_id(),
+                now,
+            ))
+            .await?;
+        k += 1;
+        if k.is_multiple_of(UPDATE_EVERY) {
+            progress.set(k);
+        }
+    }
+    progress.set(k);
+    progress.finish();
+    Ok(())
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Publishes every line of stdin; returns how many lines were skipped (and said why on
+/// stderr).
+async fn from_stdin(sender: &mut Sender, args: &ProduceArgs) -> Result<u64, CliError> {
+    let fields = envelope::field_values(&args.fields);
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut number = 0u64;
+    let mut skipped = 0u64;
+    while let Some(line) = lines.next_line().await.map_err(|source| CliError::Io {
+        action: "read stdin",
+        source,
+    })? {
+        number += 1;
+        let now = Utc::now();
+        match envelope::log_from_line(&line, &args.service, args.level, &fields, now) {
+            Ok(Some(log)) => {
+                let env = envelope::envelope(
+                    &log.service,
+                    log.level,
+                    &log.body,
+                    envelope::new_message_id(),
+                    now,
+                );
+                if env.routing_key.len() > 255 {
+                    eprintln!("line {number}: skipped: service name is longer than 250 bytes");
+                    skipped += 1;
+                    continue;
+                }
+                sender.send(env).await?;
+                // Lines may come slowly (`tail -f`): each goes out at once.
+                sender.flush();
+                if sender.is_closed() {
+                    break;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("line {number}: skipped: {e}");
+                skipped += 1;
+            }
+        }
+    }
+    Ok(skipped)
+}

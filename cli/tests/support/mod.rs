@@ -1,0 +1,368 @@
+//! Test harness for the `logstream` binary against the real RabbitMQ on loopback.
+//!
+//! `AMQP_ADDR` (default `amqp://guest:guest@127.0.0.1:5672/%2f`) and optional `MANAGEMENT_ADDR`
+//! name the broker. Every test gets its own vhost with a pipeline's topology applied by
+//! `BrokerAdmin::apply`, deleted when the test ends, pass or fail; tests run on a multi-thread
+//! runtime so the vhost can be deleted while its connections close.
+
+#![allow(dead_code)]
+
+use std::{
+    process::Stdio,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use futures::StreamExt;
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties,
+    message::{BasicGetMessage, Delivery},
+    options::{
+        BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+        QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable, LongString},
+};
+use logstream_api::{TopologyPlan, contract, manifest::parse_pipeline, plan};
+use logstream_operator::broker::{BrokerAdmin, BrokerEndpoint, ManagementClient};
+use tokio::io::AsyncWriteExt;
+
+/// Namespace of every test pipeline.
+pub const NAMESPACE: &str = "test";
+/// Name of every test pipeline.
+pub const PIPELINE: &str = "app";
+
+pub fn amqp_addr() -> String {
+    std::env::var("AMQP_ADDR").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// The broker under test.
+pub fn endpoint() -> BrokerEndpoint {
+    let management = std::env::var("MANAGEMENT_ADDR").ok();
+    BrokerEndpoint::from_uri(&amqp_addr(), management.as_deref()).expect("AMQP_ADDR parses")
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(label: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{label}-{}-{nanos:x}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A vhost of its own for one test, holding pipeline `test/app`; deleted on drop.
+pub struct TestVhost {
+    pub name: String,
+    pub management: ManagementClient,
+    pub plan: TopologyPlan,
+}
+
+impl TestVhost {
+    /// A vhost with pipeline `test/app` of `spec_yaml` (the lines under `spec:`, without
+    /// `broker`) applied.
+    pub async fn with_pipeline(label: &str, spec_yaml: &str) -> Self {
+        let name = unique(&format!("logstream-cli-test-{label}"));
+        let management = ManagementClient::new(endpoint().management().clone());
+        management
+            .create_vhost(&name)
+            .await
+            .expect("create test vhost (is RabbitMQ running? see `make broker`)");
+        management
+            .grant_all(&name, endpoint().username())
+            .await
+            .expect("grant the test user on the test vhost");
+        let yaml = format!(
+            "apiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {{name: {PIPELINE}, namespace: {NAMESPACE}}}\nspec:\n  broker: {{secretRef: {{name: r}}}}\n{spec_yaml}"
+        );
+        let mut plan = plan(NAMESPACE, PIPELINE, &parse_pipeline(&yaml).unwrap().spec).unwrap();
+        plan.vhost.clone_from(&name);
+        let vhost = Self {
+            name,
+            management,
+            plan,
+        };
+        let admin = BrokerAdmin::connect(&endpoint(), &vhost.name)
+            .await
+            .unwrap();
+        admin
+            .apply(&vhost.plan)
+            .await
+            .expect("apply the test topology");
+        admin.close().await;
+        vhost
+    }
+
+    /// A vhost with one output `out` bound to everything (`#`).
+    pub async fn new(label: &str) -> Self {
+        Self::with_pipeline(label, "  outputs:\n    - {name: out, sink: {stdout: {}}}\n").await
+    }
+
+    pub fn main_queue(&self) -> String {
+        self.plan.names.main_queue("out")
+    }
+
+    pub fn dlq(&self) -> String {
+        self.plan.names.dead_letter_queue("out")
+    }
+
+    pub fn exchange(&self) -> String {
+        self.plan.exchange().name.clone()
+    }
+
+    /// An AMQP connection to this vhost.
+    pub async fn connect(&self) -> Connection {
+        let uri = endpoint().with_vhost(&self.name).amqp();
+        Connection::connect_uri(uri, ConnectionProperties::default())
+            .await
+            .expect("connect to the test vhost")
+    }
+
+    /// A channel in confirm mode.
+    pub async fn confirm_channel(&self) -> (Connection, Channel) {
+        let connection = self.connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        (connection, channel)
+    }
+
+    /// Ready messages of `queue`, by passive declare (exact, unlike management statistics).
+    pub async fn depth(&self, queue: &str) -> u32 {
+        let connection = self.connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        let q = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions::default().passive(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue exists");
+        let _ = connection.close(200, "bye".into()).await;
+        q.message_count()
+    }
+
+    /// Takes every message of `queue` (acknowledged), head first.
+    pub async fn drain(&self, queue: &str) -> Vec<BasicGetMessage> {
+        let connection = self.connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        let mut all = Vec::new();
+        while let Some(m) = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            all.push(m);
+        }
+        let _ = connection.close(200, "bye".into()).await;
+        all
+    }
+
+    /// Consumes exactly `count` messages of `queue` (no ack: fast), failing after `timeout`.
+    pub async fn consume(&self, queue: &str, count: usize, timeout: Duration) -> Vec<Delivery> {
+        let connection = self.connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        let mut consumer = channel
+            .basic_consume(
+                queue.into(),
+                "test-drain".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let mut all = Vec::with_capacity(count);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while all.len() < count {
+            let next = tokio::time::timeout_at(deadline, consumer.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("only {} of {count} messages within {timeout:?}", all.len())
+                });
+            all.push(next.expect("consumer open").expect("delivery"));
+        }
+        let _ = connection.close(200, "bye".into()).await;
+        all
+    }
+
+    /// Runs `logstream <args>` against this vhost and pipeline namespace.
+    pub async fn logstream(&self, args: &[&str]) -> Run {
+        self.logstream_with_stdin(args, None).await
+    }
+
+    /// Runs `logstream <args>` with `stdin` piped in (or closed when `None`).
+    pub async fn logstream_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut full = vec!["--vhost", &self.name, "-n", NAMESPACE];
+        full.extend_from_slice(args);
+        run_logstream(&full, stdin).await
+    }
+}
+
+impl Drop for TestVhost {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let management = self.management.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async { management.delete_vhost(&name).await })
+        })
+        .join();
+    }
+}
+
+/// What a run of the binary did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// The binary, with the test broker's URIs unless `args` name others.
+pub fn command(args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_logstream"));
+    cmd.env_remove("LOGSTREAM_AMQP_URI")
+        .env_remove("LOGSTREAM_MANAGEMENT_URI")
+        .env("LOGSTREAM_AMQP_URI", amqp_addr());
+    if let Ok(management) = std::env::var("MANAGEMENT_ADDR") {
+        cmd.env("LOGSTREAM_MANAGEMENT_URI", management);
+    }
+    cmd.args(args).kill_on_drop(true);
+    cmd
+}
+
+/// Runs the binary to its end.
+pub async fn run_logstream(args: &[&str], stdin: Option<&str>) -> Run {
+    let mut cmd = command(args);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn logstream");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).await.unwrap();
+        drop(pipe);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("logstream finished within 120 s")
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A synthetic dead letter as the worker writes it.
+#[derive(Clone)]
+pub struct DeadLetterSpec<'a> {
+    pub id: String,
+    pub body: String,
+    pub error: &'a str,
+    pub class: &'a str,
+    pub attempts: i64,
+    pub origin: Option<&'a str>,
+}
+
+impl DeadLetterSpec<'_> {
+    pub fn properties(&self) -> BasicProperties {
+        let mut headers = FieldTable::default();
+        let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+        headers.insert(
+            contract::HEADER_ATTEMPT.into(),
+            AMQPValue::LongLongInt(self.attempts),
+        );
+        headers.insert(contract::HEADER_ERROR.into(), text(self.error));
+        headers.insert(contract::HEADER_ERROR_CLASS.into(), text(self.class));
+        headers.insert(
+            contract::HEADER_FIRST_FAILED_AT.into(),
+            text("2026-05-01T12:00:00.000Z"),
+        );
+        if let Some(origin) = self.origin {
+            headers.insert(contract::HEADER_ORIGIN_ROUTING_KEY.into(), text(origin));
+        }
+        BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(self.id.as_str().into())
+            .with_timestamp(1_777_636_800)
+            .with_priority(2)
+            .with_headers(headers)
+    }
+}
+
+/// Puts dead letters into `queue` directly (default exchange), confirmed, in order.
+pub async fn put_dead_letters(vhost: &TestVhost, queue: &str, letters: &[DeadLetterSpec<'_>]) {
+    let (connection, channel) = vhost.confirm_channel().await;
+    for letter in letters {
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                letter.body.as_bytes(),
+                letter.properties(),
+            )
+            .await
+            .unwrap();
+        drop(confirm);
+    }
+    let returned = channel.wait_for_confirms().await.unwrap();
+    assert!(returned.is_empty(), "dead letters were returned");
+    let _ = connection.close(200, "bye".into()).await;
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The body of a message as text.
+pub fn body(m: &BasicGetMessage) -> String {
+    String::from_utf8_lossy(&m.delivery.data).into_owned()
+}
+
+/// A header of a message as text.
+pub fn header(m: &BasicGetMessage, key: &str) -> Option<AMQPValue> {
+    m.delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(key).cloned())
+}
