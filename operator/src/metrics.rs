@@ -143,11 +143,6 @@ impl Metrics {
         set_or_remove(&self.depth, &labels, int(output.ready));
         set_or_remove(&self.dead_lettered, &labels, int(output.dead_lettered));
         set_or_remove(&self.replicas, &labels, int(output.replicas.map(u64::from)));
-        set_or_remove(
-            &self.desired_replicas,
-            &labels,
-            int(output.desired_replicas.map(u64::from)),
-        );
         match output.oldest_message_age_seconds {
             Some(age) => {
                 self.oldest_age.get_or_create(&labels).set(age);
@@ -156,6 +151,19 @@ impl Metrics {
                 self.oldest_age.remove(&labels);
             }
         }
+    }
+
+    /// Records the replicas the autoscaler wants for one output (the reconcile never does:
+    /// the figure is the autoscaler's).
+    pub fn desired_replicas(&self, namespace: &str, pipeline: &str, output: &str, desired: u32) {
+        let labels = OutputLabels {
+            namespace: namespace.to_owned(),
+            pipeline: pipeline.to_owned(),
+            output: output.to_owned(),
+        };
+        self.desired_replicas
+            .get_or_create(&labels)
+            .set(i64::from(desired));
     }
 
     /// Drops the series of an output that no longer exists.
@@ -217,6 +225,12 @@ mod tests {
         m.output("games", "game-logs", &figures);
         m.set_leader(true);
         let text = m.render();
+        assert!(
+            !text.contains("logstream_output_desired_replicas{"),
+            "{text}"
+        );
+        m.desired_replicas("games", "game-logs", "security", 5);
+        let text = m.render();
         for line in [
             "logstream_reconciles_total{result=\"ok\",reason=\"\"} 1",
             "logstream_reconciles_total{result=\"error\",reason=\"BrokerUnreachable\"} 1",
@@ -226,13 +240,10 @@ mod tests {
             "logstream_output_dead_lettered{namespace=\"games\",pipeline=\"game-logs\",output=\"security\"} 3",
             "logstream_output_replicas{namespace=\"games\",pipeline=\"game-logs\",output=\"security\"} 2",
             "logstream_operator_leader 1",
+            "logstream_output_desired_replicas{namespace=\"games\",pipeline=\"game-logs\",output=\"security\"} 5",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
-        assert!(
-            !text.contains("logstream_output_desired_replicas{"),
-            "{text}"
-        );
         m.forget_output("games", "game-logs", "security");
         assert!(!m.render().contains("output=\"security\""));
     }

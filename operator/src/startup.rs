@@ -29,7 +29,9 @@ pub async fn check_crd_installed(
     };
     match api.list(&ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Err(StartupError::CrdMissing),
+        // A path the API server does not serve answers 404 with a plain-text body, which
+        // has no Status reason: the code is what tells.
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(StartupError::CrdMissing),
         Err(e) => Err(StartupError::Api(e)),
     }
 }

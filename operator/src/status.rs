@@ -13,8 +13,8 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use logstream_api::{
-    LogPipelineStatus, TopologyPlan, pipeline::OutputStatus, topology::QueueRole,
-    validate::ValidationErrors,
+    LogPipelineSpec, LogPipelineStatus, TopologyPlan, naming::PipelineNames,
+    pipeline::OutputStatus, topology::QueueRole, validate::ValidationErrors,
 };
 use serde_json::{Value, json};
 
@@ -266,6 +266,21 @@ pub fn output_figures(
         .collect()
 }
 
+/// One entry per output of `spec` with only its name and main queue: the status of a
+/// reconcile that could not read figures. The entries stay (rather than vanish) because the
+/// autoscaler may own fields in them, and an entry needs its `queue`.
+pub fn bare_outputs(namespace: &str, pipeline: &str, spec: &LogPipelineSpec) -> Vec<OutputStatus> {
+    let names = PipelineNames::new(namespace, pipeline);
+    spec.outputs
+        .iter()
+        .map(|o| OutputStatus {
+            name: o.name.clone(),
+            queue: names.main_queue(&o.name),
+            ..OutputStatus::default()
+        })
+        .collect()
+}
+
 /// Age of the oldest waiting message in seconds: from the broker's head message timestamp
 /// where it reports one, else estimated by Little's law (backlog ÷ drain rate); 0 for an
 /// empty queue; `None` when neither can be known.
@@ -296,13 +311,16 @@ pub fn format_age(seconds: f64) -> String {
     }
 }
 
-/// The whole status the operator applies. `previous` is the status as read with the
-/// pipeline: it gives the conditions their transition times and the autoscaler's desired
-/// replica counts for the `replicas` column (read, never written back).
+/// The whole status the operator applies. `workers` are the Deployments' replica counts.
+/// `previous` is the status as read with the pipeline: it gives the conditions their
+/// transition times and the autoscaler's desired replica counts for the `replicas` column
+/// (read, never written back; without them, a Deployment's `spec.replicas` is the desired
+/// count).
 pub fn build(
     generation: Option<i64>,
     conditions: &Conditions,
     outputs: Vec<OutputStatus>,
+    workers: &[(String, WorkerReplicas)],
     previous: Option<&LogPipelineStatus>,
     now: Timestamp,
 ) -> LogPipelineStatus {
@@ -315,16 +333,20 @@ pub fn build(
         .iter()
         .filter_map(|o| Some((o.name.as_str(), o.desired_replicas?)))
         .collect();
-    let sum =
-        |f: &dyn Fn(&OutputStatus) -> Option<u64>| -> Option<u64> { outputs.iter().map(f).sum() };
+    // An aggregate exists only when every output's figure does: a gap is not a zero.
+    let known = !outputs.is_empty();
+    let sum = |f: &dyn Fn(&OutputStatus) -> Option<u64>| -> Option<u64> {
+        known.then(|| outputs.iter().map(f).sum()).flatten()
+    };
     let depth = sum(&|o| o.ready);
     let dead_lettered = sum(&|o| o.dead_lettered);
     let oldest = outputs
         .iter()
         .map(|o| o.oldest_message_age_seconds)
         .collect::<Option<Vec<f64>>>()
+        .filter(|_| known)
         .map(|ages| ages.into_iter().fold(0.0, f64::max));
-    let replicas = (!outputs.is_empty()).then(|| {
+    let replicas = outputs.iter().any(|o| o.replicas.is_some()).then(|| {
         let current: u64 = outputs
             .iter()
             .map(|o| u64::from(o.replicas.unwrap_or(0)))
@@ -336,6 +358,12 @@ pub fn build(
                     desired_by_autoscaler
                         .get(o.name.as_str())
                         .copied()
+                        .or_else(|| {
+                            workers
+                                .iter()
+                                .find(|(name, _)| *name == o.name)
+                                .map(|(_, r)| r.wanted)
+                        })
                         .or(o.replicas)
                         .unwrap_or(0),
                 )
@@ -497,11 +525,22 @@ mod tests {
             topology: Verdict::yes(reasons::TOPOLOGY_APPLIED, "ok"),
             workers: workers_verdict(&replicas),
         };
-        let status = build(Some(3), &conditions, outputs, Some(&previous), now());
+        let status = build(
+            Some(3),
+            &conditions,
+            outputs,
+            &replicas,
+            Some(&previous),
+            now(),
+        );
         assert_eq!(status.depth, Some(15));
         assert_eq!(status.dead_lettered, Some(3));
         assert_eq!(status.oldest_message_age.as_deref(), Some("1m10s"));
-        assert_eq!(status.replicas.as_deref(), Some("2/6"));
+        assert_eq!(
+            status.replicas.as_deref(),
+            Some("2/6"),
+            "a: 2 of 2, b: 0 of 4"
+        );
         assert_eq!(
             status.outputs[1].desired_replicas, None,
             "never written by the operator"
@@ -531,9 +570,26 @@ mod tests {
             None,
             &Conditions::broker_failed("X", "y"),
             outputs,
+            &replicas,
             None,
             now(),
         );
         assert_eq!((status.depth, status.oldest_message_age), (None, None));
+        assert_eq!(status.replicas.as_deref(), Some("0/0"));
+
+        let bare = bare_outputs("ns", "p", &spec);
+        assert_eq!(bare[0].queue, "logstream.ns.p.a");
+        let failed = build(
+            None,
+            &Conditions::broker_failed("X", "y"),
+            bare,
+            &[],
+            None,
+            now(),
+        );
+        assert_eq!(
+            (failed.depth, failed.dead_lettered, failed.replicas),
+            (None, None, None)
+        );
     }
 }

@@ -58,8 +58,7 @@ mod tests {
                         "kind": "LogPipeline",
                         "name": "game-logs",
                         "uid": "0b6f7a8e-1111-4c2d-9e3f-000000000001",
-                        "controller": true,
-                        "blockOwnerDeletion": true
+                        "controller": true
                     }]
                 },
                 "data": {"worker.yaml": config.to_yaml()}

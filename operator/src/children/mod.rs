@@ -140,7 +140,7 @@ pub(crate) mod fixtures {
                 name: "game-logs".into(),
                 uid: "0b6f7a8e-1111-4c2d-9e3f-000000000001".into(),
                 controller: Some(true),
-                block_owner_deletion: Some(true),
+                block_owner_deletion: None,
             },
         }
     }

@@ -63,8 +63,7 @@ mod tests {
                         "kind": "LogPipeline",
                         "name": "game-logs",
                         "uid": "0b6f7a8e-1111-4c2d-9e3f-000000000001",
-                        "controller": true,
-                        "blockOwnerDeletion": true
+                        "controller": true
                     }]
                 },
                 // base64 of amqp://app:p%40ss%2Fw@rabbit.games.svc:5672/logs%2Fprod

@@ -154,6 +154,7 @@ async fn apply(pipeline: &LogPipeline, ctx: &Context) -> Result<Action, Error> {
         pipeline.meta().generation,
         &conditions,
         outputs,
+        &replicas,
         pipeline.status.as_ref(),
         now,
     );
@@ -170,10 +171,16 @@ async fn fail(
     reason: &str,
     action: &str,
 ) {
+    let outputs = status::bare_outputs(
+        &pipeline.namespace().unwrap_or_default(),
+        &pipeline.name_any(),
+        &pipeline.spec,
+    );
     let status = status::build(
         pipeline.meta().generation,
         conditions,
-        Vec::new(),
+        outputs,
+        &[],
         pipeline.status.as_ref(),
         ctx.now(),
     );
@@ -320,7 +327,10 @@ pub(super) fn retained_note(report: &Report) -> String {
     let kept = report
         .retained
         .iter()
-        .map(|q| format!("{} ({} messages)", q.name, q.messages))
+        .map(|q| {
+            let plural = if q.messages == 1 { "" } else { "s" };
+            format!("{} ({} message{plural})", q.name, q.messages)
+        })
         .collect::<Vec<_>>()
         .join(", ");
     format!("kept queues that still hold messages: {kept}")
