@@ -164,11 +164,12 @@ async fn run(pipelines: usize, window: Duration) -> Run {
     let hwm = proc_status(pid, "VmHWM:");
     let threads = proc_status_raw(pid, "Threads:");
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    assert_eq!(
+        fake.unlisted_calls(),
+        Vec::<String>::new(),
+        "calls outside rbac::PERMISSIONS"
+    );
+    support::terminate(pid);
     let status = child.0.wait().unwrap();
     assert!(status.success(), "the operator exited with {status}");
     let _ = std::fs::remove_dir_all(&dir);

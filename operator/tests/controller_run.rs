@@ -133,6 +133,11 @@ async fn the_controller_reconciles_every_pipeline_and_repairs_drift_on_its_own()
     .await;
     assert!(fake.requests() > requests);
 
+    assert_eq!(
+        fake.unlisted_calls(),
+        Vec::<String>::new(),
+        "calls outside rbac::PERMISSIONS"
+    );
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(20), running)
         .await
@@ -210,11 +215,7 @@ async fn the_binary_leads_through_the_lease_serves_metrics_and_releases_on_sigte
         .unwrap();
     assert_eq!(ready.status().as_u16(), 200);
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    support::terminate(pid);
     let output = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .unwrap()
@@ -224,6 +225,11 @@ async fn the_binary_leads_through_the_lease_serves_metrics_and_releases_on_sigte
     assert!(output.status.success(), "exit {:?}: {text}", output.status);
     assert!(text.contains("leading"), "{text}");
     assert!(!text.contains(&user.password), "the logs show the password");
+    assert_eq!(
+        fake.unlisted_calls(),
+        Vec::<String>::new(),
+        "calls outside rbac::PERMISSIONS"
+    );
     let lease = fake_lease(&fake).await;
     assert!(
         lease["spec"].get("holderIdentity").is_none(),

@@ -41,6 +41,8 @@ struct Inner {
     status_patches: AtomicU64,
     events: AtomicU64,
     requests: AtomicU64,
+    /// Calls that `rbac::PERMISSIONS` does not allow.
+    unlisted: Mutex<Vec<String>>,
 }
 
 impl Inner {
@@ -154,6 +156,11 @@ impl FakeApi {
         self.inner.requests.load(Ordering::Relaxed)
     }
 
+    /// Calls the operator made that `rbac::PERMISSIONS` does not list.
+    pub fn unlisted_calls(&self) -> Vec<String> {
+        self.inner.unlisted.lock().unwrap().clone()
+    }
+
     /// The stored child at `path` (e.g. `/apis/apps/v1/namespaces/ns/deployments/x`).
     pub fn child(&self, path: &str) -> Option<Value> {
         self.inner.children.lock().unwrap().get(path).cloned()
@@ -230,6 +237,15 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     inner.requests.fetch_add(1, Ordering::Relaxed);
+    let allowed = logstream_operator::rbac::classify(method.as_str(), &uri.to_string())
+        .is_some_and(|c| logstream_operator::rbac::allows(&c.verb, &c.group, &c.resource));
+    if !allowed {
+        inner
+            .unlisted
+            .lock()
+            .unwrap()
+            .push(format!("{method} {uri}"));
+    }
     let path = uri.path().to_owned();
     let query = uri.query().unwrap_or_default().to_owned();
     let watch = query.split('&').any(|kv| kv == "watch=true");
