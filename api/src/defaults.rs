@@ -56,7 +56,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// Shortest accepted `scaling.pollInterval`.
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Virtual host when `spec.broker.vhost` is absent.
+/// Virtual host when neither `spec.broker.vhost` nor the broker Secret's `uri` names one.
 pub const VHOST: &str = "/";
 
 /// Longest output name: it is part of queue, Deployment and Service names.

@@ -115,7 +115,8 @@ pub struct BrokerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_ref: Option<LocalObjectRef>,
 
-    /// Virtual host of every object of the pipeline. Default `/`.
+    /// Virtual host of every object of the pipeline. Default: the vhost in the broker
+    /// Secret's `uri` when it names one, else `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255))]
     pub vhost: Option<String>,
@@ -450,10 +451,13 @@ pub struct LogPipelineStatus {
     /// `BrokerReachable`, `TopologyReady`, `WorkersReady` and `Ready`, with reasons and plain
     /// messages.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 
-    /// Per-output figures.
+    /// Per-output figures. A map keyed by `name`, so that the operator and the autoscaler
+    /// each server-side apply their own fields of an output's entry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub outputs: Vec<OutputStatus>,
 
     /// Messages waiting in the main queues of all outputs.

@@ -41,9 +41,20 @@ impl LogPipelineSpec {
             .unwrap_or(defaults::PRIORITY_LEVELS)
     }
 
-    /// The broker virtual host.
+    /// The broker virtual host as far as the spec alone says: `spec.broker.vhost`, else `/`.
+    /// Where the broker Secret is at hand, [`Self::vhost_with`] is the one to use.
     pub fn vhost(&self) -> &str {
-        self.broker.vhost.as_deref().unwrap_or(defaults::VHOST)
+        self.vhost_with(None)
+    }
+
+    /// The broker virtual host: `spec.broker.vhost`, else the vhost of the broker Secret's
+    /// `uri` (`secret_vhost`), else `/`.
+    pub fn vhost_with<'a>(&'a self, secret_vhost: Option<&'a str>) -> &'a str {
+        self.broker
+            .vhost
+            .as_deref()
+            .or(secret_vhost)
+            .unwrap_or(defaults::VHOST)
     }
 
     /// What happens on the broker when the pipeline is deleted.
@@ -183,4 +194,27 @@ pub struct ScalingSettings {
     pub scale_down_delay: Duration,
     /// How often statistics are read.
     pub poll_interval: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::manifest::parse_pipeline;
+
+    fn spec(broker: &str) -> crate::LogPipelineSpec {
+        parse_pipeline(&format!(
+            "apiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {{name: app}}\nspec:\n  broker: {broker}\n  outputs:\n    - name: o\n      sink: {{stdout: {{}}}}\n"
+        ))
+        .unwrap()
+        .spec
+    }
+
+    #[test]
+    fn vhost_prefers_the_spec_then_the_secret_then_the_root() {
+        let named = spec("{secretRef: {name: r}, vhost: logs}");
+        assert_eq!(named.vhost_with(Some("from-secret")), "logs");
+        let unnamed = spec("{secretRef: {name: r}}");
+        assert_eq!(unnamed.vhost_with(Some("from-secret")), "from-secret");
+        assert_eq!(unnamed.vhost_with(None), "/");
+        assert_eq!(unnamed.vhost(), "/");
+    }
 }

@@ -108,7 +108,8 @@ pub struct BindingPlan {
 /// Everything one pipeline needs on the broker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopologyPlan {
-    /// Virtual host of every object.
+    /// Virtual host of every object: [`LogPipelineSpec::vhost`] as planned; a caller that has
+    /// read the broker Secret replaces it with [`LogPipelineSpec::vhost_with`].
     pub vhost: String,
     /// Names of this pipeline's objects.
     pub names: PipelineNames,

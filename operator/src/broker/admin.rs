@@ -33,6 +33,12 @@ use super::{
 /// Longest wait for the AMQP connection to open.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Largest AMQP frame of an administrative connection: the protocol's minimum. Declarations
+/// are small, and lapin keeps 32 frames of buffer per direction: with the broker's default
+/// of 128 KiB that is 8 MiB per connection, with 4 KiB it is 256 KiB. A URI's own
+/// `frame_max` wins.
+pub const ADMIN_FRAME_MAX: u32 = 4096;
+
 /// One change [`BrokerAdmin::apply`] or [`BrokerAdmin::delete`] made.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -454,14 +460,17 @@ impl BrokerAdmin {
     }
 }
 
-/// Opens an AMQP connection named `connection_name` (shown in the management UI), with a
-/// timeout and errors that tell a wrong password from an unreachable broker.
+/// Opens an administrative AMQP connection named `connection_name` (shown in the management
+/// UI), with a timeout, small frames ([`ADMIN_FRAME_MAX`]) and errors that tell a wrong
+/// password from an unreachable broker.
 pub async fn connect(
     endpoint: &BrokerEndpoint,
     connection_name: &str,
 ) -> Result<Connection, BrokerError> {
     let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
-    let attempt = Connection::connect_uri(endpoint.amqp(), properties);
+    let mut uri = endpoint.amqp();
+    uri.query.frame_max.get_or_insert(ADMIN_FRAME_MAX);
+    let attempt = Connection::connect_uri(uri, properties);
     let result = tokio::time::timeout(CONNECT_TIMEOUT, attempt)
         .await
         .map_err(|_| BrokerError::Unreachable {

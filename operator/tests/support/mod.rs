@@ -6,6 +6,10 @@
 
 #![allow(dead_code)]
 
+pub mod api;
+pub mod fake_api;
+pub mod logs;
+
 use std::{
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -157,4 +161,60 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A broker user of its own, with a distinctive password (special characters included), allowed
+/// on one test vhost; deleted on drop. Tests scan logs and API bodies for that password.
+pub struct TestUser {
+    pub name: String,
+    pub password: String,
+    management: ManagementClient,
+}
+
+impl TestUser {
+    pub async fn new(vhost: &TestVhost) -> Self {
+        let name = unique("logstream-user");
+        let password = format!("S3cr3t-{}/p@ss#w%rd", unique("pw"));
+        vhost
+            .management
+            .put_user(&name, &password, "management")
+            .await
+            .expect("create the test user");
+        vhost
+            .management
+            .grant_all(&vhost.name, &name)
+            .await
+            .expect("grant the test user on the test vhost");
+        Self {
+            name,
+            password,
+            management: vhost.management.clone(),
+        }
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let management = self.management.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async { management.delete_user(&name).await })
+        })
+        .join();
+    }
+}
+
+/// Percent-encodes `s` as a URI component.
+pub fn encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Sends SIGTERM to process `pid` (one this test started).
+pub fn terminate(pid: u32) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid fits in i32"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("send SIGTERM");
 }

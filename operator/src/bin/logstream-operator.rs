@@ -1,0 +1,192 @@
+//! `logstream-operator`: parses settings, checks the CRD, serves `/metrics`, `/healthz` and
+//! `/readyz`, and runs the LogPipeline controller while this replica holds the leader Lease.
+//! Everything else lives in the library.
+
+use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::{ArgAction, Parser};
+use kube::{Api, Client};
+use logstream_operator::{
+    controller::{self, Context, Scope},
+    http::{self, Health},
+    leader::{self, LeaderElector, LeaseSettings},
+    metrics::Metrics,
+    settings::{self, Settings},
+    startup,
+};
+use tokio::{net::TcpListener, sync::watch};
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+/// The log filter without `RUST_LOG`. lapin logs every channel the broker closes as an error,
+/// including the passive declarations that probe whether an object exists; the operator
+/// reports the failures that matter itself.
+const DEFAULT_LOG: &str = "info,lapin::channel=off";
+
+/// Runs LogStream's LogPipeline controller.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Worker image for outputs that do not set `worker.image`.
+    #[arg(long, env = "LOGSTREAM_WORKER_IMAGE", default_value = settings::DEFAULT_WORKER_IMAGE)]
+    worker_image: String,
+
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "LOGSTREAM_LISTEN", default_value = settings::LISTEN)]
+    listen: SocketAddr,
+
+    /// Manage LogPipelines of this namespace only (default: every namespace).
+    #[arg(long, env = "LOGSTREAM_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+
+    /// How often a healthy pipeline is checked again to repair drift on the broker.
+    #[arg(long, env = "LOGSTREAM_RECHECK_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    recheck_interval: Duration,
+
+    /// First retry delay after a transient failure (doubles up to 5m).
+    #[arg(long, env = "LOGSTREAM_ERROR_BACKOFF", default_value = "5s", value_parser = parse_duration)]
+    error_backoff: Duration,
+
+    /// Pipelines reconciled at the same time.
+    #[arg(long, env = "LOGSTREAM_CONCURRENCY", default_value_t = settings::CONCURRENCY)]
+    concurrency: u16,
+
+    /// Elect a leader through a Lease, so that several replicas can run.
+    #[arg(long, env = "LOGSTREAM_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
+    leader_election: bool,
+
+    /// Name of the leader Lease.
+    #[arg(long, env = "LOGSTREAM_LEASE_NAME", default_value = leader::LEASE_NAME)]
+    lease_name: String,
+
+    /// Namespace of the leader Lease (default: the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+
+    /// This replica's identity in the Lease and on Events (default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    text.parse::<logstream_api::Duration>()
+        .map(Duration::from)
+        .map_err(|e| e.to_string())
+}
+
+// One thread runs every reconcile: the work is I/O-bound, and with a single allocating
+// thread glibc keeps one heap instead of one arena per worker thread, each holding its own
+// peak (the 100-pipeline benchmark in docs/benchmarks.md).
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
+        )
+        .init();
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("failed to configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
+    startup::check_crd_installed(client.clone(), args.namespace.as_deref()).await?;
+
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.listen))?;
+    info!(address = %args.listen, "serving /metrics, /healthz and /readyz");
+    tokio::spawn(http::serve(listener, metrics.clone(), health.clone()));
+
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutting down: finishing reconciles in flight");
+        let _ = stop.send(true);
+    });
+    let shutdown = move || {
+        let mut stopping = stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::env::var("HOSTNAME")
+            .unwrap_or_else(|_| format!("logstream-operator-{}", std::process::id()))
+    });
+    let settings = Settings {
+        worker_image: args.worker_image.clone(),
+        recheck_interval: args.recheck_interval,
+        error_backoff_min: args.error_backoff,
+        ..Settings::default()
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        metrics.clone(),
+        Some(identity.clone()),
+    ));
+    let scope = args
+        .namespace
+        .clone()
+        .map_or(Scope::Cluster, Scope::Namespace);
+    let controller = controller::run(ctx, scope, args.concurrency, shutdown());
+    health.set_ready(true);
+
+    if !args.leader_election {
+        metrics.set_leader(true);
+        controller.await;
+        return Ok(());
+    }
+    let lease_namespace = args
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let mut elector = LeaderElector::new(
+        Api::namespaced(client, &lease_namespace),
+        LeaseSettings {
+            name: args.lease_name.clone(),
+            ..LeaseSettings::new(identity)
+        },
+        Arc::new(k8s_openapi::jiff::Timestamp::now),
+    );
+    info!(lease = %args.lease_name, namespace = %lease_namespace, "waiting to lead");
+    let leading = elector
+        .lead(controller, shutdown(), || metrics.set_leader(true))
+        .await;
+    metrics.set_leader(false);
+    leading?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

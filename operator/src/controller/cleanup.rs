@@ -1,0 +1,126 @@
+//! Broker cleanup when a LogPipeline is deleted, by its `deletionPolicy`. Runs behind the
+//! finalizer; the Kubernetes children go by owner reference, not here.
+
+use kube::runtime::{controller::Action, events::EventType};
+use logstream_api::{LogPipeline, pipeline::DeletionPolicy, plan};
+use tracing::info;
+
+use super::{
+    context::Context,
+    error::Error,
+    reconcile::{load_credentials, read_secret, retained_note},
+};
+use crate::{
+    broker::BrokerAdmin,
+    children::{self, Owner},
+};
+
+/// Cleans the broker up as the pipeline's `deletionPolicy` says. Returns an error (and so
+/// keeps the finalizer, retrying with backoff) only while the broker cannot be reached;
+/// when cleanup is impossible for good (the spec is invalid, every Secret is gone) it says
+/// so in a Warning Event and lets the deletion proceed, leaving the broker objects.
+pub async fn cleanup(pipeline: &LogPipeline, ctx: &Context) -> Result<Action, Error> {
+    let owner = Owner::of(pipeline).ok_or(Error::MissingMetadata("namespace, name or uid"))?;
+    let (ns, name) = (owner.namespace.as_str(), owner.pipeline.as_str());
+    for output in &pipeline.spec.outputs {
+        ctx.metrics.forget_output(ns, name, &output.name);
+    }
+    let policy = pipeline.spec.deletion_policy();
+    let mut plan = match plan(ns, name, &pipeline.spec) {
+        Ok(plan) => plan,
+        Err(errors) => {
+            let note = format!(
+                "broker objects were left in place: the spec is invalid ({errors}), so which objects belong to the pipeline is unknown"
+            );
+            skipped(ctx, pipeline, note).await;
+            return Ok(Action::await_change());
+        }
+    };
+
+    if policy == DeletionPolicy::Retain {
+        let note = format!(
+            "deletionPolicy Retain: exchange {} and {} queues stay on the broker",
+            plan.exchange().name,
+            plan.queues.len()
+        );
+        info!(%note, "broker objects retained");
+        ctx.publish(
+            pipeline,
+            EventType::Normal,
+            "BrokerObjectsRetained",
+            "Cleanup",
+            note,
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+
+    // The user's Secret, or else the derived one (it may outlive it during a namespace
+    // deletion, and it names the pipeline's vhost).
+    let creds = match load_credentials(ctx, pipeline, ns).await {
+        Err(Error::SecretNotFound { secret, .. }) => {
+            match read_secret(ctx, ns, &children::broker_secret_name(name)).await {
+                Ok(creds) => creds,
+                Err(Error::SecretNotFound { .. }) => {
+                    let note = format!(
+                        "broker objects were left in place: Secret {secret} is gone, so the broker cannot be logged in to"
+                    );
+                    skipped(ctx, pipeline, note).await;
+                    return Ok(Action::await_change());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        other => other?,
+    };
+    plan.vhost = pipeline.spec.vhost_with(creds.vhost.as_deref()).to_owned();
+
+    let admin = BrokerAdmin::connect(&creds.endpoint, &plan.vhost).await?;
+    let deleted = admin.delete(&plan, policy).await;
+    admin.close().await;
+    let report = deleted?;
+
+    let changes = report
+        .changes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let note = if changes.is_empty() {
+        format!("deletionPolicy {policy:?}: nothing left to delete on the broker")
+    } else {
+        format!("deletionPolicy {policy:?}: {changes}")
+    };
+    info!(%note, "broker cleaned up");
+    ctx.publish(
+        pipeline,
+        EventType::Normal,
+        "BrokerCleanedUp",
+        "Cleanup",
+        note,
+    )
+    .await;
+    if !report.retained.is_empty() {
+        ctx.publish(
+            pipeline,
+            EventType::Warning,
+            "QueuesRetained",
+            "Cleanup",
+            format!("deletionPolicy {policy:?}: {}", retained_note(&report)),
+        )
+        .await;
+    }
+    Ok(Action::await_change())
+}
+
+async fn skipped(ctx: &Context, pipeline: &LogPipeline, note: String) {
+    info!(%note, "broker cleanup skipped");
+    ctx.publish(
+        pipeline,
+        EventType::Warning,
+        "BrokerCleanupSkipped",
+        "Cleanup",
+        note,
+    )
+    .await;
+}

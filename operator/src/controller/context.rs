@@ -1,0 +1,189 @@
+//! What every reconcile shares: the client, the event recorder, the settings, the metrics,
+//! the clock, and the count of consecutive failures per pipeline (for backoff).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Client, Resource, ResourceExt,
+    api::{Api, Patch, PatchParams},
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+use logstream_api::{LogPipeline, LogPipelineStatus};
+use tracing::warn;
+
+use super::error::Error;
+use crate::{
+    metrics::Metrics,
+    settings::{FIELD_MANAGER, REPORTER, Settings},
+    status,
+};
+
+/// Where "now" comes from; tests pin it.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// Longest Event note the API server accepts.
+const MAX_NOTE_BYTES: usize = 1024;
+
+/// Shared state of the reconciles.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// The operator's settings.
+    pub settings: Settings,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+    recorder: Recorder,
+    clock: Clock,
+    failures: Mutex<HashMap<(String, String), u32>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context on `client`; `instance` names this replica on Events (its pod name).
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        instance: Option<String>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: REPORTER.into(),
+                instance,
+            },
+        );
+        Self {
+            client,
+            settings,
+            metrics,
+            recorder,
+            clock: Arc::new(Timestamp::now),
+            failures: Mutex::default(),
+        }
+    }
+
+    /// The same context with a fixed or fake clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The current time.
+    pub fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    /// Counts one more consecutive failure of `pipeline` and returns the count.
+    pub fn count_failure(&self, pipeline: &LogPipeline) -> u32 {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = failures.entry(key(pipeline)).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    /// Forgets `pipeline`'s failures after a success.
+    pub fn forget_failures(&self, pipeline: &LogPipeline) {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&key(pipeline));
+    }
+
+    /// Server-side applies `status` to `pipeline`'s status subresource.
+    pub async fn apply_status(
+        &self,
+        pipeline: &LogPipeline,
+        status: &LogPipelineStatus,
+    ) -> Result<(), Error> {
+        let namespace = pipeline
+            .namespace()
+            .ok_or(Error::MissingMetadata("namespace"))?;
+        let name = pipeline.name_any();
+        let api: Api<LogPipeline> = Api::namespaced(self.client.clone(), &namespace);
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(status::apply_body(status)),
+        )
+        .await
+        .map_err(Error::kube(format!(
+            "apply the status of LogPipeline {namespace}/{name}"
+        )))?;
+        Ok(())
+    }
+
+    /// Publishes an Event about `pipeline`. Events are best effort: a failure is logged,
+    /// never fatal.
+    pub async fn publish(
+        &self,
+        pipeline: &LogPipeline,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: impl Into<String>,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(note.into(), MAX_NOTE_BYTES)),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self
+            .recorder
+            .publish(&event, &pipeline.object_ref(&()))
+            .await
+        {
+            warn!(reason, error = %e, "failed to publish an event");
+        }
+    }
+}
+
+fn key(pipeline: &LogPipeline) -> (String, String) {
+    (
+        pipeline.namespace().unwrap_or_default(),
+        pipeline.name_any(),
+    )
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut.
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn long_notes_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("short".into(), 1024), "short");
+        let cut = truncate("é".repeat(600), 1024);
+        assert!(cut.len() <= 1024 && cut.ends_with('…'), "{}", cut.len());
+    }
+}

@@ -1,0 +1,101 @@
+//! The operator's HTTP port: `/metrics` (Prometheus text), `/healthz` (the process answers)
+//! and `/readyz` (startup checks passed).
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use tokio::net::TcpListener;
+
+use crate::metrics::Metrics;
+
+/// Readiness of this replica.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+}
+
+impl Health {
+    /// Marks the replica ready (or not).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether the replica is ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+/// The routes of the operator's HTTP port.
+pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(Shared { metrics, health })
+}
+
+/// Serves [`router`] on `listener` until the process ends.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(metrics, health)).await
+}
+
+async fn metrics_text(State(shared): State<Shared>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.render(),
+    )
+}
+
+async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
+    if shared.health.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn serves_metrics_health_and_readiness_on_one_port() {
+        let metrics = Arc::new(Metrics::default());
+        metrics.set_leader(true);
+        let health = Arc::new(Health::default());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(serve(listener, metrics, health.clone()));
+        let get = |path: &str| {
+            let url = format!("{base}{path}");
+            async move {
+                let r = reqwest::get(url).await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            }
+        };
+        assert_eq!(get("/healthz").await, (200, "ok".to_owned()));
+        assert_eq!(get("/readyz").await.0, 503);
+        health.set_ready(true);
+        assert_eq!(get("/readyz").await, (200, "ready".to_owned()));
+        let (code, text) = get("/metrics").await;
+        assert_eq!(code, 200);
+        assert!(text.contains("logstream_operator_leader 1"), "{text}");
+    }
+}
