@@ -9,10 +9,10 @@ use std::sync::{
 };
 
 use futures::future::BoxFuture;
-use logstream_api::{manifest::parse_pipeline, plan, topology::QueueRole};
+use logstream_api::{manifest::parse_pipeline, plan};
 use logstream_operator::{
     broker::BrokerAdmin,
-    scaling::{OutputScaling, PipelineAutoscaler, ScaleError, ScaleTarget, ScalingPolicy},
+    scaling::{OutputScaling, PipelineAutoscaler, ScaleError, ScaleTarget},
 };
 use support::{TestVhost, endpoint, publish};
 
@@ -64,13 +64,15 @@ async fn a_backlog_on_the_broker_scales_the_target_in_one_poll_and_a_gap_holds_i
     let mut autoscaler = PipelineAutoscaler::new(
         "test/app",
         vhost.name.clone(),
-        vec![OutputScaling {
-            output: "o".into(),
-            queue: p.queue("o", QueueRole::Main).unwrap().name.clone(),
-            dead_letter_queue: p.queue("o", QueueRole::DeadLetter).unwrap().name.clone(),
-            policy: ScalingPolicy::new(output.scaling_settings()),
-            target: Box::new(Counter(replicas.clone())),
-        }],
+        vec![
+            OutputScaling::for_output(
+                &p,
+                "o",
+                output.scaling_settings(),
+                Box::new(Counter(replicas.clone())),
+            )
+            .unwrap(),
+        ],
     );
 
     // The depth comes from a passive declare: no waiting for the broker's statistics.

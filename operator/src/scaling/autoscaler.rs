@@ -16,6 +16,10 @@ use super::{
     target::ScaleTarget,
 };
 use crate::broker::{BrokerAdmin, QueueInfo};
+use logstream_api::{
+    resolved::ScalingSettings,
+    topology::{QueueRole, TopologyPlan},
+};
 
 /// One output under autoscaling.
 pub struct OutputScaling {
@@ -23,12 +27,67 @@ pub struct OutputScaling {
     pub output: String,
     /// Its main queue.
     pub queue: String,
+    /// Its retry queues (their figures are reported alongside each decision).
+    pub retry_queues: Vec<String>,
     /// Its dead-letter queue (its depth is reported alongside each decision).
     pub dead_letter_queue: String,
     /// The policy and what it learned.
     pub policy: ScalingPolicy,
     /// What it scales.
     pub target: Box<dyn ScaleTarget>,
+}
+
+impl OutputScaling {
+    /// Autoscales output `output` of `plan` with `settings`, scaling `target`. `None` when the
+    /// plan has no such output.
+    pub fn for_output(
+        plan: &TopologyPlan,
+        output: &str,
+        settings: ScalingSettings,
+        target: Box<dyn ScaleTarget>,
+    ) -> Option<Self> {
+        let queues = |pick: &dyn Fn(QueueRole) -> bool| -> Vec<String> {
+            plan.queues
+                .iter()
+                .filter(|q| q.output == output && pick(q.role))
+                .map(|q| q.name.clone())
+                .collect()
+        };
+        Some(Self {
+            output: output.to_owned(),
+            queue: plan.queue(output, QueueRole::Main)?.name.clone(),
+            retry_queues: queues(&|r| matches!(r, QueueRole::Retry(_))),
+            dead_letter_queue: plan.queue(output, QueueRole::DeadLetter)?.name.clone(),
+            policy: ScalingPolicy::new(settings),
+            target,
+        })
+    }
+}
+
+/// What flows beside the main queue of an output, from the management API's statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SideFlow {
+    /// Messages in the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Messages dead-lettered per second (publish rate of the dead-letter queue).
+    pub dead_letter_rate: f64,
+    /// Messages waiting in the retry queues.
+    pub retrying: u64,
+    /// Messages sent to a retry queue per second.
+    pub retry_rate: f64,
+}
+
+impl SideFlow {
+    fn read(stats: &[QueueInfo], o: &OutputScaling) -> Option<Self> {
+        let dlq = stats.iter().find(|q| q.name == o.dead_letter_queue)?;
+        let retries = stats.iter().filter(|q| o.retry_queues.contains(&q.name));
+        Some(Self {
+            dead_lettered: dlq.messages.unwrap_or(0),
+            dead_letter_rate: dlq.publish_rate().unwrap_or(0.0),
+            retrying: retries.clone().map(|q| q.messages.unwrap_or(0)).sum(),
+            retry_rate: retries.map(|q| q.publish_rate().unwrap_or(0.0)).sum(),
+        })
+    }
 }
 
 /// One poll's outcome for one output: for status, events, metrics and the dashboard.
@@ -46,6 +105,8 @@ pub struct ScaleRecord {
     pub observation: Option<Observation>,
     /// Messages in the dead-letter queue, when the management API answered.
     pub dead_lettered: Option<u64>,
+    /// Retry and dead-letter figures, when the management API answered.
+    pub side_flow: Option<SideFlow>,
     /// Why the target could not be read or scaled, if it could not.
     pub error: Option<String>,
 }
@@ -120,10 +181,7 @@ impl PipelineAutoscaler {
                 }
             };
             let observation = observe(info, depth, now_epoch_s);
-            let dead_lettered = stats
-                .as_ref()
-                .and_then(|all| all.iter().find(|q| q.name == o.dead_letter_queue))
-                .and_then(|q| q.messages);
+            let side_flow = stats.as_deref().and_then(|all| SideFlow::read(all, o));
             let now_s = self.clock.elapsed().as_secs_f64();
             let (decision, error) = match o.target.replicas().await {
                 Ok(current) => {
@@ -157,7 +215,8 @@ impl PipelineAutoscaler {
                 at,
                 decision,
                 observation,
-                dead_lettered,
+                dead_lettered: side_flow.map(|f| f.dead_lettered),
+                side_flow,
                 error,
             };
             if record.scaled() {

@@ -13,6 +13,6 @@ pub mod rate;
 pub mod simulate;
 pub mod target;
 
-pub use autoscaler::{OutputScaling, PipelineAutoscaler, ScaleRecord};
+pub use autoscaler::{OutputScaling, PipelineAutoscaler, ScaleRecord, SideFlow};
 pub use policy::{Decision, Observation, Rates, ScalingPolicy, Signals};
 pub use target::{ScaleError, ScaleTarget};
