@@ -207,7 +207,13 @@ impl Metrics {
     }
 
     /// Whether the autoscaler of an output holds because its queue could not be read.
-    pub fn set_metrics_missing(&self, namespace: &str, pipeline: &str, output: &str, missing: bool) {
+    pub fn set_metrics_missing(
+        &self,
+        namespace: &str,
+        pipeline: &str,
+        output: &str,
+        missing: bool,
+    ) {
         let labels = OutputLabels {
             namespace: namespace.to_owned(),
             pipeline: pipeline.to_owned(),

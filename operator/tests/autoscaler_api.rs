@@ -94,7 +94,10 @@ async fn a_decision_patches_the_deployments_scale_subresource() {
     let records = autoscaler.poll(&admin).await;
     api.done().await;
     assert!(records[0].scaled(), "{:?}", records[0]);
-    assert_eq!(records[0].decision.reason, "backlog 450 at 100/replica: 1 → 5");
+    assert_eq!(
+        records[0].decision.reason,
+        "backlog 450 at 100/replica: 1 → 5"
+    );
 
     // The patch is a JSON merge patch of the one field.
     let calls = calls.lock().unwrap();
@@ -144,7 +147,10 @@ async fn the_reporter_writes_the_autoscalers_status_fields_and_an_event() {
                         .pointer("/status/outputs/0/lastScaleTime")
                         .and_then(Value::as_str)
                         .unwrap();
-                    assert!(time.parse::<k8s_openapi::jiff::Timestamp>().is_ok(), "{time}");
+                    assert!(
+                        time.parse::<k8s_openapi::jiff::Timestamp>().is_ok(),
+                        "{time}"
+                    );
                 })
                 .respond(200, json!({})),
             Expect::new("POST", "/apis/events.k8s.io/v1/namespaces/games/events?")

@@ -19,7 +19,7 @@ pub mod supervisor;
 pub mod target;
 
 pub use autoscaler::{OutputScaling, PipelineAutoscaler, ScaleRecord, SideFlow};
-pub use policy::{Decision, Observation, Rates, ScalingPolicy, Signals};
-pub use target::{ScaleError, ScaleTarget};
 pub use deployment::{AUTOSCALER_FIELD_MANAGER, DeploymentScale};
-pub use supervisor::Autoscalers;
+pub use policy::{Decision, Observation, Rates, ScalingPolicy, Signals};
+pub use supervisor::{Autoscalers, supervise};
+pub use target::{ScaleError, ScaleTarget};

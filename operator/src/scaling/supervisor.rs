@@ -32,7 +32,8 @@ use super::{
 };
 use crate::{
     broker::{BrokerAdmin, BrokerEndpoint},
-    children, metrics::Metrics,
+    children,
+    metrics::Metrics,
     settings::REPORTER,
 };
 
@@ -117,7 +118,10 @@ impl Autoscalers {
         ));
         lock(&self.references).insert(key.clone(), pipeline.object_ref(&()));
         let mut running = lock(&self.running);
-        if running.get(&key).is_some_and(|r| r.fingerprint == fingerprint) {
+        if running
+            .get(&key)
+            .is_some_and(|r| r.fingerprint == fingerprint)
+        {
             return;
         }
         let outputs = settings
@@ -193,10 +197,8 @@ impl Autoscalers {
                     record.decision.desired,
                 );
             }
-            let was_missing = missing.insert(
-                (record.pipeline.clone(), record.output.clone()),
-                is_missing,
-            );
+            let was_missing =
+                missing.insert((record.pipeline.clone(), record.output.clone()), is_missing);
             let missing_changed = was_missing != Some(is_missing);
             if !record.scaled() && !missing_changed {
                 continue;
@@ -219,21 +221,21 @@ impl Autoscalers {
                 metrics.scaled(namespace, pipeline, &record.output, up);
             }
             let reference = lock(&self.references).get(&record.pipeline).cloned();
-            if let Some(reference) = reference {
-                if let Some(event) = event_for(&record, is_missing, missing_changed) {
-                    if let Err(e) = recorder.publish(&event, &reference).await {
-                        warn!(error = %e, "failed to publish a scaling event");
-                    }
-                }
+            if let Some(reference) = reference
+                && let Some(event) = event_for(&record, is_missing, missing_changed)
+                && let Err(e) = recorder.publish(&event, &reference).await
+            {
+                warn!(error = %e, "failed to publish a scaling event");
             }
         }
     }
 }
 
-/// Runs one pipeline's autoscaler until `stop`: connects to the broker (retrying with a
-/// growing delay), polls, and connects again when the connection is lost. What the policy
-/// learned (drain rate, pending scale-downs) survives reconnects.
-async fn supervise(
+/// Runs one pipeline's autoscaler until `stop` turns true (or its sender is dropped):
+/// connects to the broker (retrying with a growing delay), polls, and connects again when the
+/// connection is lost. What the policy learned (drain rate, pending scale-downs) survives
+/// reconnects. The operator runs one per pipeline; `logstream dev` runs it over local workers.
+pub async fn supervise(
     mut autoscaler: PipelineAutoscaler,
     endpoint: BrokerEndpoint,
     mut stop: watch::Receiver<bool>,
@@ -299,7 +301,11 @@ fn status_patch(record: &ScaleRecord, missing: Option<bool>, now: Timestamp) -> 
             .error
             .clone()
             .unwrap_or_else(|| record.decision.reason.clone());
-        ("False", "MetricsMissing", format!("output {}: {why}", record.output))
+        (
+            "False",
+            "MetricsMissing",
+            format!("output {}: {why}", record.output),
+        )
     } else {
         (
             "True",
@@ -338,7 +344,10 @@ fn event_for(record: &ScaleRecord, missing: bool, missing_changed: bool) -> Opti
         return Some(Event {
             type_: EventType::Normal,
             reason: "Scaled".into(),
-            note: Some(format!("output {}: {}", record.output, record.decision.reason)),
+            note: Some(format!(
+                "output {}: {}",
+                record.output, record.decision.reason
+            )),
             action: "Scale".into(),
             secondary: None,
         });
