@@ -33,3 +33,32 @@ unit:
 	$(CARGO) test --workspace --lib
 
 .PHONY: test broker lint fmt crds unit rbac bench-scaling bench-worker bench-operator
+
+## Replay the autoscaling traces through LogStream, KEDA + HPA and an oracle; update
+## docs/benchmarks.md.
+bench-scaling:
+	$(CARGO) run -q --release -p logstream-operator --bin logstream-scaling-sim -- --write docs/benchmarks.md
+
+## Worker throughput and peak memory against a bare lapin consume+ACK loop, side by side
+## (copy the printed table into docs/benchmarks.md).
+bench-worker: broker
+	$(CARGO) bench -p logstream-worker --bench throughput
+
+## `logstream produce --count 100000` against pika with per-message confirms, side by side on
+## the local broker; pika goes into target/bench-venv. Updates docs/benchmarks.md.
+.PHONY: bench-produce
+bench-produce: broker
+	$(CARGO) build -q --release -p logstream
+	@test -x target/bench-venv/bin/python || python3 -m venv target/bench-venv
+	@target/bench-venv/bin/pip install -q pika
+	target/bench-venv/bin/python bench/produce_vs_pika.py --binary target/release/logstream --write docs/benchmarks.md
+
+## Resident memory of the operator managing 100 LogPipelines (mock API, real broker).
+bench-operator: broker
+	$(CARGO) bench -p logstream-operator --bench operator_memory
+
+## LogStream's main job: a kind cluster where Docker and kind exist, else `logstream dev`
+## with the quickstart pipeline and a burst, on this machine.
+.PHONY: demo
+demo:
+	@scripts/demo.sh

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# `make demo`: LogStream's main job, end to end.
+#
+# - With Docker and kind: a kind cluster, the images, the Helm chart with its bundled
+#   RabbitMQ, the quickstart pipeline, and a burst from an in-cluster Job (`make e2e` does the
+#   same and asserts; this leaves the cluster running to look at).
+# - Otherwise, on this machine: `logstream dev -f examples/quickstart.yaml` against the local
+#   RabbitMQ (installed and started by scripts/ensure-rabbitmq.sh), a burst published into it,
+#   and the run ends once the workers scaled up, drained the backlog and scaled back down.
+#
+# DEMO_LOGS (default 200000) sets the size of the burst.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 && command -v kind >/dev/null 2>&1; then
+    echo "demo: Docker and kind found: taking the kind path (cluster ${KIND_CLUSTER:-logstream-demo})"
+    exec cargo run -q --release -p logstream-e2e -- demo
+fi
+
+echo "demo: no Docker engine or kind here: taking the one-machine path (logstream dev)"
+scripts/ensure-rabbitmq.sh
+cargo build -q --release -p logstream -p logstream-worker
+bin=target/release
+logs=${DEMO_LOGS:-200000}
+work=$(mktemp -d)
+out="$work/dev.out"
+manifest=examples/quickstart.yaml
+queue=logstream.default.quickstart.stdout
+
+"$bin/logstream" dev -f "$manifest" --listen 127.0.0.1:0 --work-dir "$work" >"$out" 2>&1 &
+dev=$!
+trap 'kill -TERM $dev 2>/dev/null || true; wait $dev 2>/dev/null || true' EXIT
+
+# Waits until `logstream dev`'s output has a line matching $1, for at most $2 seconds.
+wait_for() {
+    local pattern=$1 deadline=$((SECONDS + $2))
+    until grep -q -- "$pattern" "$out"; do
+        if ((SECONDS > deadline)) || ! kill -0 "$dev" 2>/dev/null; then
+            echo "demo: gave up waiting for \"$pattern\"; logstream dev said:" >&2
+            cat "$out" >&2
+            exit 1
+        fi
+        sleep 0.2
+    done
+}
+
+wait_for "autoscaling" 60
+cat "$out"
+metrics=$(grep -o 'http://[^ ]*/metrics' "$out")
+wait_for "→ 1 (minReplicas 1)" 30
+
+echo "demo: publishing a burst of $logs logs into the quickstart pipeline"
+start=$SECONDS
+"$bin/logstream" produce -f "$manifest" --count "$logs"
+wait_for "scaled: .* 1 → " 60
+grep "scaled: .* 1 → " "$out" | head -1
+
+echo "demo: waiting for the workers to drain the backlog"
+until curl -fsS "$metrics" | grep -q "^logstream_output_depth{.*output=\"stdout\"} 0$"; do
+    if ((SECONDS - start > 600)); then
+        echo "demo: the backlog did not drain within 10 minutes" >&2
+        exit 1
+    fi
+    sleep 1
+done
+echo "demo: drained $((SECONDS - start)) s after the burst started; $queue is empty"
+
+echo "demo: waiting for the scale-down (scaleDownDelay 30s)"
+wait_for "→ 1$" 180
+grep "scaled:" "$out" | tail -1
+
+kill -TERM "$dev"
+wait "$dev"
+trap - EXIT
+tail -n 2 "$out"
+written=$(cat "$work"/quickstart-stdout-*.log | grep -c '^{' || true)
+echo "demo: done: $logs logs published, $written written by the workers (see $work), scaled up and back down"
