@@ -4,8 +4,9 @@ CARGO ?= cargo
 
 .PHONY: test broker lint fmt crds unit rbac bench-scaling bench-worker bench-operator
 
-## Everything CI checks: a broker, formatting, clippy, then every test of the workspace.
-test: broker lint
+## Everything CI checks: a broker, the chart tools, formatting, clippy, then every test of the
+## workspace (the chart tests use helm and kubernetes-validate from .tools/).
+test: broker chart-tools lint
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
@@ -62,3 +63,29 @@ bench-operator: broker
 .PHONY: demo
 demo:
 	@scripts/demo.sh
+
+## helm, kubectl and kubernetes-validate in .tools/ (for the chart tests; idempotent).
+chart-tools:
+	@scripts/install-chart-tools.sh
+
+## Regenerate the chart's ClusterRole rules from operator/src/rbac.rs (a chart test fails when
+## they are stale).
+rbac:
+	$(CARGO) run -q -p logstream-operator --bin rbacgen > charts/logstream/files/clusterrole.yaml
+
+## Container images: $(REGISTRY)logstream-{operator,worker,cli}:$(IMAGE_TAG). REGISTRY, when
+## set, ends with a slash (e.g. REGISTRY=ghcr.io/logstream-io/).
+REGISTRY ?=
+IMAGE_TAG ?= dev
+DOCKER ?= docker
+images:
+	$(DOCKER) build -f images/operator.Dockerfile -t $(REGISTRY)logstream-operator:$(IMAGE_TAG) .
+	$(DOCKER) build -f images/worker.Dockerfile -t $(REGISTRY)logstream-worker:$(IMAGE_TAG) .
+	$(DOCKER) build -f images/cli.Dockerfile -t $(REGISTRY)logstream-cli:$(IMAGE_TAG) .
+
+## The end-to-end suite on kind (needs docker, kind, kubectl, helm; KIND_CLUSTER reuses a
+## cluster). helm and kubectl from .tools/ are used when they are not on PATH.
+e2e: chart-tools
+	PATH="$$PATH:$(CURDIR)/.tools/bin" $(CARGO) run -q -p logstream-e2e --bin logstream-e2e
+
+.PHONY: chart-tools rbac images e2e

@@ -2,8 +2,8 @@
 # `make demo`: LogStream's main job, end to end.
 #
 # - With Docker and kind: a kind cluster, the images, the Helm chart with its bundled
-#   RabbitMQ, the quickstart pipeline, and a burst from an in-cluster Job (`make e2e` does the
-#   same and asserts; this leaves the cluster running to look at).
+#   RabbitMQ, the examples, and a burst from an in-cluster Job: the e2e scenario (`make e2e`),
+#   with the cluster kept afterwards to look at.
 # - Otherwise, on this machine: `logstream dev -f examples/quickstart.yaml` against the local
 #   RabbitMQ (installed and started by scripts/ensure-rabbitmq.sh), a burst published into it,
 #   and the run ends once the workers scaled up, drained the backlog and scaled back down.
@@ -13,8 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 && command -v kind >/dev/null 2>&1; then
-    echo "demo: Docker and kind found: taking the kind path (cluster ${KIND_CLUSTER:-logstream-demo})"
-    exec cargo run -q --release -p logstream-e2e -- demo
+    echo "demo: Docker and kind found: taking the kind path (the e2e scenario, cluster kept afterwards)"
+    scripts/install-chart-tools.sh
+    PATH="$PATH:$PWD/.tools/bin" E2E_KEEP_CLUSTER=1 exec cargo run -q --release -p logstream-e2e
 fi
 
 echo "demo: no Docker engine or kind here: taking the one-machine path (logstream dev)"
