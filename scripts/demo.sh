@@ -5,8 +5,9 @@
 #   RabbitMQ, the examples, and a burst from an in-cluster Job: the e2e scenario (`make e2e`),
 #   with the cluster kept afterwards to look at.
 # - Otherwise, on this machine: `logstream dev -f examples/quickstart.yaml` against the local
-#   RabbitMQ (installed and started by scripts/ensure-rabbitmq.sh), a burst published into it,
-#   and the run ends once the workers scaled up, drained the backlog and scaled back down.
+#   RabbitMQ (installed and started by scripts/ensure-rabbitmq.sh) meets a burst that arrived
+#   while no worker ran; the run ends once the workers scaled up, drained the backlog and
+#   scaled back down.
 #
 # DEMO_LOGS (default 200000) sets the size of the burst.
 set -euo pipefail
@@ -28,10 +29,6 @@ out="$work/dev.out"
 manifest=examples/quickstart.yaml
 queue=logstream.default.quickstart.stdout
 
-"$bin/logstream" dev -f "$manifest" --listen 127.0.0.1:0 --work-dir "$work" >"$out" 2>&1 &
-dev=$!
-trap 'kill -TERM $dev 2>/dev/null || true; wait $dev 2>/dev/null || true' EXIT
-
 # Waits until `logstream dev`'s output has a line matching $1, for at most $2 seconds.
 wait_for() {
     local pattern=$1 deadline=$((SECONDS + $2))
@@ -45,16 +42,31 @@ wait_for() {
     done
 }
 
-wait_for "autoscaling" 60
-cat "$out"
-metrics=$(grep -o 'http://[^ ]*/metrics' "$out")
-wait_for "→ 1 (minReplicas 1)" 30
+start_dev() {
+    "$bin/logstream" dev -f "$manifest" --listen 127.0.0.1:0 --work-dir "$work" >"$out" 2>&1 &
+    dev=$!
+    trap 'kill -TERM $dev 2>/dev/null || true; wait $dev 2>/dev/null || true' EXIT
+    wait_for "autoscaling" 60
+}
 
-echo "demo: publishing a burst of $logs logs into the quickstart pipeline"
-start=$SECONDS
+# One release worker on this machine writes to its stdout sink about as fast as one
+# publisher can send, so a live burst from one producer never needs a second worker here.
+# The demo shows the case that does: logs that piled up while no worker ran.
+echo "demo: 1/3: logstream dev applies the quickstart topology, then stops"
+start_dev
+cat "$out"
+kill -TERM "$dev"
+wait "$dev"
+
+echo "demo: 2/3: a burst of $logs logs arrives while no worker runs"
 "$bin/logstream" produce -f "$manifest" --count "$logs"
-wait_for "scaled: .* 1 → " 60
-grep "scaled: .* 1 → " "$out" | head -1
+
+echo "demo: 3/3: logstream dev again: the autoscaler meets the backlog"
+start=$SECONDS
+start_dev
+metrics=$(grep -o 'http://[^ ]*/metrics' "$out")
+wait_for "scaled: .* 0 → " 30
+grep "scaled: .* 0 → " "$out" | head -1
 
 echo "demo: waiting for the workers to drain the backlog"
 until curl -fsS "$metrics" | grep -q "^logstream_output_depth{.*output=\"stdout\"} 0$"; do
@@ -64,9 +76,9 @@ until curl -fsS "$metrics" | grep -q "^logstream_output_depth{.*output=\"stdout\
     fi
     sleep 1
 done
-echo "demo: drained $((SECONDS - start)) s after the burst started; $queue is empty"
+echo "demo: drained $((SECONDS - start)) s after the workers started; $queue is empty"
 
-echo "demo: waiting for the scale-down (scaleDownDelay 30s)"
+echo "demo: waiting for the scale-down (the quickstart's scaleDownDelay is 30s)"
 wait_for "→ 1$" 180
 grep "scaled:" "$out" | tail -1
 
