@@ -2,16 +2,20 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test broker lint fmt crds unit rbac bench-scaling bench-worker bench-operator
+.PHONY: test broker chromium lint fmt crds unit rbac bench-scaling bench-worker bench-operator
 
 ## Everything CI checks: a broker, formatting, clippy, then every test of the workspace.
-test: broker lint
+test: broker chromium lint
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
 	$(CARGO) test --workspace --doc
+
+## Headless Chromium for the dashboard's browser test (Debian's chromium when missing).
+chromium:
+	@scripts/ensure-chromium.sh
 
 ## A RabbitMQ broker on loopback (installed from Debian when missing), or AMQP_ADDR.
 broker:
@@ -32,4 +36,4 @@ crds:
 unit:
 	$(CARGO) test --workspace --lib
 
-.PHONY: test broker lint fmt crds unit rbac bench-scaling bench-worker bench-operator
+.PHONY: test broker chromium lint fmt crds unit rbac bench-scaling bench-worker bench-operator

@@ -263,6 +263,11 @@ impl Dashboard {
         Subscription { replay, live, seen }
     }
 
+    /// Event stream clients connected now.
+    pub fn clients(&self) -> usize {
+        self.live.receiver_count()
+    }
+
     /// What a client that saw everything up to sequence number `seen` has missed (for a
     /// client whose receiver lagged).
     pub fn replay_after(&self, seen: u64) -> Replay {
@@ -277,13 +282,7 @@ mod tests {
     use super::*;
     use crate::scaling::{Decision as ScaleDecision, Observation, Rates};
 
-    pub(crate) fn record(
-        pipeline: &str,
-        at_ms: u64,
-        ready: u64,
-        from: u32,
-        to: u32,
-    ) -> ScaleRecord {
+    fn record(pipeline: &str, at_ms: u64, ready: u64, from: u32, to: u32) -> ScaleRecord {
         ScaleRecord {
             pipeline: pipeline.into(),
             output: "o".into(),
