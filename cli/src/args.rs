@@ -1,7 +1,4 @@
 //! The command line: every command, flag and default of `logstream`, as clap types.
-//!
-//! `dev` (run a pipeline on one machine) is reserved for another change and deliberately not
-//! registered here: `logstream dev` is an unknown command until it really works.
 
 use std::path::PathBuf;
 
@@ -93,6 +90,31 @@ pub enum Command {
     Dlq(DlqCommand),
     /// A table of pipeline outputs: ready, unacked, oldest age, DLQ depth, consumers, rates.
     Status(StatusArgs),
+    /// Run the pipelines of a manifest on this machine: apply their topology to the broker,
+    /// autoscale local logstream-worker processes from queue depth and message age, print
+    /// each scaling decision, serve /metrics and the dashboard. Ctrl-C stops gracefully.
+    Dev(DevArgs),
+}
+
+/// Where `logstream dev` serves its page and metrics when `--listen` is not given.
+pub const DEFAULT_DEV_LISTEN: &str = "127.0.0.1:9464";
+
+/// `logstream dev`.
+#[derive(Clone, Debug, Args)]
+pub struct DevArgs {
+    /// Address of the dashboard and /metrics (port 0 picks a free port; the address is
+    /// printed).
+    #[arg(long, value_name = "ADDR:PORT", default_value = DEFAULT_DEV_LISTEN)]
+    pub listen: std::net::SocketAddr,
+
+    /// The logstream-worker binary [default: the one next to logstream, else on PATH].
+    #[arg(long, value_name = "PATH")]
+    pub worker_binary: Option<PathBuf>,
+
+    /// Directory for the worker configurations and output [default: a new directory under
+    /// the system's temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
 }
 
 /// `logstream produce`.

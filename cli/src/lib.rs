@@ -14,6 +14,7 @@ macro_rules! say {
 }
 
 pub mod args;
+pub mod dev;
 pub mod dlq;
 pub mod envelope;
 pub mod error;
@@ -90,5 +91,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             dlq::purge::run(&ctx, target, *yes).await
         }
         Command::Status(args) => status::run(&ctx, args).await,
+        Command::Dev(args) => dev::run(&ctx, args).await,
     }
 }

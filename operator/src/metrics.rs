@@ -46,7 +46,22 @@ pub struct Metrics {
     dead_lettered: Family<OutputLabels, Gauge>,
     replicas: Family<OutputLabels, Gauge>,
     desired_replicas: Family<OutputLabels, Gauge>,
+    scalings: Family<ScalingLabels, Counter>,
+    metrics_missing: Family<OutputLabels, Gauge>,
     leader: Gauge,
+}
+
+/// Labels of one replica-count change.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScalingLabels {
+    /// Namespace of the LogPipeline.
+    pub namespace: String,
+    /// Name of the LogPipeline.
+    pub pipeline: String,
+    /// Output name.
+    pub output: String,
+    /// `up` or `down`.
+    pub direction: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -100,6 +115,18 @@ impl Default for Metrics {
             "Worker replicas the autoscaler wants for an output",
             desired_replicas.clone(),
         );
+        let scalings = Family::<ScalingLabels, Counter>::default();
+        registry.register(
+            "logstream_scalings",
+            "Replica-count changes the autoscaler applied, by direction",
+            scalings.clone(),
+        );
+        let metrics_missing = Family::<OutputLabels, Gauge>::default();
+        registry.register(
+            "logstream_scaling_metrics_missing",
+            "1 while the autoscaler holds an output's replicas because its queue could not be read",
+            metrics_missing.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "logstream_operator_leader",
@@ -115,6 +142,8 @@ impl Default for Metrics {
             dead_lettered,
             replicas,
             desired_replicas,
+            scalings,
+            metrics_missing,
             leader,
         }
     }
@@ -166,6 +195,35 @@ impl Metrics {
             .set(i64::from(desired));
     }
 
+    /// Counts one applied replica-count change of an output.
+    pub fn scaled(&self, namespace: &str, pipeline: &str, output: &str, up: bool) {
+        let labels = ScalingLabels {
+            namespace: namespace.to_owned(),
+            pipeline: pipeline.to_owned(),
+            output: output.to_owned(),
+            direction: if up { "up" } else { "down" }.to_owned(),
+        };
+        self.scalings.get_or_create(&labels).inc();
+    }
+
+    /// Whether the autoscaler of an output holds because its queue could not be read.
+    pub fn set_metrics_missing(
+        &self,
+        namespace: &str,
+        pipeline: &str,
+        output: &str,
+        missing: bool,
+    ) {
+        let labels = OutputLabels {
+            namespace: namespace.to_owned(),
+            pipeline: pipeline.to_owned(),
+            output: output.to_owned(),
+        };
+        self.metrics_missing
+            .get_or_create(&labels)
+            .set(i64::from(missing));
+    }
+
     /// Drops the series of an output that no longer exists.
     pub fn forget_output(&self, namespace: &str, pipeline: &str, output: &str) {
         let labels = OutputLabels {
@@ -178,6 +236,7 @@ impl Metrics {
         self.dead_lettered.remove(&labels);
         self.replicas.remove(&labels);
         self.desired_replicas.remove(&labels);
+        self.metrics_missing.remove(&labels);
     }
 
     /// Whether this replica leads.

@@ -25,6 +25,7 @@ pub struct Permission {
 /// - ConfigMaps, Deployments, Services: applied, watched, listed to prune outputs that were
 ///   removed from the spec, and deleted then.
 /// - Events: published and, when repeated, patched as a series.
+/// - Deployments' scale subresource: read and patched by the autoscaler.
 /// - Leases: leader election.
 pub const PERMISSIONS: &[Permission] = &[
     Permission {
@@ -56,6 +57,11 @@ pub const PERMISSIONS: &[Permission] = &[
         group: "apps",
         resource: "deployments",
         verbs: &["list", "watch", "patch", "delete"],
+    },
+    Permission {
+        group: "apps",
+        resource: "deployments/scale",
+        verbs: &["get", "patch"],
     },
     Permission {
         group: "events.k8s.io",

@@ -12,6 +12,7 @@ use logstream_operator::{
     http::{self, Health},
     leader::{self, LeaderElector, LeaseSettings},
     metrics::Metrics,
+    scaling::Autoscalers,
     settings::{self, Settings},
     startup,
 };
@@ -132,12 +133,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         error_backoff_min: args.error_backoff,
         ..Settings::default()
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        settings,
-        metrics.clone(),
-        Some(identity.clone()),
-    ));
+    let autoscalers = Arc::new(Autoscalers::new(client.clone()));
+    tokio::spawn(
+        autoscalers
+            .clone()
+            .report(metrics.clone(), Some(identity.clone())),
+    );
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            settings,
+            metrics.clone(),
+            Some(identity.clone()),
+        )
+        .with_autoscalers(autoscalers.clone()),
+    );
     let scope = args
         .namespace
         .clone()

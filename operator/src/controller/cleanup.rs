@@ -22,6 +22,9 @@ use crate::{
 pub async fn cleanup(pipeline: &LogPipeline, ctx: &Context) -> Result<Action, Error> {
     let owner = Owner::of(pipeline).ok_or(Error::MissingMetadata("namespace, name or uid"))?;
     let (ns, name) = (owner.namespace.as_str(), owner.pipeline.as_str());
+    if let Some(autoscalers) = &ctx.autoscalers {
+        autoscalers.stop(ns, name);
+    }
     for output in &pipeline.spec.outputs {
         ctx.metrics.forget_output(ns, name, &output.name);
     }

@@ -18,6 +18,7 @@ use tracing::warn;
 use super::error::Error;
 use crate::{
     metrics::Metrics,
+    scaling::Autoscalers,
     settings::{FIELD_MANAGER, REPORTER, Settings},
     status,
 };
@@ -36,6 +37,9 @@ pub struct Context {
     pub settings: Settings,
     /// The operator's metrics.
     pub metrics: Arc<Metrics>,
+    /// The autoscalers the reconcile starts and the cleanup stops (absent in tests of the
+    /// reconcile alone).
+    pub autoscalers: Option<Arc<Autoscalers>>,
     recorder: Recorder,
     clock: Clock,
     failures: Mutex<HashMap<(String, String), u32>>,
@@ -68,10 +72,18 @@ impl Context {
             client,
             settings,
             metrics,
+            autoscalers: None,
             recorder,
             clock: Arc::new(Timestamp::now),
             failures: Mutex::default(),
         }
+    }
+
+    /// The same context, starting an autoscaler for every pipeline it applies.
+    #[must_use]
+    pub fn with_autoscalers(mut self, autoscalers: Arc<Autoscalers>) -> Self {
+        self.autoscalers = Some(autoscalers);
+        self
     }
 
     /// The same context with a fixed or fake clock.

@@ -83,6 +83,9 @@ async fn apply(pipeline: &LogPipeline, ctx: &Context) -> Result<Action, Error> {
     // Validate: an invalid spec gets a condition naming the fields, and no children.
     let checked = validate(ns, name, &pipeline.spec).and_then(|()| children::check(&pipeline.spec));
     if let Err(errors) = checked {
+        if let Some(autoscalers) = &ctx.autoscalers {
+            autoscalers.stop(ns, name);
+        }
         let conditions = Conditions::invalid_spec(&errors);
         fail(
             ctx,
@@ -138,6 +141,9 @@ async fn apply(pipeline: &LogPipeline, ctx: &Context) -> Result<Action, Error> {
         }
     };
     prune_removed_outputs(ctx, pipeline, &owner).await?;
+    if let Some(autoscalers) = &ctx.autoscalers {
+        autoscalers.ensure(pipeline, &plan, &creds.endpoint);
+    }
 
     // Apply the status.
     let now = ctx.now();

@@ -97,6 +97,8 @@ pub struct ScaleRecord {
     pub pipeline: String,
     /// Output name.
     pub output: String,
+    /// Its main queue.
+    pub queue: String,
     /// When the reading was taken.
     pub at: SystemTime,
     /// What the policy decided.
@@ -139,6 +141,16 @@ impl PipelineAutoscaler {
             outputs,
             clock: Instant::now(),
         }
+    }
+
+    /// `namespace/name` of the pipeline.
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    /// The vhost of its queues.
+    pub fn vhost(&self) -> &str {
+        &self.vhost
     }
 
     /// The outputs.
@@ -212,6 +224,7 @@ impl PipelineAutoscaler {
             let record = ScaleRecord {
                 pipeline: self.pipeline.clone(),
                 output: o.output.clone(),
+                queue: o.queue.clone(),
                 at,
                 decision,
                 observation,
@@ -244,7 +257,8 @@ impl PipelineAutoscaler {
                 _ = ticker.tick() => {}
                 _ = shutdown.changed() => {}
             }
-            if *shutdown.borrow() {
+            // A dropped sender stops the loop too.
+            if *shutdown.borrow() || shutdown.has_changed().is_err() {
                 return;
             }
             for record in self.poll(&admin).await {

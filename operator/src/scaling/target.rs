@@ -26,3 +26,18 @@ pub trait ScaleTarget: Send + Sync {
     /// Asks for `replicas` replicas.
     fn scale(&self, replicas: u32) -> BoxFuture<'_, Result<(), ScaleError>>;
 }
+
+/// A target shared with its owner (e.g. `logstream dev`, which also stops the workers).
+impl<T: ScaleTarget + ?Sized> ScaleTarget for std::sync::Arc<T> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+
+    fn replicas(&self) -> BoxFuture<'_, Result<u32, ScaleError>> {
+        (**self).replicas()
+    }
+
+    fn scale(&self, replicas: u32) -> BoxFuture<'_, Result<(), ScaleError>> {
+        (**self).scale(replicas)
+    }
+}

@@ -199,6 +199,40 @@ fn answer(status: StatusCode, body: &Value) -> Response {
         .unwrap()
 }
 
+/// A server-side apply of a status, roughly: fields replaced, except the list-maps
+/// `outputs` (by `name`) and `conditions` (by `type`), whose entries are merged so the
+/// operator's and the autoscaler's applies keep each other's entries and fields.
+fn merge_status(stored: &mut Value, applied: &Value) {
+    let Some(applied) = applied.as_object() else {
+        return;
+    };
+    if !stored.is_object() {
+        *stored = json!({});
+    }
+    for (field, value) in applied {
+        let key = match field.as_str() {
+            "outputs" => "name",
+            "conditions" => "type",
+            _ => {
+                stored[field] = value.clone();
+                continue;
+            }
+        };
+        let mut entries = stored[field].as_array().cloned().unwrap_or_default();
+        for entry in value.as_array().into_iter().flatten() {
+            match entries.iter_mut().find(|e| e[key] == entry[key]) {
+                Some(existing) => {
+                    for (k, v) in entry.as_object().into_iter().flatten() {
+                        existing[k] = v.clone();
+                    }
+                }
+                None => entries.push(entry.clone()),
+            }
+        }
+        stored[field] = Value::Array(entries);
+    }
+}
+
 fn not_found(what: &str) -> Response {
     answer(
         StatusCode::NOT_FOUND,
@@ -292,7 +326,7 @@ async fn handle(
             let Some(p) = pipelines.get_mut(&key) else {
                 return not_found(name);
             };
-            p["status"] = body["status"].clone();
+            merge_status(&mut p["status"], &body["status"]);
             p["metadata"]["resourceVersion"] = json!(inner.next_version());
             inner.status_patches.fetch_add(1, Ordering::Relaxed);
             answer(StatusCode::OK, p)
@@ -346,12 +380,41 @@ async fn handle(
             };
             list(&inner, kind, items)
         }
+        ("apps", ["deployments", name, "scale"], &Method::GET | &Method::PATCH) => {
+            let prefix = format!("/{}", path.trim_start_matches('/'));
+            let deployment = prefix.trim_end_matches("/scale").to_owned();
+            let mut children = inner.children.lock().unwrap();
+            let Some(stored) = children.get_mut(&deployment) else {
+                return not_found(name);
+            };
+            if method == Method::PATCH {
+                stored["spec"]["replicas"] = body["spec"]["replicas"].clone();
+            }
+            let replicas = stored["spec"]["replicas"].clone();
+            answer(
+                StatusCode::OK,
+                &json!({
+                    "apiVersion": "autoscaling/v1", "kind": "Scale",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "spec": {"replicas": replicas}, "status": {"replicas": replicas}
+                }),
+            )
+        }
         ("" | "apps", [kind, _name], &Method::PATCH) => {
             let mut applied = body;
             applied["metadata"]["resourceVersion"] = json!(inner.next_version());
             applied["metadata"]["uid"] = json!(format!("uid-{path}"));
             if *kind == "deployments" {
-                applied["spec"]["replicas"] = json!(1);
+                // The apply leaves replicas out: the stored count (the autoscaler's) stays,
+                // and a new Deployment gets the API default of one.
+                let kept = inner
+                    .children
+                    .lock()
+                    .unwrap()
+                    .get(&path)
+                    .map(|d| d["spec"]["replicas"].clone())
+                    .filter(|r| !r.is_null());
+                applied["spec"]["replicas"] = kept.unwrap_or(json!(1));
                 applied["status"] =
                     json!({"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1});
             }

@@ -1,0 +1,307 @@
+//! `logstream dev -f pipeline.yaml`: LogStream on one machine. Applies each pipeline's
+//! topology to the broker, runs the operator's autoscaler over local `logstream-worker`
+//! processes, prints every scaling decision, and serves `/metrics` (and the dashboard) on
+//! `--listen`. Ctrl-C (or SIGTERM) stops the autoscalers, then the workers, each settling its
+//! in-flight messages.
+
+pub mod workers;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use logstream_api::{LogPipeline, manifest::parse_pipelines, plan, worker_config::WorkerConfig};
+use logstream_operator::{
+    broker::BrokerAdmin,
+    http::{self, Health},
+    metrics::Metrics,
+    scaling::{OutputScaling, PipelineAutoscaler, ScaleRecord, supervise},
+};
+use tokio::{
+    net::TcpListener,
+    sync::{broadcast, watch},
+};
+
+use crate::{Context, args::DevArgs, error::CliError};
+use workers::{LocalWorkers, WorkerCommand, worker_binary};
+
+/// Records kept for slow readers before the oldest are dropped.
+const RECORD_BACKLOG: usize = 1024;
+
+/// One pipeline of the manifest, planned.
+struct Planned {
+    key: String,
+    pipeline: LogPipeline,
+    plan: logstream_api::TopologyPlan,
+    namespace: String,
+}
+
+/// Runs `logstream dev` until Ctrl-C or SIGTERM.
+pub async fn run(ctx: &Context, args: &DevArgs) -> Result<(), CliError> {
+    let path = ctx.broker.file.clone().ok_or_else(|| {
+        CliError::Usage("logstream dev needs a manifest: -f pipeline.yaml".into())
+    })?;
+    let planned = read(ctx, &path)?;
+    let binary = worker_binary(args.worker_binary.as_deref());
+    let work_dir = args.work_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("logstream-dev-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&work_dir).map_err(|e| {
+        CliError::Usage(format!(
+            "failed to create the work directory {}: {e}",
+            work_dir.display()
+        ))
+    })?;
+
+    // The topology first: a broker that refuses stops here, with one line.
+    for p in &planned {
+        let endpoint = ctx.endpoint(&p.plan.vhost);
+        let admin = BrokerAdmin::connect(&endpoint, &p.plan.vhost).await?;
+        let report = admin.apply(&p.plan).await;
+        admin.close().await;
+        let report = report?;
+        say!(
+            "{}: exchange {}, {} queues on vhost {} ({})",
+            p.key,
+            p.plan.exchange().name,
+            p.plan.queues.len(),
+            p.plan.vhost,
+            if report.changes.is_empty() {
+                "already in place".to_owned()
+            } else {
+                format!("{} changes", report.changes.len())
+            }
+        );
+    }
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| CliError::Usage(format!("failed to listen on {}: {e}", args.listen)))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| CliError::Usage(format!("failed to read the listening address: {e}")))?;
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let (records, _) = broadcast::channel::<ScaleRecord>(RECORD_BACKLOG);
+    let router = http::router(metrics.clone(), health.clone());
+    tokio::spawn(async move { axum_serve(listener, router).await });
+    health.set_ready(true);
+    say!("metrics on http://{address}/metrics");
+    say!(
+        "worker binary {}; worker output in {}",
+        binary.display(),
+        work_dir.display()
+    );
+
+    // One autoscaler per pipeline, over local workers.
+    let (stop, stopped) = watch::channel(false);
+    let mut all_workers: Vec<(String, Arc<LocalWorkers>)> = Vec::new();
+    let mut tasks = Vec::new();
+    for p in &planned {
+        let endpoint = ctx.endpoint(&p.plan.vhost);
+        let mut outputs = Vec::new();
+        for output in &p.pipeline.spec.outputs {
+            let config = WorkerConfig::from_plan(
+                &p.plan,
+                &p.namespace,
+                &p.pipeline.metadata.name.clone().unwrap_or_default(),
+                &p.pipeline.spec,
+                &output.name,
+            )
+            .ok_or_else(|| CliError::Usage(format!("output {} is not in the plan", output.name)))?;
+            let name = format!(
+                "{}-{}",
+                p.pipeline.metadata.name.clone().unwrap_or_default(),
+                output.name
+            );
+            let config_path = work_dir.join(format!("{name}.yaml"));
+            write_config(&config_path, &config.to_yaml())?;
+            let workers = Arc::new(LocalWorkers::new(WorkerCommand {
+                binary: binary.clone(),
+                config: config_path,
+                amqp_uri: endpoint.amqp_uri_with_password(),
+                log_dir: work_dir.clone(),
+                name,
+            }));
+            all_workers.push((format!("{}/{}", p.key, output.name), workers.clone()));
+            outputs.push(
+                OutputScaling::for_output(
+                    &p.plan,
+                    &output.name,
+                    output.scaling_settings(),
+                    Box::new(workers),
+                )
+                .ok_or_else(|| {
+                    CliError::Usage(format!("output {} is not in the plan", output.name))
+                })?,
+            );
+        }
+        let autoscaler = PipelineAutoscaler::new(p.key.clone(), p.plan.vhost.clone(), outputs);
+        say!(
+            "{}: autoscaling {} output(s) every {:?}",
+            p.key,
+            autoscaler.outputs().len(),
+            autoscaler.poll_interval()
+        );
+        tasks.push(tokio::spawn(supervise(
+            autoscaler,
+            endpoint,
+            stopped.clone(),
+            records.clone(),
+        )));
+    }
+    let printer = tokio::spawn(print_records(
+        records.subscribe(),
+        metrics.clone(),
+        all_workers.clone(),
+    ));
+
+    wait_for_signal().await;
+    say!("stopping: autoscalers first, then the workers (each settles what it holds)");
+    let _ = stop.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    printer.abort();
+    let mut clean = 0;
+    let mut failed = 0;
+    for (name, workers) in &all_workers {
+        let (c, f) = workers.shutdown().await;
+        if c + f > 0 {
+            say!("{name}: {c} worker(s) stopped cleanly, {f} did not");
+        }
+        clean += c;
+        failed += f;
+    }
+    say!("stopped: {clean} worker(s) exited cleanly, {failed} did not");
+    if failed > 0 {
+        return Err(CliError::Usage(format!(
+            "{failed} worker(s) did not stop cleanly"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads and plans every pipeline of the manifest.
+fn read(ctx: &Context, path: &Path) -> Result<Vec<Planned>, CliError> {
+    let manifest_error = |reason: String| CliError::Manifest {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| manifest_error(e.to_string()))?;
+    let pipelines = parse_pipelines(&text).map_err(|e| manifest_error(e.to_string()))?;
+    if pipelines.is_empty() {
+        return Err(manifest_error("it holds no LogPipeline".into()));
+    }
+    pipelines
+        .into_iter()
+        .map(|pipeline| {
+            let name = pipeline.metadata.name.clone().unwrap_or_default();
+            let namespace = ctx
+                .broker
+                .namespace
+                .clone()
+                .or_else(|| pipeline.metadata.namespace.clone())
+                .unwrap_or_else(|| crate::args::DEFAULT_NAMESPACE.to_owned());
+            let mut planned = plan(&namespace, &name, &pipeline.spec)
+                .map_err(|e| manifest_error(format!("LogPipeline {name} is invalid: {e}")))?;
+            // --vhost, else the manifest's, else the AMQP URI's.
+            let uri_vhost = ctx.default_vhost();
+            planned.vhost = match &ctx.broker.vhost {
+                Some(vhost) => vhost.clone(),
+                None => pipeline.spec.vhost_with(Some(&uri_vhost)).to_owned(),
+            };
+            Ok(Planned {
+                key: format!("{namespace}/{name}"),
+                pipeline,
+                plan: planned,
+                namespace,
+            })
+        })
+        .collect()
+}
+
+fn write_config(path: &PathBuf, yaml: &str) -> Result<(), CliError> {
+    std::fs::write(path, yaml)
+        .map_err(|e| CliError::Usage(format!("failed to write {}: {e}", path.display())))
+}
+
+/// Prints each change of replicas and each gap in the readings, keeps `/metrics` current,
+/// and reports workers that exited on their own.
+async fn print_records(
+    mut records: broadcast::Receiver<ScaleRecord>,
+    metrics: Arc<Metrics>,
+    workers: Vec<(String, Arc<LocalWorkers>)>,
+) {
+    let mut missing: HashMap<String, bool> = HashMap::new();
+    loop {
+        let record = match records.recv().await {
+            Ok(record) => record,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let key = format!("{}/{}", record.pipeline, record.output);
+        let (namespace, pipeline) = record
+            .pipeline
+            .split_once('/')
+            .unwrap_or(("", &record.pipeline));
+        let now = chrono::Local::now().format("%H:%M:%S%.3f");
+        if record.scaled() {
+            say!("{now} {key} scaled: {}", record.decision.reason);
+            metrics.scaled(
+                namespace,
+                pipeline,
+                &record.output,
+                record.decision.desired > record.decision.current,
+            );
+        } else if let Some(e) = &record.error {
+            say!("{now} {key} not scaled: {e}");
+        }
+        let is_missing = record.decision.metrics_missing;
+        if missing.insert(key.clone(), is_missing) != Some(is_missing) && is_missing {
+            say!("{now} {key} holding replicas: {}", record.decision.reason);
+        }
+        metrics.set_metrics_missing(namespace, pipeline, &record.output, is_missing);
+        metrics.desired_replicas(namespace, pipeline, &record.output, record.decision.desired);
+        if let Some(o) = record.observation {
+            metrics.output(
+                namespace,
+                pipeline,
+                &logstream_api::pipeline::OutputStatus {
+                    name: record.output.clone(),
+                    queue: record.queue.clone(),
+                    ready: Some(o.ready),
+                    unacked: Some(o.unacked),
+                    consumers: Some(o.consumers),
+                    dead_lettered: record.dead_lettered,
+                    replicas: Some(record.decision.desired),
+                    oldest_message_age_seconds: Some(record.decision.signals.age_s),
+                    ..Default::default()
+                },
+            );
+        }
+        for (_, w) in &workers {
+            for exit in w.take_exits() {
+                say!("{now} {exit}");
+            }
+        }
+    }
+}
+
+async fn axum_serve(listener: TcpListener, router: axum::Router) {
+    let _ = axum::serve(listener, router).await;
+}
+
+async fn wait_for_signal() {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
