@@ -22,6 +22,7 @@ use tokio::{
 fn record(at_ms: u64, ready: u64, from: u32, to: u32) -> ScaleRecord {
     ScaleRecord {
         pipeline: "games/app".into(),
+        queue: "logstream.test.app.o".into(),
         output: "security".into(),
         at: UNIX_EPOCH + Duration::from_millis(at_ms),
         decision: Decision {

@@ -160,6 +160,7 @@ mod tests {
     fn record(observation: Option<Observation>, current: u32, desired: u32) -> ScaleRecord {
         ScaleRecord {
             pipeline: "games/app".into(),
+            queue: "logstream.test.app.o".into(),
             output: "security".into(),
             at: UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123),
             decision: ScaleDecision {

@@ -285,6 +285,7 @@ mod tests {
     fn record(pipeline: &str, at_ms: u64, ready: u64, from: u32, to: u32) -> ScaleRecord {
         ScaleRecord {
             pipeline: pipeline.into(),
+            queue: "logstream.test.app.o".into(),
             output: "o".into(),
             at: UNIX_EPOCH + Duration::from_millis(at_ms),
             decision: ScaleDecision {

@@ -42,12 +42,16 @@ pub fn chromium() -> String {
 impl Browser {
     /// Starts a headless Chromium with a fresh profile.
     pub async fn launch() -> Self {
-        let profile = std::env::temp_dir().join(super::unique("logstream-chromium"));
-        let script = format!(
-            "exec \"$0\" --headless --no-sandbox --disable-gpu --disable-background-networking \
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let profile = std::env::temp_dir().join(format!(
+            "logstream-chromium-{}-{nanos:x}",
+            std::process::id()
+        ));
+        let script = "exec \"$0\" --headless --no-sandbox --disable-gpu --disable-background-networking \
              --disable-dev-shm-usage --no-first-run --remote-debugging-pipe \
-             --user-data-dir=\"$1\" about:blank 3<&0 4>&1 0</dev/null 1>/dev/null"
-        );
+             --user-data-dir=\"$1\" about:blank 3<&0 4>&1 0</dev/null 1>/dev/null";
         let mut child = Command::new("bash")
             .arg("-c")
             .arg(script)
