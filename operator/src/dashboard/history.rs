@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use super::figures::OutputFigures;
 
-/// One bucket of history: the last sample taken in it.
+/// One bucket of history: the highest depths and age seen in it (a burst drained within the
+/// bucket still shows), the last rates and replica count.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct HistoryPoint {
     /// Start of the bucket, Unix milliseconds.
@@ -33,6 +34,22 @@ pub struct HistoryPoint {
 }
 
 impl HistoryPoint {
+    fn merged(&self, f: &OutputFigures) -> Self {
+        fn max<T: PartialOrd>(a: Option<T>, b: Option<T>) -> Option<T> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(if b > a { b } else { a }),
+                (a, b) => b.or(a),
+            }
+        }
+        Self {
+            ready: max(self.ready, f.ready),
+            unacked: max(self.unacked, f.unacked),
+            oldest_age_s: max(self.oldest_age_s, f.oldest_age_s),
+            dead_lettered: max(self.dead_lettered, f.dead_lettered),
+            ..Self::of(self.t_ms, f)
+        }
+    }
+
     fn of(t_ms: u64, f: &OutputFigures) -> Self {
         Self {
             t_ms,
@@ -85,7 +102,7 @@ impl History {
     pub fn push(&mut self, figures: &OutputFigures) {
         let t_ms = figures.at_ms - figures.at_ms % self.bucket_ms;
         match self.points.back_mut() {
-            Some(last) if last.t_ms >= t_ms => *last = HistoryPoint::of(last.t_ms, figures),
+            Some(last) if last.t_ms >= t_ms => *last = last.merged(figures),
             _ => self.points.push_back(HistoryPoint::of(t_ms, figures)),
         }
         let oldest_kept = t_ms.saturating_sub(self.window_ms);
@@ -137,14 +154,14 @@ mod tests {
     }
 
     #[test]
-    fn samples_in_one_bucket_keep_the_last() {
+    fn a_burst_drained_within_one_bucket_still_shows() {
         let mut h = History::new(Duration::from_secs(5), Duration::from_secs(900));
         h.push(&sample(10_000, 1));
-        h.push(&sample(12_000, 2));
-        h.push(&sample(14_999, 3));
+        h.push(&sample(12_000, 800));
+        h.push(&sample(14_999, 0));
         h.push(&sample(15_000, 4));
         let points: Vec<_> = h.points().map(|p| (p.t_ms, p.ready)).collect();
-        assert_eq!(points, [(10_000, Some(3)), (15_000, Some(4))]);
+        assert_eq!(points, [(10_000, Some(800)), (15_000, Some(4))]);
     }
 
     #[test]
@@ -176,6 +193,10 @@ mod tests {
         h.push(&sample(50_000, 1));
         h.push(&sample(20_000, 2));
         let points: Vec<_> = h.points().map(|p| (p.t_ms, p.ready)).collect();
-        assert_eq!(points, [(50_000, Some(2))]);
+        assert_eq!(
+            points,
+            [(50_000, Some(2))],
+            "one point, the later sample's figures"
+        );
     }
 }

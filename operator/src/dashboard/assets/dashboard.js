@@ -51,7 +51,14 @@
   function pushHistory(history, f) {
     const t = f.at_ms - (f.at_ms % bucketMs);
     const last = history[history.length - 1];
-    if (last && last.t_ms >= t) history[history.length - 1] = pointOf(last.t_ms, f);
+    if (last && last.t_ms >= t) {
+      // Depths and age keep the bucket's highest (as the server does), the rest the latest.
+      const merged = pointOf(last.t_ms, f);
+      for (const k of ["ready", "unacked", "oldest_age_s", "dead_lettered"]) {
+        if (last[k] != null && (merged[k] == null || last[k] > merged[k])) merged[k] = last[k];
+      }
+      history[history.length - 1] = merged;
+    }
     else history.push(pointOf(t, f));
     while (history.length && history[0].t_ms < t - windowMs) history.shift();
   }
