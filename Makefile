@@ -2,17 +2,21 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test broker lint fmt crds unit rbac bench-scaling bench-worker bench-operator
+.PHONY: test broker chromium lint fmt crds unit rbac bench-scaling bench-worker bench-operator
 
-## Everything CI checks: a broker, the chart tools, formatting, clippy, then every test of the
-## workspace (the chart tests use helm and kubernetes-validate from .tools/).
-test: broker chart-tools lint
+## Everything CI checks: a broker, the chart tools, Chromium, formatting, clippy, then every
+## test of the workspace (the chart tests use helm and kubernetes-validate from .tools/).
+test: broker chart-tools chromium lint
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
 	$(CARGO) test --workspace --doc
+
+## Headless Chromium for the dashboard's browser test (Debian's chromium when missing).
+chromium:
+	@scripts/ensure-chromium.sh
 
 ## A RabbitMQ broker on loopback (installed from Debian when missing), or AMQP_ADDR.
 broker:
@@ -33,7 +37,6 @@ crds:
 unit:
 	$(CARGO) test --workspace --lib
 
-.PHONY: test broker lint fmt crds unit rbac bench-scaling bench-worker bench-operator
 
 ## Replay the autoscaling traces through LogStream, KEDA + HPA and an oracle; update
 ## docs/benchmarks.md.

@@ -1,5 +1,6 @@
 //! The operator's HTTP port: `/metrics` (Prometheus text), `/healthz` (the process answers)
-//! and `/readyz` (startup checks passed).
+//! and `/readyz` (startup checks passed), plus any routes merged in with [`router_with`] (the
+//! dashboard).
 
 use std::sync::{
     Arc,
@@ -37,11 +38,18 @@ struct Shared {
 
 /// The routes of the operator's HTTP port.
 pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
+    router_with(metrics, health, Router::new())
+}
+
+/// The routes of the operator's HTTP port with `extra` routes merged in, e.g.
+/// `router_with(metrics, health, dashboard::router(dashboard))`.
+pub fn router_with(metrics: Arc<Metrics>, health: Arc<Health>, extra: Router) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(Shared { metrics, health })
+        .merge(extra)
 }
 
 /// Serves [`router`] on `listener` until the process ends.

@@ -7,6 +7,7 @@ pub mod broker;
 pub mod children;
 pub mod controller;
 pub mod credentials;
+pub mod dashboard;
 pub mod http;
 pub mod leader;
 pub mod metrics;

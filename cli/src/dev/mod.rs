@@ -15,6 +15,7 @@ use std::{
 use logstream_api::{LogPipeline, manifest::parse_pipelines, plan, worker_config::WorkerConfig};
 use logstream_operator::{
     broker::BrokerAdmin,
+    dashboard::{self, Dashboard},
     http::{self, Health},
     metrics::Metrics,
     scaling::{OutputScaling, PipelineAutoscaler, ScaleRecord, supervise},
@@ -85,10 +86,17 @@ pub async fn run(ctx: &Context, args: &DevArgs) -> Result<(), CliError> {
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let (records, _) = broadcast::channel::<ScaleRecord>(RECORD_BACKLOG);
-    let router = http::router(metrics.clone(), health.clone());
+    let dashboard = Arc::new(Dashboard::default());
+    tokio::spawn(dashboard.clone().feed(records.subscribe()));
+    let router = http::router_with(
+        metrics.clone(),
+        health.clone(),
+        dashboard::router(dashboard),
+    );
     tokio::spawn(async move { axum_serve(listener, router).await });
     health.set_ready(true);
     say!("metrics on http://{address}/metrics");
+    say!("dashboard on http://{address}/");
     say!(
         "worker binary {}; worker output in {}",
         binary.display(),

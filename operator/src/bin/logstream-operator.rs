@@ -9,6 +9,7 @@ use clap::{ArgAction, Parser};
 use kube::{Api, Client};
 use logstream_operator::{
     controller::{self, Context, Scope},
+    dashboard::{self, Dashboard},
     http::{self, Health},
     leader::{self, LeaderElector, LeaseSettings},
     metrics::Metrics,
@@ -107,8 +108,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("failed to listen on {}", args.listen))?;
-    info!(address = %args.listen, "serving /metrics, /healthz and /readyz");
-    tokio::spawn(http::serve(listener, metrics.clone(), health.clone()));
+    // The autoscalers (started by the reconciles while this replica leads) feed the
+    // dashboard served on the same port.
+    let autoscalers = Arc::new(Autoscalers::new(client.clone()));
+    let dashboard = Arc::new(Dashboard::default());
+    tokio::spawn(dashboard.clone().feed(autoscalers.subscribe()));
+    let router = http::router_with(
+        metrics.clone(),
+        health.clone(),
+        dashboard::router(dashboard),
+    );
+    info!(address = %args.listen, "serving the dashboard, /metrics, /healthz and /readyz");
+    tokio::spawn(async move { axum::serve(listener, router).await });
 
     let (stop, stopping) = watch::channel(false);
     tokio::spawn(async move {
@@ -133,7 +144,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         error_backoff_min: args.error_backoff,
         ..Settings::default()
     };
-    let autoscalers = Arc::new(Autoscalers::new(client.clone()));
     tokio::spawn(
         autoscalers
             .clone()

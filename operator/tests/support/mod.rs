@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod browser;
 pub mod fake_api;
 pub mod logs;
 

@@ -1,0 +1,202 @@
+//! The last minutes of one output, one point per time bucket, for the page's charts. Bounded by
+//! count and by age, whatever the poll rate.
+
+use std::{collections::VecDeque, time::Duration};
+
+use serde::Serialize;
+
+use super::figures::OutputFigures;
+
+/// One bucket of history: the highest depths and age seen in it (a burst drained within the
+/// bucket still shows), the last rates and replica count.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct HistoryPoint {
+    /// Start of the bucket, Unix milliseconds.
+    pub t_ms: u64,
+    /// Messages ready.
+    pub ready: Option<u64>,
+    /// Messages unacknowledged.
+    pub unacked: Option<u64>,
+    /// Age of the oldest waiting message, seconds.
+    pub oldest_age_s: Option<f64>,
+    /// Messages in the dead-letter queue.
+    pub dead_lettered: Option<u64>,
+    /// Replicas after the decision.
+    pub replicas: u32,
+    /// Published per second.
+    pub published: Option<f64>,
+    /// Processed (acknowledged) per second.
+    pub processed: Option<f64>,
+    /// Retried per second.
+    pub retried: Option<f64>,
+    /// Dead-lettered per second.
+    pub dead_lettered_rate: Option<f64>,
+}
+
+impl HistoryPoint {
+    fn merged(&self, f: &OutputFigures) -> Self {
+        fn max<T: PartialOrd>(a: Option<T>, b: Option<T>) -> Option<T> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(if b > a { b } else { a }),
+                (a, b) => b.or(a),
+            }
+        }
+        Self {
+            ready: max(self.ready, f.ready),
+            unacked: max(self.unacked, f.unacked),
+            oldest_age_s: max(self.oldest_age_s, f.oldest_age_s),
+            dead_lettered: max(self.dead_lettered, f.dead_lettered),
+            ..Self::of(self.t_ms, f)
+        }
+    }
+
+    fn of(t_ms: u64, f: &OutputFigures) -> Self {
+        Self {
+            t_ms,
+            ready: f.ready,
+            unacked: f.unacked,
+            oldest_age_s: f.oldest_age_s,
+            dead_lettered: f.dead_lettered,
+            replicas: f.replicas.desired,
+            published: f.rates.published,
+            processed: f.rates.processed,
+            retried: f.rates.retried,
+            dead_lettered_rate: f.rates.dead_lettered,
+        }
+    }
+}
+
+/// A ring of [`HistoryPoint`]s covering at most `window`.
+#[derive(Clone, Debug)]
+pub struct History {
+    bucket_ms: u64,
+    window_ms: u64,
+    points: VecDeque<HistoryPoint>,
+}
+
+impl History {
+    /// An empty history of `window` in buckets of `bucket`.
+    pub fn new(bucket: Duration, window: Duration) -> Self {
+        let bucket_ms = u64::try_from(bucket.as_millis()).unwrap_or(u64::MAX).max(1);
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            bucket_ms,
+            window_ms,
+            points: VecDeque::with_capacity(Self::capacity_of(bucket_ms, window_ms)),
+        }
+    }
+
+    fn capacity_of(bucket_ms: u64, window_ms: u64) -> usize {
+        usize::try_from(window_ms / bucket_ms)
+            .unwrap_or(usize::MAX)
+            .max(1)
+    }
+
+    /// The most points this history holds.
+    pub fn capacity(&self) -> usize {
+        Self::capacity_of(self.bucket_ms, self.window_ms)
+    }
+
+    /// Adds a sample: it replaces the last one of its bucket, or opens a new bucket. A sample
+    /// older than the newest bucket (a clock step back) replaces the newest bucket's figures.
+    pub fn push(&mut self, figures: &OutputFigures) {
+        let t_ms = figures.at_ms - figures.at_ms % self.bucket_ms;
+        match self.points.back_mut() {
+            Some(last) if last.t_ms >= t_ms => *last = last.merged(figures),
+            _ => self.points.push_back(HistoryPoint::of(t_ms, figures)),
+        }
+        let oldest_kept = t_ms.saturating_sub(self.window_ms);
+        while self.points.len() > self.capacity()
+            || self.points.front().is_some_and(|p| p.t_ms < oldest_kept)
+        {
+            self.points.pop_front();
+        }
+    }
+
+    /// The points, oldest first.
+    pub fn points(&self) -> impl Iterator<Item = &HistoryPoint> {
+        self.points.iter()
+    }
+
+    /// How many points there are.
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    /// True when no sample arrived yet.
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dashboard::figures::{Rates, Replicas};
+
+    fn sample(at_ms: u64, ready: u64) -> OutputFigures {
+        OutputFigures {
+            pipeline: "p".into(),
+            output: "o".into(),
+            at_ms,
+            ready: Some(ready),
+            unacked: None,
+            oldest_age_s: None,
+            consumers: None,
+            dead_lettered: None,
+            retrying: None,
+            replicas: Replicas::default(),
+            rates: Rates::default(),
+            reason: String::new(),
+            metrics_missing: false,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_burst_drained_within_one_bucket_still_shows() {
+        let mut h = History::new(Duration::from_secs(5), Duration::from_secs(900));
+        h.push(&sample(10_000, 1));
+        h.push(&sample(12_000, 800));
+        h.push(&sample(14_999, 0));
+        h.push(&sample(15_000, 4));
+        let points: Vec<_> = h.points().map(|p| (p.t_ms, p.ready)).collect();
+        assert_eq!(points, [(10_000, Some(800)), (15_000, Some(4))]);
+    }
+
+    #[test]
+    fn history_is_bounded_to_its_window_however_long_it_runs() {
+        let mut h = History::new(Duration::from_secs(5), Duration::from_secs(900));
+        assert_eq!(h.capacity(), 180);
+        // Ten hours of polls every 2 s.
+        for i in 0..18_000u64 {
+            h.push(&sample(1_000_000 + i * 2_000, i));
+        }
+        assert_eq!(h.len(), 180);
+        let first = h.points().next().unwrap().t_ms;
+        let last = h.points().last().unwrap().t_ms;
+        assert!(last - first < 900_000, "{first}..{last}");
+    }
+
+    #[test]
+    fn a_pause_in_polling_drops_points_older_than_the_window() {
+        let mut h = History::new(Duration::from_secs(5), Duration::from_secs(60));
+        h.push(&sample(0, 1));
+        h.push(&sample(5_000, 2));
+        h.push(&sample(120_000, 3));
+        assert_eq!(h.points().map(|p| p.ready).collect::<Vec<_>>(), [Some(3)]);
+    }
+
+    #[test]
+    fn a_clock_step_back_does_not_reorder_points() {
+        let mut h = History::new(Duration::from_secs(5), Duration::from_secs(60));
+        h.push(&sample(50_000, 1));
+        h.push(&sample(20_000, 2));
+        let points: Vec<_> = h.points().map(|p| (p.t_ms, p.ready)).collect();
+        assert_eq!(
+            points,
+            [(50_000, Some(2))],
+            "one point, the later sample's figures"
+        );
+    }
+}
