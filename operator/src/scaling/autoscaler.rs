@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::{
     policy::{Decision, Observation, Rates, ScalingPolicy},
+    stats::SharedQueueStats,
     target::ScaleTarget,
 };
 use crate::broker::{BrokerAdmin, QueueInfo};
@@ -126,6 +127,7 @@ pub struct PipelineAutoscaler {
     vhost: String,
     outputs: Vec<OutputScaling>,
     clock: Instant,
+    shared_stats: Option<Arc<SharedQueueStats>>,
 }
 
 impl PipelineAutoscaler {
@@ -140,7 +142,16 @@ impl PipelineAutoscaler {
             vhost: vhost.into(),
             outputs,
             clock: Instant::now(),
+            shared_stats: None,
         }
+    }
+
+    /// Reads queue statistics through `stats`, shared with the other autoscalers of the
+    /// vhost, instead of one request per pipeline.
+    #[must_use]
+    pub fn with_shared_stats(mut self, stats: Arc<SharedQueueStats>) -> Self {
+        self.shared_stats = Some(stats);
+        self
     }
 
     /// `namespace/name` of the pipeline.
@@ -169,7 +180,11 @@ impl PipelineAutoscaler {
 
     /// Reads the queues once, decides for every output and applies the changes.
     pub async fn poll(&mut self, admin: &BrokerAdmin) -> Vec<ScaleRecord> {
-        let stats = match admin.management().queues(&self.vhost).await {
+        let fetched = match &self.shared_stats {
+            Some(shared) => shared.queues(admin).await,
+            None => admin.management().queues(&self.vhost).await.map(Arc::new),
+        };
+        let stats = match fetched {
             Ok(queues) => Some(queues),
             Err(e) => {
                 warn!(pipeline = %self.pipeline, error = %e, "queue statistics unavailable");

@@ -7,6 +7,7 @@
 //! - [`target`]: what is scaled (a Deployment, or local worker processes);
 //! - [`autoscaler`]: the polling loop of one pipeline that ties them together;
 //! - [`deployment`]: the Deployment scale subresource as a target;
+//! - [`stats`]: queue statistics shared by the autoscalers of a vhost;
 //! - [`supervisor`]: the operator's autoscaler per pipeline, and the reporter of their
 //!   decisions (status, Events, metrics).
 
@@ -15,6 +16,7 @@ pub mod deployment;
 pub mod policy;
 pub mod rate;
 pub mod simulate;
+pub mod stats;
 pub mod supervisor;
 pub mod target;
 

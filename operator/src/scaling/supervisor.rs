@@ -29,6 +29,7 @@ use tracing::{debug, warn};
 use super::{
     autoscaler::{OutputScaling, PipelineAutoscaler, ScaleRecord},
     deployment::{AUTOSCALER_FIELD_MANAGER, DeploymentScale},
+    stats::SharedQueueStats,
 };
 use crate::{
     broker::{BrokerAdmin, BrokerEndpoint},
@@ -58,6 +59,7 @@ pub struct Autoscalers {
     /// The LogPipeline each `namespace/name` refers to, for Events.
     references: Mutex<HashMap<String, ObjectReference>>,
     records: broadcast::Sender<ScaleRecord>,
+    stats: Arc<SharedQueueStats>,
 }
 
 impl std::fmt::Debug for Autoscalers {
@@ -76,6 +78,7 @@ impl Autoscalers {
             running: Mutex::default(),
             references: Mutex::default(),
             records: broadcast::channel(RECORD_BACKLOG).0,
+            stats: Arc::default(),
         }
     }
 
@@ -132,7 +135,8 @@ impl Autoscalers {
                 OutputScaling::for_output(plan, &output, settings, Box::new(target))
             })
             .collect();
-        let autoscaler = PipelineAutoscaler::new(key.clone(), plan.vhost.clone(), outputs);
+        let autoscaler = PipelineAutoscaler::new(key.clone(), plan.vhost.clone(), outputs)
+            .with_shared_stats(self.stats.clone());
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(supervise(
             autoscaler,
