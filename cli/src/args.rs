@@ -262,6 +262,10 @@ pub struct StatusArgs {
     /// One JSON object per output instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also show each LogPipeline's Ready condition, replicas (ready/desired) and last
+    /// scaling reason from the cluster of this kubeconfig.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 fn parse_level(raw: &str) -> Result<logstream_api::contract::Level, String> {

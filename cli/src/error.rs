@@ -64,6 +64,9 @@ pub enum CliError {
         /// The broker's or client's words.
         reason: String,
     },
+    /// The Kubernetes API could not be read (`status --kubeconfig`).
+    #[error("{0}")]
+    Kubernetes(String),
     /// Reading input or writing output failed.
     #[error("failed to {action}: {source}")]
     Io {

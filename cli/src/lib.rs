@@ -14,6 +14,7 @@ macro_rules! say {
 }
 
 pub mod args;
+pub mod cluster;
 pub mod dev;
 pub mod dlq;
 pub mod envelope;

@@ -3,7 +3,8 @@
 //! message's age, retrying and dead-lettered messages, consumers, publish and ack rates.
 //!
 //! Queues are grouped by their names (`logstream.<ns>.<pipeline>.<output>[.retry.<i>|.dlq]`;
-//! components never contain dots). LogPipeline status from Kubernetes is not read here.
+//! components never contain dots). With `--kubeconfig`, each output also shows its
+//! LogPipeline's `Ready` condition and replicas from the cluster ([`crate::cluster`]).
 
 use logstream_api::naming::{self, PREFIX};
 use logstream_operator::broker::{ManagementClient, QueueInfo};
@@ -39,6 +40,9 @@ pub struct OutputStatus {
     pub publish_rate: Option<f64>,
     /// Messages acknowledged from the main queue per second.
     pub ack_rate: Option<f64>,
+    /// What the LogPipeline's status says, with `--kubeconfig`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterView>,
 }
 
 /// Runs `status`.
@@ -59,7 +63,20 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), CliError> {
     let management = ManagementClient::new(ctx.endpoint(&vhost).management().clone());
     let queues = management.queues(&vhost).await?;
     let now = chrono::Utc::now().timestamp();
-    let outputs = summarize(&queues, &prefix, now);
+    let mut outputs = summarize(&queues, &prefix, now);
+    if let Some(kubeconfig) = &args.kubeconfig {
+        let namespace = if args.all_namespaces {
+            None
+        } else {
+            Some(
+                pipeline
+                    .as_ref()
+                    .map_or_else(|| ctx.namespace(), |t| t.namespace.clone()),
+            )
+        };
+        let pipelines = crate::cluster::pipelines(kubeconfig, namespace.as_deref()).await?;
+        crate::cluster::annotate(&mut outputs, &pipelines);
+    }
 
     if outputs.is_empty() {
         if let Some(target) = pipeline {
@@ -82,26 +99,33 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), CliError> {
         }
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = outputs.iter().map(row).collect();
-    say!(
-        "{}",
-        table::render(
-            &[
-                "PIPELINE",
-                "OUTPUT",
-                "READY",
-                "UNACKED",
-                "OLDEST",
-                "RETRYING",
-                "DLQ",
-                "CONSUMERS",
-                "IN/S",
-                "ACK/S",
-            ],
-            &rows
-        )
-        .trim_end()
-    );
+    let mut headers = vec![
+        "PIPELINE",
+        "OUTPUT",
+        "READY",
+        "UNACKED",
+        "OLDEST",
+        "RETRYING",
+        "DLQ",
+        "CONSUMERS",
+        "IN/S",
+        "ACK/S",
+    ];
+    let with_cluster = args.kubeconfig.is_some();
+    if with_cluster {
+        headers.extend(["PIPELINE READY", "REPLICAS", "LAST SCALE"]);
+    }
+    let rows: Vec<Vec<String>> = outputs
+        .iter()
+        .map(|o| {
+            let mut cells = row(o);
+            if with_cluster {
+                cells.extend(cluster_cells(o.cluster.as_ref()));
+            }
+            cells
+        })
+        .collect();
+    say!("{}", table::render(&headers, &rows).trim_end());
     Ok(())
 }
 
@@ -124,6 +148,18 @@ fn row(o: &OutputStatus) -> Vec<String> {
         o.consumers.to_string(),
         rate(o.publish_rate),
         rate(o.ack_rate),
+    ]
+}
+
+fn cluster_cells(view: Option<&crate::cluster::ClusterView>) -> [String; 3] {
+    let Some(view) = view else {
+        return ["-".into(), "-".into(), "-".into()];
+    };
+    let count = |n: Option<u32>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    [
+        view.pipeline_ready.clone(),
+        format!("{}/{}", count(view.replicas), count(view.desired_replicas)),
+        view.last_scale_reason.clone().unwrap_or_else(|| "-".into()),
     ]
 }
 
@@ -266,6 +302,7 @@ mod tests {
                 consumers: 3,
                 publish_rate: Some(900.0),
                 ack_rate: Some(850.5),
+                cluster: None,
             }
         );
         assert_eq!(
