@@ -18,7 +18,7 @@ use logstream_operator::{
     dashboard::{self, Dashboard},
     http::{self, Health},
     metrics::Metrics,
-    scaling::{OutputScaling, PipelineAutoscaler, ScaleRecord, supervise},
+    scaling::{OutputScaling, PipelineAutoscaler, ScaleRecord, stats::SharedAdmins, supervise},
 };
 use tokio::{
     net::TcpListener,
@@ -107,6 +107,7 @@ pub async fn run(ctx: &Context, args: &DevArgs) -> Result<(), CliError> {
     let (stop, stopped) = watch::channel(false);
     let mut all_workers: Vec<(String, Arc<LocalWorkers>)> = Vec::new();
     let mut tasks = Vec::new();
+    let admins = Arc::new(SharedAdmins::default());
     for p in &planned {
         let endpoint = ctx.endpoint(&p.plan.vhost);
         let mut outputs = Vec::new();
@@ -156,6 +157,7 @@ pub async fn run(ctx: &Context, args: &DevArgs) -> Result<(), CliError> {
         tasks.push(tokio::spawn(supervise(
             autoscaler,
             endpoint,
+            admins.clone(),
             stopped.clone(),
             records.clone(),
         )));

@@ -1,5 +1,6 @@
-//! Queue statistics shared by every autoscaler of a vhost: one management API request per
-//! vhost and refresh interval, however many pipelines live there. Without it, 100 pipelines
+//! What the autoscalers of one vhost share: one management API request per vhost and
+//! refresh interval, and one AMQP connection for passive declares, however many pipelines
+//! live there. Without it, 100 pipelines
 //! polling every 2 s would ask the broker for the same queue list 50 times a second.
 
 use std::{
@@ -8,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::broker::{BrokerAdmin, ManagementError, QueueInfo};
+use crate::broker::{BrokerAdmin, BrokerEndpoint, BrokerError, ManagementError, QueueInfo};
 
 /// How long one answer serves every autoscaler of its vhost. The broker itself samples its
 /// statistics every few seconds (`collect_statistics_interval`), and depth comes from a
@@ -47,5 +48,48 @@ impl SharedQueueStats {
         let queues = Arc::new(admin.management().queues(admin.vhost()).await?);
         *cached = Some((Instant::now(), queues.clone()));
         Ok(queues)
+    }
+}
+
+type AdminSlot = Arc<tokio::sync::Mutex<Option<Arc<BrokerAdmin>>>>;
+
+/// One administrative AMQP connection per broker and vhost, shared by the autoscalers there
+/// for their passive declares. A connection costs lapin an I/O thread and its buffers: one
+/// per pipeline made 100 pipelines cost 100 threads and ~90 MiB.
+#[derive(Default)]
+pub struct SharedAdmins {
+    slots: Mutex<HashMap<String, AdminSlot>>,
+}
+
+impl SharedAdmins {
+    /// The connection to `vhost` on `endpoint`: the open one, or a new one when there is none
+    /// or the broker closed it.
+    pub async fn get(
+        &self,
+        endpoint: &BrokerEndpoint,
+        vhost: &str,
+    ) -> Result<Arc<BrokerAdmin>, BrokerError> {
+        // The password is part of the key: new credentials get a connection of their own.
+        let key = format!(
+            "{:?}|{}|{vhost}",
+            endpoint,
+            crate::children::digest(&endpoint.amqp_uri_with_password())
+        );
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_default()
+            .clone();
+        let mut admin = slot.lock().await;
+        if let Some(open) = admin.as_ref()
+            && open.is_connected()
+        {
+            return Ok(open.clone());
+        }
+        let connected = Arc::new(BrokerAdmin::connect(endpoint, vhost).await?);
+        *admin = Some(connected.clone());
+        Ok(connected)
     }
 }

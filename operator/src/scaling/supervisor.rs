@@ -29,14 +29,9 @@ use tracing::{debug, warn};
 use super::{
     autoscaler::{OutputScaling, PipelineAutoscaler, ScaleRecord},
     deployment::{AUTOSCALER_FIELD_MANAGER, DeploymentScale},
-    stats::SharedQueueStats,
+    stats::{SharedAdmins, SharedQueueStats},
 };
-use crate::{
-    broker::{BrokerAdmin, BrokerEndpoint},
-    children,
-    metrics::Metrics,
-    settings::REPORTER,
-};
+use crate::{broker::BrokerEndpoint, children, metrics::Metrics, settings::REPORTER};
 
 /// Records kept for slow readers (the reporter, the dashboard) before the oldest are dropped.
 const RECORD_BACKLOG: usize = 1024;
@@ -60,6 +55,7 @@ pub struct Autoscalers {
     references: Mutex<HashMap<String, ObjectReference>>,
     records: broadcast::Sender<ScaleRecord>,
     stats: Arc<SharedQueueStats>,
+    admins: Arc<SharedAdmins>,
 }
 
 impl std::fmt::Debug for Autoscalers {
@@ -79,6 +75,7 @@ impl Autoscalers {
             references: Mutex::default(),
             records: broadcast::channel(RECORD_BACKLOG).0,
             stats: Arc::default(),
+            admins: Arc::default(),
         }
     }
 
@@ -141,6 +138,7 @@ impl Autoscalers {
         tokio::spawn(supervise(
             autoscaler,
             endpoint.clone(),
+            self.admins.clone(),
             stopped,
             self.records.clone(),
         ));
@@ -242,46 +240,39 @@ impl Autoscalers {
 pub async fn supervise(
     mut autoscaler: PipelineAutoscaler,
     endpoint: BrokerEndpoint,
+    admins: Arc<SharedAdmins>,
     mut stop: watch::Receiver<bool>,
     records: broadcast::Sender<ScaleRecord>,
 ) {
     let vhost = autoscaler.vhost().to_owned();
     let mut delay = Duration::from_secs(1);
+    let mut ticker = tokio::time::interval(autoscaler.poll_interval());
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !stopping(&stop) {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => continue,
+        }
         let admin = tokio::select! {
-            admin = BrokerAdmin::connect(&endpoint, &vhost) => admin,
-            _ = stop.changed() => return,
+            admin = admins.get(&endpoint, &vhost) => admin,
+            _ = stop.changed() => continue,
         };
-        let admin = match admin {
+        match admin {
             Ok(admin) => {
                 delay = Duration::from_secs(1);
-                admin
+                for record in autoscaler.poll(&admin).await {
+                    let _ = records.send(record);
+                }
             }
             Err(e) => {
                 warn!(pipeline = %autoscaler.pipeline(), error = %e, "autoscaler cannot reach the broker; holding replicas");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
-                    _ = stop.changed() => return,
+                    _ = stop.changed() => {}
                 }
                 delay = (delay * 2).min(MAX_RECONNECT_DELAY);
-                continue;
-            }
-        };
-        let mut ticker = tokio::time::interval(autoscaler.poll_interval());
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while admin.is_connected() {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = stop.changed() => {}
-            }
-            if stopping(&stop) {
-                break;
-            }
-            for record in autoscaler.poll(&admin).await {
-                let _ = records.send(record);
             }
         }
-        admin.close().await;
     }
 }
 
