@@ -184,7 +184,10 @@ async fn usage_mistakes_exit_1() {
             vec!["produce", "app", "--burst", "5", "--count", "1"],
             "--rate",
         ),
-        (vec!["dev"], "logstream dev needs a manifest: -f pipeline.yaml"),
+        (
+            vec!["dev"],
+            "logstream dev needs a manifest: -f pipeline.yaml",
+        ),
         (vec![], "Usage: logstream"),
     ] {
         let run = run_logstream(&args, None).await;
