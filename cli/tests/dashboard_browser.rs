@@ -37,42 +37,13 @@ async fn read_page(browser: &mut Browser, tab: &Tab) -> Value {
     browser.eval(tab, READ_PAGE).await
 }
 
-/// The `logstream-worker` binary next to `logstream`, built when missing.
-fn worker_binary() -> PathBuf {
-    let worker = PathBuf::from(env!("CARGO_BIN_EXE_logstream")).with_file_name("logstream-worker");
-    if !worker.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "logstream-worker",
-                "--bin",
-                "logstream-worker",
-            ])
-            .status()
-            .expect("run cargo build for logstream-worker");
-        assert!(status.success(), "cargo build -p logstream-worker failed");
-    }
-    worker
-}
-
 /// The quickstart, polled every second, starting at zero workers, 100 messages per replica.
 fn manifest(dir: &std::path::Path) -> PathBuf {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/quickstart.yaml"
-    ))
-    .unwrap();
-    let mut manifest: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    let scaling = &mut manifest["spec"]["outputs"][0]["scaling"];
-    scaling["minReplicas"] = 0.into();
-    scaling["targetBacklogPerReplica"] = 100.into();
-    scaling["pollInterval"] = "1s".into();
-    let path = dir.join("quickstart.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&manifest).unwrap()).unwrap();
-    path
+    support::quickstart_with(dir, |scaling| {
+        scaling["minReplicas"] = 0.into();
+        scaling["targetBacklogPerReplica"] = 100.into();
+        scaling["pollInterval"] = "1s".into();
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +53,7 @@ async fn the_dev_dashboard_shows_the_pipeline_moving_numbers_and_a_live_scaling_
     std::fs::create_dir_all(&dir).unwrap();
     let manifest = manifest(&dir);
     let manifest = manifest.to_str().unwrap();
-    let worker = worker_binary();
+    let worker = support::worker_binary();
     let mut dev = command(&[
         "dev",
         "-f",

@@ -23,48 +23,17 @@ const SCALE_DOWN_DELAY: &str = "3s";
 const BURSTS: usize = 3;
 const BURST_LOGS: &str = "4000";
 
-/// The `logstream-worker` binary next to `logstream`, built when missing (running only this
-/// crate's tests does not build the worker crate's binary).
-fn worker_binary() -> PathBuf {
-    let logstream = PathBuf::from(env!("CARGO_BIN_EXE_logstream"));
-    let worker = logstream.with_file_name("logstream-worker");
-    if !worker.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "logstream-worker",
-                "--bin",
-                "logstream-worker",
-            ])
-            .status()
-            .expect("run cargo build for logstream-worker");
-        assert!(status.success(), "cargo build -p logstream-worker failed");
-    }
-    worker
-}
-
 /// The quickstart example with the test's scaling figures.
 fn quickstart(dir: &std::path::Path) -> PathBuf {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/quickstart.yaml"
-    ))
-    .unwrap();
-    let mut manifest: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    let scaling = &mut manifest["spec"]["outputs"][0]["scaling"];
-    assert_eq!(
-        scaling["targetBacklogPerReplica"], 500,
-        "the quickstart changed"
-    );
-    scaling["minReplicas"] = 0.into();
-    scaling["scaleDownDelay"] = SCALE_DOWN_DELAY.into();
-    scaling["pollInterval"] = format!("{}ms", POLL.as_millis()).into();
-    let path = dir.join("quickstart.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&manifest).unwrap()).unwrap();
-    path
+    support::quickstart_with(dir, |scaling| {
+        assert_eq!(
+            scaling["targetBacklogPerReplica"], 500,
+            "the quickstart changed"
+        );
+        scaling["minReplicas"] = 0.into();
+        scaling["scaleDownDelay"] = SCALE_DOWN_DELAY.into();
+        scaling["pollInterval"] = format!("{}ms", POLL.as_millis()).into();
+    })
 }
 
 /// Lines of the running `logstream dev`, each with when it arrived.
@@ -98,7 +67,7 @@ async fn dev_scales_local_workers_up_on_a_burst_drains_it_and_scales_back_down()
     let dir = tempdir();
     let manifest = quickstart(&dir);
     let manifest = manifest.to_str().unwrap();
-    let worker = worker_binary();
+    let worker = support::worker_binary();
     let mut dev = command(&[
         "dev",
         "-f",

@@ -16,6 +16,8 @@ use prometheus_client::{
 
 use logstream_api::pipeline::OutputStatus;
 
+use crate::scaling::ScaleRecord;
+
 /// Labels of a reconcile outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
@@ -222,6 +224,26 @@ impl Metrics {
         self.metrics_missing
             .get_or_create(&labels)
             .set(i64::from(missing));
+    }
+
+    /// Records one autoscaler poll of an output: whether its readings are missing (a reading
+    /// or the target could not be read), the replicas it wants (when the target answered),
+    /// and the change it applied. Returns whether readings are missing.
+    pub fn autoscaled(&self, record: &ScaleRecord) -> bool {
+        let (namespace, pipeline) = record
+            .pipeline
+            .split_once('/')
+            .unwrap_or(("", &record.pipeline));
+        let missing = record.decision.metrics_missing || record.error.is_some();
+        self.set_metrics_missing(namespace, pipeline, &record.output, missing);
+        if record.error.is_none() {
+            self.desired_replicas(namespace, pipeline, &record.output, record.decision.desired);
+        }
+        if record.scaled() {
+            let up = record.decision.desired > record.decision.current;
+            self.scaled(namespace, pipeline, &record.output, up);
+        }
+        missing
     }
 
     /// Drops the series of an output that no longer exists.

@@ -260,12 +260,6 @@ async fn print_records(
         let now = chrono::Local::now().format("%H:%M:%S%.3f");
         if record.scaled() {
             say!("{now} {key} scaled: {}", record.decision.reason);
-            metrics.scaled(
-                namespace,
-                pipeline,
-                &record.output,
-                record.decision.desired > record.decision.current,
-            );
         } else if let Some(e) = &record.error {
             say!("{now} {key} not scaled: {e}");
         }
@@ -273,8 +267,7 @@ async fn print_records(
         if missing.insert(key.clone(), is_missing) != Some(is_missing) && is_missing {
             say!("{now} {key} holding replicas: {}", record.decision.reason);
         }
-        metrics.set_metrics_missing(namespace, pipeline, &record.output, is_missing);
-        metrics.desired_replicas(namespace, pipeline, &record.output, record.decision.desired);
+        metrics.autoscaled(&record);
         if let Some(o) = record.observation {
             metrics.output(
                 namespace,

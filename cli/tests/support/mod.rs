@@ -366,3 +366,43 @@ pub fn header(m: &BasicGetMessage, key: &str) -> Option<AMQPValue> {
         .as_ref()
         .and_then(|h| h.inner().get(key).cloned())
 }
+
+/// The `logstream-worker` binary next to `logstream`, built when missing (running only this
+/// crate's tests does not build the worker crate's binary).
+pub fn worker_binary() -> std::path::PathBuf {
+    let worker = std::path::PathBuf::from(env!("CARGO_BIN_EXE_logstream"))
+        .with_file_name("logstream-worker");
+    if !worker.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "logstream-worker",
+                "--bin",
+                "logstream-worker",
+            ])
+            .status()
+            .expect("run cargo build for logstream-worker");
+        assert!(status.success(), "cargo build -p logstream-worker failed");
+    }
+    worker
+}
+
+/// `examples/quickstart.yaml` with its scaling changed by `edit`, written into `dir`.
+pub fn quickstart_with(
+    dir: &std::path::Path,
+    edit: impl FnOnce(&mut serde_yaml::Value),
+) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/quickstart.yaml"
+    ))
+    .unwrap();
+    let mut manifest: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    edit(&mut manifest["spec"]["outputs"][0]["scaling"]);
+    let path = dir.join("quickstart.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&manifest).unwrap()).unwrap();
+    path
+}

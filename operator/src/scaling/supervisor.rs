@@ -189,16 +189,7 @@ impl Autoscalers {
             let Some((namespace, pipeline)) = record.pipeline.split_once('/') else {
                 continue;
             };
-            let is_missing = record.decision.metrics_missing || record.error.is_some();
-            metrics.set_metrics_missing(namespace, pipeline, &record.output, is_missing);
-            if record.error.is_none() {
-                metrics.desired_replicas(
-                    namespace,
-                    pipeline,
-                    &record.output,
-                    record.decision.desired,
-                );
-            }
+            let is_missing = metrics.autoscaled(&record);
             let was_missing =
                 missing.insert((record.pipeline.clone(), record.output.clone()), is_missing);
             let missing_changed = was_missing != Some(is_missing);
@@ -217,10 +208,6 @@ impl Autoscalers {
                 .await
             {
                 warn!(pipeline = %record.pipeline, error = %e, "failed to apply the autoscaler's status");
-            }
-            if record.scaled() {
-                let up = record.decision.desired > record.decision.current;
-                metrics.scaled(namespace, pipeline, &record.output, up);
             }
             let reference = lock(&self.references).get(&record.pipeline).cloned();
             if let Some(reference) = reference
