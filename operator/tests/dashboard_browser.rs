@@ -172,11 +172,12 @@ async fn the_page_shows_the_pipeline_moving_numbers_and_a_live_scaling_decision(
     publishing.store(false, Ordering::SeqCst);
     let sent = publisher.await.unwrap();
 
+    // The page lists decisions newest first: the burst's first decision is the last live one.
     let decision = live["decisions"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|d| d["source"] == "live")
+        .rfind(|d| d["source"] == "live")
         .unwrap();
     let reason = decision["reason"].as_str().unwrap();
     assert!(
