@@ -16,7 +16,7 @@ use crate::{
     error::CliError,
     pacing::Pacer,
     progress::{Progress, UPDATE_EVERY},
-    publisher::{ConfirmWindow, Outcome, Tally},
+    publisher::{ConfirmWindow, FirstProblem, Outcome, Tally},
     session::Session,
     stop::StopSignal,
 };
@@ -47,7 +47,7 @@ pub async fn run(ctx: &Context, args: &ProduceArgs) -> Result<(), CliError> {
         window: ConfirmWindow::new(channel, args.window),
         tally: Tally::default(),
         exchange,
-        first_problem: None,
+        first_problem: FirstProblem::default(),
         started: Instant::now(),
         elapsed: 0.0,
     };
@@ -82,7 +82,7 @@ pub async fn run(ctx: &Context, args: &ProduceArgs) -> Result<(), CliError> {
             "{} of {} logs were not accepted by the broker: {}",
             tally.failed(),
             tally.sent,
-            sender.first_problem.unwrap_or_default()
+            sender.first_problem.into_text().unwrap_or_default()
         )));
     }
     if skipped > 0 {
@@ -98,7 +98,7 @@ struct Sender {
     window: ConfirmWindow<()>,
     tally: Tally,
     exchange: String,
-    first_problem: Option<String>,
+    first_problem: FirstProblem,
     started: Instant,
     /// Seconds from the first publish to the last confirm, once finished.
     elapsed: f64,
@@ -137,23 +137,19 @@ impl Sender {
 
     fn record(&mut self, outcome: &Outcome) {
         self.tally.record(outcome);
-        if self.first_problem.is_some() {
-            return;
-        }
-        self.first_problem = match outcome {
+        let exchange = &self.exchange;
+        self.first_problem.offer(outcome, || match outcome {
             Outcome::Confirmed => None,
             Outcome::Nacked => Some(format!(
-                "the broker refused them (nack): is a queue bound to exchange {:?} full (maxBacklog)?",
-                self.exchange
+                "the broker refused them (nack): is a queue bound to exchange {exchange:?} full (maxBacklog)?"
             )),
             Outcome::Returned { reply, routing_key } => Some(format!(
-                "returned as unroutable ({reply}): no queue is bound to exchange {:?} for routing keys like {routing_key:?}",
-                self.exchange
+                "returned as unroutable ({reply}): no queue is bound to exchange {exchange:?} for routing keys like {routing_key:?}"
             )),
-            Outcome::Lost { reason } => {
+            Outcome::Lost { reason, .. } => {
                 Some(format!("the channel closed before confirming: {reason}"))
             }
-        };
+        });
     }
 
     async fn finish(&mut self) {

@@ -32,7 +32,59 @@ pub enum Outcome {
     Lost {
         /// Why.
         reason: String,
+        /// True when the error only says the channel was already closing (a publish that
+        /// raced the close): the cause, e.g. the broker's `NOT_FOUND`, is in another outcome.
+        after_close: bool,
     },
+}
+
+impl Outcome {
+    /// True when this outcome names why things failed rather than only that the channel was
+    /// already gone.
+    fn tells_the_cause(&self) -> bool {
+        !matches!(
+            self,
+            Outcome::Lost {
+                after_close: true,
+                ..
+            }
+        )
+    }
+}
+
+/// The failure to report in a one-line error: the first one, unless it only said the channel
+/// was already closing and a later outcome carries the actual reason.
+#[derive(Debug, Default)]
+pub struct FirstProblem {
+    text: Option<String>,
+    tells_the_cause: bool,
+}
+
+impl FirstProblem {
+    /// Keeps `text` (how `outcome` is told) if nothing better is kept yet.
+    pub fn offer(&mut self, outcome: &Outcome, text: impl FnOnce() -> Option<String>) {
+        self.keep(outcome.tells_the_cause(), text);
+    }
+
+    /// Keeps `text`, a failure that is not a publish outcome, if nothing better is kept yet.
+    pub fn offer_text(&mut self, text: String) {
+        self.keep(true, || Some(text));
+    }
+
+    fn keep(&mut self, tells_the_cause: bool, text: impl FnOnce() -> Option<String>) {
+        if self.tells_the_cause || (self.text.is_some() && !tells_the_cause) {
+            return;
+        }
+        if let Some(text) = text() {
+            self.text = Some(text);
+            self.tells_the_cause = tells_the_cause;
+        }
+    }
+
+    /// The failure kept, if any.
+    pub fn into_text(self) -> Option<String> {
+        self.text
+    }
 }
 
 /// Counts of outcomes.
@@ -199,9 +251,11 @@ fn outcome(result: lapin::Result<Confirmation>) -> Outcome {
         Ok(Confirmation::Nack(None)) => Outcome::Nacked,
         Ok(Confirmation::NotRequested) => Outcome::Lost {
             reason: "the channel is not in confirm mode".into(),
+            after_close: false,
         },
         Err(e) => Outcome::Lost {
             reason: e.to_string(),
+            after_close: matches!(e.kind(), lapin::ErrorKind::InvalidChannelState(..)),
         },
     }
 }
@@ -225,6 +279,7 @@ mod tests {
             },
             Outcome::Lost {
                 reason: "closed".into(),
+                after_close: false,
             },
         ] {
             tally.record(&o);
@@ -234,5 +289,50 @@ mod tests {
             (1, 1, 1, 1)
         );
         assert_eq!(tally.failed(), 3);
+    }
+
+    fn lost(reason: &str, after_close: bool) -> Outcome {
+        Outcome::Lost {
+            reason: reason.into(),
+            after_close,
+        }
+    }
+
+    fn offer_all(outcomes: &[Outcome]) -> Option<String> {
+        let mut problem = FirstProblem::default();
+        for o in outcomes {
+            problem.offer(o, || match o {
+                Outcome::Confirmed => None,
+                Outcome::Lost { reason, .. } => Some(reason.clone()),
+                other => Some(format!("{other:?}")),
+            });
+        }
+        problem.into_text()
+    }
+
+    #[test]
+    fn the_broker_s_reason_replaces_a_publish_that_only_saw_the_channel_closing() {
+        let closing = lost("invalid channel state: Closing", true);
+        let not_found = lost("NOT_FOUND - no exchange 'x'", false);
+        assert_eq!(
+            offer_all(&[
+                Outcome::Confirmed,
+                closing.clone(),
+                not_found.clone(),
+                closing.clone()
+            ]),
+            Some("NOT_FOUND - no exchange 'x'".into())
+        );
+        // The first cause stays first; a later closing error does not displace it.
+        assert_eq!(
+            offer_all(&[not_found, lost("connection reset", false), closing.clone()]),
+            Some("NOT_FOUND - no exchange 'x'".into())
+        );
+        // With nothing better, the closing error is still told.
+        assert_eq!(
+            offer_all(&[closing.clone(), closing]),
+            Some("invalid channel state: Closing".into())
+        );
+        assert_eq!(offer_all(&[Outcome::Confirmed]), None);
     }
 }

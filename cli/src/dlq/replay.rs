@@ -27,7 +27,7 @@ use crate::{
     error::CliError,
     pacing::Pacer,
     progress::{Progress, UPDATE_EVERY},
-    publisher::{ConfirmWindow, Outcome},
+    publisher::{ConfirmWindow, FirstProblem, Outcome},
     session::short,
     stop::StopSignal,
 };
@@ -72,16 +72,20 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
     let mut stop = StopSignal::on_ctrl_c();
     let started = Instant::now();
     let mut counts = Counts::default();
-    let mut first_failure: Option<String> = None;
+    let mut first_failure = FirstProblem::default();
     let mut last_tag: Option<u64> = None;
     let mut held = 0u64;
 
-    let mut fail = |counts: &mut Counts, id: &Option<String>, why: String| {
-        counts.failed += 1;
-        let id = id.as_deref().unwrap_or("(no message id)");
-        eprintln!("dead letter {id}: not replayed: {why}");
-        first_failure.get_or_insert(why);
-    };
+    let mut fail =
+        |counts: &mut Counts, id: &Option<String>, outcome: Option<&Outcome>, why: String| {
+            counts.failed += 1;
+            let id = id.as_deref().unwrap_or("(no message id)");
+            eprintln!("dead letter {id}: not replayed: {why}");
+            match outcome {
+                Some(outcome) => first_failure.offer(outcome, || Some(why)),
+                None => first_failure.offer_text(why),
+            }
+        };
 
     for _ in 0..dlq.messages {
         let limit_reached = args.limit.is_some_and(|limit| counts.taken >= limit);
@@ -115,6 +119,7 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
             fail(
                 &mut counts,
                 &letter.message_id,
+                None,
                 format!(
                     "it has no {} header and its x-death names no routing key of {main_queue}",
                     logstream_api::contract::HEADER_ORIGIN_ROUTING_KEY
@@ -166,7 +171,7 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
             )
             .await?;
             if let Some(why) = failure_text(&outcome, &shown_destination) {
-                fail(&mut counts, &id, why);
+                fail(&mut counts, &id, Some(&outcome), why);
             }
         }
     }
@@ -181,7 +186,7 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
         )
         .await?;
         if let Some(why) = failure_text(&outcome, &shown_destination) {
-            fail(&mut counts, &id, why);
+            fail(&mut counts, &id, Some(&outcome), why);
         }
     }
     // Everything still unacknowledged is held: return it, in its order, in one go.
@@ -230,7 +235,7 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
             "{} dead letters were not replayed and stay in {}: {}",
             counts.failed,
             dlq.queue,
-            first_failure.unwrap_or_default()
+            first_failure.into_text().unwrap_or_default()
         )));
     }
     Ok(())
@@ -274,6 +279,6 @@ fn failure_text(outcome: &Outcome, destination: &str) -> Option<String> {
         Outcome::Returned { reply, .. } => Some(format!(
             "the copy sent{destination} was unroutable ({reply}): no queue is bound for its routing key"
         )),
-        Outcome::Lost { reason } => Some(format!("the copy was not confirmed: {reason}")),
+        Outcome::Lost { reason, .. } => Some(format!("the copy was not confirmed: {reason}")),
     }
 }
