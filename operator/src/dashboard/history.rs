@@ -1,5 +1,9 @@
 //! The last minutes of one output, one point per time bucket, for the page's charts. Bounded by
 //! count and by age, whatever the poll rate.
+//!
+//! Points are kept packed (counts as `u32`, ages and rates as `f32`: 48 bytes instead of 144),
+//! because the operator keeps a full window for every output it scales: 180 points for each
+//! of 100 outputs is 0.8 MiB packed, 2.5 MiB as [`HistoryPoint`]s.
 
 use std::{collections::VecDeque, time::Duration};
 
@@ -66,12 +70,82 @@ impl HistoryPoint {
     }
 }
 
+/// A [`HistoryPoint`] as kept. Counts above `u32::MAX - 1` are kept as that; ages and rates
+/// lose precision beyond `f32`'s 24 bits, which a chart does not show.
+#[derive(Clone, Copy, Debug)]
+struct Packed {
+    t_ms: u64,
+    replicas: u32,
+    ready: u32,
+    unacked: u32,
+    dead_lettered: u32,
+    oldest_age_s: f32,
+    published: f32,
+    processed: f32,
+    retried: f32,
+    dead_lettered_rate: f32,
+}
+
+/// "Unknown" for a packed count.
+const NO_COUNT: u32 = u32::MAX;
+
+fn pack_count(v: Option<u64>) -> u32 {
+    v.map_or(NO_COUNT, |v| {
+        u32::try_from(v).unwrap_or(NO_COUNT - 1).min(NO_COUNT - 1)
+    })
+}
+
+fn unpack_count(v: u32) -> Option<u64> {
+    (v != NO_COUNT).then_some(u64::from(v))
+}
+
+#[allow(clippy::cast_possible_truncation)] // f32 is the chart's precision
+fn pack_figure(v: Option<f64>) -> f32 {
+    v.map_or(f32::NAN, |v| v as f32)
+}
+
+fn unpack_figure(v: f32) -> Option<f64> {
+    (!v.is_nan()).then_some(f64::from(v))
+}
+
+impl Packed {
+    fn of(p: &HistoryPoint) -> Self {
+        Self {
+            t_ms: p.t_ms,
+            replicas: p.replicas,
+            ready: pack_count(p.ready),
+            unacked: pack_count(p.unacked),
+            dead_lettered: pack_count(p.dead_lettered),
+            oldest_age_s: pack_figure(p.oldest_age_s),
+            published: pack_figure(p.published),
+            processed: pack_figure(p.processed),
+            retried: pack_figure(p.retried),
+            dead_lettered_rate: pack_figure(p.dead_lettered_rate),
+        }
+    }
+
+    fn point(&self) -> HistoryPoint {
+        HistoryPoint {
+            t_ms: self.t_ms,
+            ready: unpack_count(self.ready),
+            unacked: unpack_count(self.unacked),
+            oldest_age_s: unpack_figure(self.oldest_age_s),
+            dead_lettered: unpack_count(self.dead_lettered),
+            replicas: self.replicas,
+            published: unpack_figure(self.published),
+            processed: unpack_figure(self.processed),
+            retried: unpack_figure(self.retried),
+            dead_lettered_rate: unpack_figure(self.dead_lettered_rate),
+        }
+    }
+}
+
 /// A ring of [`HistoryPoint`]s covering at most `window`.
 #[derive(Clone, Debug)]
 pub struct History {
     bucket_ms: u64,
     window_ms: u64,
-    points: VecDeque<HistoryPoint>,
+    points: VecDeque<Packed>,
 }
 
 impl History {
@@ -102,8 +176,10 @@ impl History {
     pub fn push(&mut self, figures: &OutputFigures) {
         let t_ms = figures.at_ms - figures.at_ms % self.bucket_ms;
         match self.points.back_mut() {
-            Some(last) if last.t_ms >= t_ms => *last = last.merged(figures),
-            _ => self.points.push_back(HistoryPoint::of(t_ms, figures)),
+            Some(last) if last.t_ms >= t_ms => *last = Packed::of(&last.point().merged(figures)),
+            _ => self
+                .points
+                .push_back(Packed::of(&HistoryPoint::of(t_ms, figures))),
         }
         let oldest_kept = t_ms.saturating_sub(self.window_ms);
         while self.points.len() > self.capacity()
@@ -114,8 +190,8 @@ impl History {
     }
 
     /// The points, oldest first.
-    pub fn points(&self) -> impl Iterator<Item = &HistoryPoint> {
-        self.points.iter()
+    pub fn points(&self) -> impl Iterator<Item = HistoryPoint> + '_ {
+        self.points.iter().map(Packed::point)
     }
 
     /// How many points there are.
@@ -185,6 +261,26 @@ mod tests {
         h.push(&sample(5_000, 2));
         h.push(&sample(120_000, 3));
         assert_eq!(h.points().map(|p| p.ready).collect::<Vec<_>>(), [Some(3)]);
+    }
+
+    #[test]
+    fn packing_keeps_counts_exact_and_unknowns_unknown() {
+        let mut h = History::new(Duration::from_secs(5), Duration::from_secs(60));
+        let mut f = sample(0, 4_000_000_123);
+        f.oldest_age_s = Some(12.5);
+        f.rates.published = Some(1500.25);
+        f.replicas.desired = 7;
+        h.push(&f);
+        h.push(&sample(5_000, u64::MAX));
+        let points: Vec<_> = h.points().collect();
+        assert_eq!(points[0].ready, Some(4_000_000_123));
+        assert_eq!(points[0].unacked, None);
+        assert_eq!(points[0].oldest_age_s, Some(12.5));
+        assert_eq!(points[0].published, Some(1500.25));
+        assert_eq!(points[0].processed, None);
+        assert_eq!(points[0].replicas, 7);
+        assert_eq!(points[1].ready, Some(u64::from(u32::MAX - 1)), "saturates");
+        assert_eq!(std::mem::size_of::<Packed>(), 48);
     }
 
     #[test]

@@ -36,8 +36,10 @@ pub const HISTORY_BUCKET: Duration = Duration::from_secs(5);
 pub const HISTORY_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Scaling decisions kept for the page (all pipelines together).
 pub const DECISIONS_KEPT: usize = 50;
-/// Events kept for clients that reconnect with `Last-Event-ID`.
-pub const BACKLOG_EVENTS: usize = 2048;
+/// Events kept for clients that reconnect with `Last-Event-ID`: a browser's 2 s reconnect
+/// with 250 outputs polled every second; one who missed more reloads the snapshot. Each kept
+/// event holds its JSON (about 0.5 KiB for a sample), so this is part of the operator's memory.
+pub const BACKLOG_EVENTS: usize = 512;
 /// Events a client may fall behind before it is told it lagged.
 pub const CLIENT_BUFFER: usize = 256;
 /// How often an idle event stream sends a keep-alive comment.

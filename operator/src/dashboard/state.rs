@@ -239,7 +239,7 @@ impl Dashboard {
                         .values()
                         .map(|o| OutputView {
                             figures: o.latest.clone(),
-                            history: o.history.points().copied().collect(),
+                            history: o.history.points().collect(),
                         })
                         .collect(),
                 })
