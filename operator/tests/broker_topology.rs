@@ -631,3 +631,54 @@ async fn deletion_policies_retain_delete_if_empty_and_delete() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_a_pipelines_queues_asks_the_broker_for_that_prefix_only_across_pages() {
+    let vhost = TestVhost::new("prefix").await;
+    let connection = vhost.connect().await;
+    let channel = connection.create_channel().await.unwrap();
+    // More than one page (500) of the pipeline's queues, and neighbours a loose match would
+    // take: another pipeline whose name extends this one, and a name where the prefix's dots
+    // are other characters (a regex `.` would match them).
+    let mut names: Vec<String> = (0..503).map(|i| format!("logstream.ns.app.q{i}")).collect();
+    let neighbours = [
+        "logstream.ns.app-2.q0",
+        "logstream.ns.apps.q0",
+        "logstreamXns.app.q0",
+        "logstream.ns.appXq0",
+        "other.logstream.ns.app.q0",
+    ];
+    for name in names.iter().map(String::as_str).chain(neighbours) {
+        channel
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions::default(),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let mut listed: Vec<String> = vhost
+        .management
+        .queues_with_prefix(&vhost.name, "logstream.ns.app.")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    listed.sort();
+    names.sort();
+    assert_eq!(listed.len(), 503);
+    assert_eq!(listed, names);
+    // And the vhost-wide statistics listing still sees everything.
+    assert_eq!(
+        vhost
+            .management
+            .queue_stats(&vhost.name)
+            .await
+            .unwrap()
+            .len(),
+        503 + neighbours.len()
+    );
+    let _ = connection.close(200, "bye".into()).await;
+}

@@ -341,7 +341,11 @@ impl BrokerAdmin {
     /// were removed) when they are empty; keeps the others and reports them.
     async fn remove_orphans(&self, plan: &TopologyPlan, report: &mut Report) {
         let prefix = plan.names.prefix();
-        let queues = match self.management.queues(self.vhost()).await {
+        let queues = match self
+            .management
+            .queues_with_prefix(self.vhost(), &prefix)
+            .await
+        {
             Ok(q) => q,
             Err(e) => {
                 report
@@ -408,7 +412,11 @@ impl BrokerAdmin {
         let if_empty = policy == DeletionPolicy::DeleteIfEmpty;
         let prefix = plan.names.prefix();
         let mut queues: BTreeSet<String> = plan.queues.iter().map(|q| q.name.clone()).collect();
-        match self.management.queues(self.vhost()).await {
+        match self
+            .management
+            .queues_with_prefix(self.vhost(), &prefix)
+            .await
+        {
             Ok(all) => queues.extend(
                 all.into_iter()
                     .map(|q| q.name)

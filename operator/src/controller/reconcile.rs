@@ -262,7 +262,11 @@ async fn apply_topology(
     );
     let applied = admin.apply(plan).await;
     let queues = match &applied {
-        Ok(_) => match admin.management().queues(&plan.vhost).await {
+        Ok(_) => match admin
+            .management()
+            .queues_with_prefix(&plan.vhost, &plan.names.prefix())
+            .await
+        {
             Ok(queues) => Some(queues),
             Err(e) => {
                 warn!(error = %e, "queue statistics unavailable; figures stay absent");

@@ -182,7 +182,11 @@ impl PipelineAutoscaler {
     pub async fn poll(&mut self, admin: &BrokerAdmin) -> Vec<ScaleRecord> {
         let fetched = match &self.shared_stats {
             Some(shared) => shared.queues(admin).await,
-            None => admin.management().queues(&self.vhost).await.map(Arc::new),
+            None => admin
+                .management()
+                .queue_stats(&self.vhost)
+                .await
+                .map(Arc::new),
         };
         let stats = match fetched {
             Ok(queues) => Some(queues),

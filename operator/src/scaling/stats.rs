@@ -45,7 +45,7 @@ impl SharedQueueStats {
         {
             return Ok(queues.clone());
         }
-        let queues = Arc::new(admin.management().queues(admin.vhost()).await?);
+        let queues = Arc::new(admin.management().queue_stats(admin.vhost()).await?);
         *cached = Some((Instant::now(), queues.clone()));
         Ok(queues)
     }
