@@ -30,6 +30,10 @@ struct Run {
     rss_median: f64,
     rss_max: f64,
     hwm: f64,
+    /// Of the RSS at the end: heap and other anonymous memory, and pages of the binary and
+    /// libraries.
+    anon: f64,
+    file: f64,
     threads: u64,
 }
 
@@ -48,12 +52,12 @@ fn main() {
         ]
     });
     println!(
-        "\n| pipelines | first pass over all | reconciles in window | window | RSS median | RSS max | VmHWM (peak) | threads |"
+        "\n| pipelines | first pass over all | reconciles in window | window | RSS median | RSS max | VmHWM (peak) | anonymous / file at end | threads |"
     );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in &runs {
         println!(
-            "| {} | {:.1} s | {} | {} s | {:.1} MiB | {:.1} MiB | {:.1} MiB | {} |",
+            "| {} | {:.1} s | {} | {} s | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} / {:.1} MiB | {} |",
             r.pipelines,
             r.first_pass.as_secs_f64(),
             r.reconciles,
@@ -61,6 +65,8 @@ fn main() {
             r.rss_median,
             r.rss_max,
             r.hwm,
+            r.anon,
+            r.file,
             r.threads
         );
     }
@@ -128,7 +134,13 @@ async fn run(pipelines: usize, window: Duration) -> Run {
             .spawn()
             .unwrap(),
     );
-    let pid = child.0.id();
+    // Under a wrapper the operator is a descendant of the spawned process: measure and stop
+    // the operator itself.
+    let pid = if wrapper.is_empty() {
+        child.0.id()
+    } else {
+        operator_pid(binary).await
+    };
 
     let started = Instant::now();
     let mut samples = Vec::new();
@@ -162,6 +174,8 @@ async fn run(pipelines: usize, window: Duration) -> Run {
     }
     let reconciles = fake.status_patches() - patches_before;
     let hwm = proc_status(pid, "VmHWM:");
+    let anon = proc_status(pid, "RssAnon:");
+    let file = proc_status(pid, "RssFile:");
     let threads = proc_status_raw(pid, "Threads:");
 
     assert_eq!(
@@ -172,6 +186,10 @@ async fn run(pipelines: usize, window: Duration) -> Run {
     support::terminate(pid);
     let status = child.0.wait().unwrap();
     assert!(status.success(), "the operator exited with {status}");
+    if !wrapper.is_empty() {
+        // Give the profiler time to write its file.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
     drop(user);
     drop(vhost);
@@ -185,6 +203,8 @@ async fn run(pipelines: usize, window: Duration) -> Run {
         rss_median: samples[samples.len() / 2],
         rss_max: samples.last().copied().unwrap_or_default(),
         hwm,
+        anon,
+        file,
         threads,
     }
 }
@@ -229,6 +249,25 @@ async fn metrics(port: u16) -> String {
         Ok(r) => r.text().await.unwrap_or_default(),
         Err(_) => String::new(),
     }
+}
+
+/// The pid of the running process whose executable is `binary` (started under a wrapper).
+async fn operator_pid(binary: &str) -> u32 {
+    let binary = std::fs::canonicalize(binary).unwrap();
+    for _ in 0..100 {
+        let found = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .find_map(|entry| {
+                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+                (std::fs::read_link(entry.path().join("exe")).ok()? == binary).then_some(pid)
+            });
+        if let Some(pid) = found {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no process runs {}", binary.display());
 }
 
 /// A `/proc/<pid>/status` memory line, in MiB.
