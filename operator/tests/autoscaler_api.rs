@@ -10,6 +10,7 @@ use std::sync::Arc;
 use logstream_api::{manifest::parse_pipeline, plan};
 use logstream_operator::{
     broker::BrokerAdmin,
+    dashboard::Dashboard,
     metrics::Metrics,
     scaling::{Autoscalers, DeploymentScale, OutputScaling, PipelineAutoscaler},
 };
@@ -190,9 +191,25 @@ async fn the_reporter_writes_the_autoscalers_status_fields_and_an_event() {
             .clone()
             .report(metrics.clone(), Some("test".into())),
     );
+    // The dashboard as the operator binary feeds it.
+    let dashboard = Arc::new(Dashboard::default());
+    tokio::spawn(
+        dashboard
+            .clone()
+            .feed(autoscalers.subscribe(), Some(autoscalers.removals())),
+    );
+    let shown = |dashboard: &Dashboard| -> Vec<String> {
+        dashboard
+            .snapshot()
+            .pipelines
+            .into_iter()
+            .map(|p| p.name)
+            .collect()
+    };
     autoscalers.ensure(&pipeline, &p, &endpoint());
     assert_eq!(autoscalers.running(), vec!["games/game-logs".to_owned()]);
     api.done().await;
+    assert_eq!(shown(&dashboard), ["games/game-logs"]);
 
     let text = metrics.render();
     assert!(
@@ -206,6 +223,16 @@ async fn the_reporter_writes_the_autoscalers_status_fields_and_an_event() {
     ));
     autoscalers.stop("games", "game-logs");
     assert!(autoscalers.running().is_empty());
+    // The stopped pipeline leaves the dashboard, and no late record brings it back (two
+    // poll intervals of the default 2 s).
+    support::eventually(
+        std::time::Duration::from_secs(5),
+        "the dashboard to forget the pipeline",
+        || async { shown(&dashboard).is_empty().then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert!(shown(&dashboard).is_empty(), "{:?}", shown(&dashboard));
     reporter.abort();
     drop(vhost);
 }

@@ -98,7 +98,7 @@ async fn the_page_shows_the_pipeline_moving_numbers_and_a_live_scaling_decision(
     );
     let dashboard = Arc::new(Dashboard::default());
     let (records, rx) = broadcast::channel(64);
-    tokio::spawn(dashboard.clone().feed(rx));
+    tokio::spawn(dashboard.clone().feed(rx, None));
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(autoscaler.run(admin.clone(), stopped, records));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

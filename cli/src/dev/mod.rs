@@ -87,7 +87,7 @@ pub async fn run(ctx: &Context, args: &DevArgs) -> Result<(), CliError> {
     let health = Arc::new(Health::default());
     let (records, _) = broadcast::channel::<ScaleRecord>(RECORD_BACKLOG);
     let dashboard = Arc::new(Dashboard::default());
-    tokio::spawn(dashboard.clone().feed(records.subscribe()));
+    tokio::spawn(dashboard.clone().feed(records.subscribe(), None));
     let router = http::router_with(
         metrics.clone(),
         health.clone(),

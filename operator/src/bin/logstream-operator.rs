@@ -112,7 +112,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // dashboard served on the same port.
     let autoscalers = Arc::new(Autoscalers::new(client.clone()));
     let dashboard = Arc::new(Dashboard::default());
-    tokio::spawn(dashboard.clone().feed(autoscalers.subscribe()));
+    tokio::spawn(
+        dashboard
+            .clone()
+            .feed(autoscalers.subscribe(), Some(autoscalers.removals())),
+    );
     let router = http::router_with(
         metrics.clone(),
         health.clone(),

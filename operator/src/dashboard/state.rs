@@ -206,18 +206,42 @@ impl Dashboard {
     }
 
     /// Records everything `records` carries until its sender is gone. Records lost because
-    /// this task fell behind are skipped: the next poll brings fresh figures.
-    pub async fn feed(self: Arc<Self>, mut records: broadcast::Receiver<ScaleRecord>) {
+    /// this task fell behind are skipped: the next poll brings fresh figures. Each pipeline
+    /// `removals` names (see `Autoscalers::removals`) is forgotten, so a deleted pipeline
+    /// leaves the page and the operator's memory; records sent before its removal are taken
+    /// first, so none brings it back.
+    pub async fn feed(
+        self: Arc<Self>,
+        mut records: broadcast::Receiver<ScaleRecord>,
+        removals: Option<broadcast::Receiver<String>>,
+    ) {
+        let mut removals = removals;
         loop {
-            match records.recv().await {
-                Ok(record) => self.record(&record),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    warn!(
-                        missed,
-                        "dashboard fell behind the autoscaler; skipping records"
-                    );
+            let removal = async {
+                match removals.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            tokio::select! {
+                biased;
+                record = records.recv() => match record {
+                    Ok(record) => self.record(&record),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        warn!(
+                            missed,
+                            "dashboard fell behind the autoscaler; skipping records"
+                        );
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                removed = removal => match removed {
+                    Ok(pipeline) => self.forget(&pipeline),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        warn!(missed, "dashboard missed pipeline removals");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => removals = None,
+                },
             }
         }
     }
@@ -400,7 +424,7 @@ mod tests {
     async fn feed_records_what_the_autoscaler_broadcasts_and_ends_with_it() {
         let d = Arc::new(Dashboard::default());
         let (tx, rx) = broadcast::channel(4);
-        let task = tokio::spawn(d.clone().feed(rx));
+        let task = tokio::spawn(d.clone().feed(rx, None));
         // More than the channel holds before the feed runs: it lags, skips, and goes on.
         for i in 0..10 {
             tx.send(record("ns/a", i * 1_000, i, 1, 1)).unwrap();

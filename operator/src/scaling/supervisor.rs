@@ -36,6 +36,9 @@ use crate::{broker::BrokerEndpoint, children, metrics::Metrics, settings::REPORT
 /// Records kept for slow readers (the reporter, the dashboard) before the oldest are dropped.
 const RECORD_BACKLOG: usize = 1024;
 
+/// Removals kept for a slow dashboard.
+const REMOVAL_BACKLOG: usize = 128;
+
 /// Longest wait between two attempts to reach the broker.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 
@@ -54,6 +57,8 @@ pub struct Autoscalers {
     /// The LogPipeline each `namespace/name` refers to, for Events.
     references: Mutex<HashMap<String, ObjectReference>>,
     records: broadcast::Sender<ScaleRecord>,
+    /// `namespace/name` of each pipeline whose autoscaler was stopped.
+    removals: broadcast::Sender<String>,
     stats: Arc<SharedQueueStats>,
     admins: Arc<SharedAdmins>,
 }
@@ -74,6 +79,7 @@ impl Autoscalers {
             running: Mutex::default(),
             references: Mutex::default(),
             records: broadcast::channel(RECORD_BACKLOG).0,
+            removals: broadcast::channel(REMOVAL_BACKLOG).0,
             stats: Arc::default(),
             admins: Arc::default(),
         }
@@ -82,6 +88,13 @@ impl Autoscalers {
     /// A receiver of every record of every autoscaler (lagging receivers lose the oldest).
     pub fn subscribe(&self) -> broadcast::Receiver<ScaleRecord> {
         self.records.subscribe()
+    }
+
+    /// A receiver of `namespace/name` for every pipeline whose autoscaler [`stop`](Self::stop)
+    /// ended (deleted, or its spec became invalid): the dashboard forgets it. No record of
+    /// that pipeline follows its removal.
+    pub fn removals(&self) -> broadcast::Receiver<String> {
+        self.removals.subscribe()
     }
 
     /// The sender the autoscalers publish on (to feed the dashboard or tests).
@@ -151,10 +164,12 @@ impl Autoscalers {
     /// Stops autoscaling pipeline `namespace/name` (deleted, or no longer valid).
     pub fn stop(&self, namespace: &str, name: &str) {
         let key = format!("{namespace}/{name}");
+        lock(&self.references).remove(&key);
         if let Some(running) = lock(&self.running).remove(&key) {
             let _ = running.stop.send(true);
+            // Nobody listening is fine.
+            let _ = self.removals.send(key);
         }
-        lock(&self.references).remove(&key);
     }
 
     /// Stops every autoscaler (the replica lost the lead or is shutting down).
@@ -247,7 +262,12 @@ pub async fn supervise(
         match admin {
             Ok(admin) => {
                 delay = Duration::from_secs(1);
-                for record in autoscaler.poll(&admin).await {
+                let polled = autoscaler.poll(&admin).await;
+                // Stopped while polling: nothing more is told about this pipeline.
+                if stopping(&stop) {
+                    break;
+                }
+                for record in polled {
                     let _ = records.send(record);
                 }
             }
