@@ -59,7 +59,7 @@ bench-produce: broker
 
 ## Resident memory of the operator managing 100 LogPipelines (mock API, real broker).
 bench-operator: broker
-	$(CARGO) bench -p logstream-operator --bench operator_memory
+	$(CARGO) bench -p logstream-operator --profile operator --bench operator_memory
 
 ## LogStream's main job: a kind cluster where Docker and kind exist, else `logstream dev`
 ## with the quickstart pipeline and a burst, on this machine.

@@ -3,7 +3,8 @@
 //! RabbitMQ (a vhost and a user of its own). Idle (0 pipelines) and loaded (100 pipelines)
 //! run side by side in one invocation; target: at most 25 MiB RSS with 100 pipelines.
 //!
-//! `cargo bench -p logstream-operator --bench operator_memory` (or `make bench-operator`).
+//! `make bench-operator` (= `cargo bench -p logstream-operator --profile operator --bench
+//! operator_memory`: the size-optimised build the operator image ships).
 //! `BENCH_PIPELINES` (default 100) and `BENCH_SECONDS` (default 60: measuring window after
 //! every pipeline was reconciled once) change the load; `BENCH_LOG_DIR` keeps the operator's
 //! logs; `BENCH_WRAPPER` runs the operator under a profiler.
