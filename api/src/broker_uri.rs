@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use amq_protocol_uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use url::Url;
 
 /// AMQP port without TLS.
@@ -42,6 +43,32 @@ pub struct AmqpAddress {
 }
 
 impl AmqpAddress {
+    /// These coordinates as lapin takes them (`lapin::uri::AMQPUri`); lapin's own URI parser
+    /// would turn an IP host into `localhost`.
+    pub fn lapin_uri(&self) -> AMQPUri {
+        AMQPUri {
+            scheme: if self.tls {
+                AMQPScheme::AMQPS
+            } else {
+                AMQPScheme::AMQP
+            },
+            authority: AMQPAuthority {
+                userinfo: AMQPUserInfo {
+                    username: self.username.clone(),
+                    password: self.password.clone(),
+                },
+                host: self.host.clone(),
+                port: self.port,
+            },
+            vhost: self.vhost.clone(),
+            query: AMQPQueryString {
+                heartbeat: self.heartbeat,
+                connection_timeout: self.connection_timeout_ms,
+                ..AMQPQueryString::default()
+            },
+        }
+    }
+
     /// Parses `raw`.
     pub fn parse(raw: &str) -> Result<Self, AmqpUriError> {
         let url = Url::parse(raw.trim()).map_err(|e| AmqpUriError(e.to_string()))?;
@@ -178,6 +205,28 @@ mod tests {
         assert_eq!(v6.host, "::1");
         assert_eq!(v6.heartbeat, Some(10));
         assert_eq!(v6.to_string(), "amqp://u:***@[::1]:5672/%2F");
+    }
+
+    #[test]
+    fn the_lapin_uri_keeps_ip_hosts_credentials_and_query() {
+        let a = AmqpAddress::parse(
+            "amqps://us%23er:p%40ss@10.1.2.3:5999/logs%2Fprod?heartbeat=10&connection_timeout=250",
+        )
+        .unwrap();
+        let uri = a.lapin_uri();
+        assert_eq!(uri.scheme, amq_protocol_uri::AMQPScheme::AMQPS);
+        assert_eq!(
+            (
+                uri.authority.host.as_str(),
+                uri.authority.port,
+                uri.authority.userinfo.username.as_str(),
+                uri.authority.userinfo.password.as_str(),
+                uri.vhost.as_str(),
+            ),
+            ("10.1.2.3", 5999, "us#er", "p@ss", "logs/prod")
+        );
+        assert_eq!(uri.query.heartbeat, Some(10));
+        assert_eq!(uri.query.connection_timeout, Some(250));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::Path};
 
-use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
+use lapin::uri::AMQPUri;
 use logstream_api::{
     broker_uri::{AmqpAddress, AmqpUriError},
     worker_config::{AMQP_URI_ENV, WorkerConfig, WorkerConfigError},
@@ -86,28 +86,7 @@ impl Settings {
     /// The broker coordinates as lapin takes them (lapin's own URI parser would turn an IP
     /// host into `localhost`).
     pub fn amqp_uri(&self) -> AMQPUri {
-        let a = &self.broker;
-        AMQPUri {
-            scheme: if a.tls {
-                AMQPScheme::AMQPS
-            } else {
-                AMQPScheme::AMQP
-            },
-            authority: AMQPAuthority {
-                userinfo: AMQPUserInfo {
-                    username: a.username.clone(),
-                    password: a.password.clone(),
-                },
-                host: a.host.clone(),
-                port: a.port,
-            },
-            vhost: a.vhost.clone(),
-            query: AMQPQueryString {
-                heartbeat: a.heartbeat,
-                connection_timeout: a.connection_timeout_ms,
-                ..AMQPQueryString::default()
-            },
-        }
+        self.broker.lapin_uri()
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
+use lapin::uri::AMQPUri;
 use logstream_api::broker_uri::{AMQP_PORT, AMQPS_PORT, AmqpAddress, AmqpUriError};
 use url::Url;
 
@@ -138,28 +138,7 @@ impl BrokerEndpoint {
 
     /// The AMQP coordinates as lapin takes them.
     pub fn amqp(&self) -> AMQPUri {
-        let a = &self.address;
-        AMQPUri {
-            scheme: if a.tls {
-                AMQPScheme::AMQPS
-            } else {
-                AMQPScheme::AMQP
-            },
-            authority: AMQPAuthority {
-                userinfo: AMQPUserInfo {
-                    username: a.username.clone(),
-                    password: a.password.clone(),
-                },
-                host: a.host.clone(),
-                port: a.port,
-            },
-            vhost: a.vhost.clone(),
-            query: AMQPQueryString {
-                heartbeat: a.heartbeat,
-                connection_timeout: a.connection_timeout_ms,
-                ..AMQPQueryString::default()
-            },
-        }
+        self.address.lapin_uri()
     }
 
     /// The management API coordinates.
