@@ -193,7 +193,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::children::fixtures::owner;
+    use crate::children::fixtures::{owner, owner_references, worker_labels};
 
     fn output(yaml: &str) -> OutputSpec {
         parse_pipeline(&format!(
@@ -203,27 +203,6 @@ mod tests {
         .spec
         .outputs
         .remove(0)
-    }
-
-    fn owner_reference() -> serde_json::Value {
-        json!([{
-            "apiVersion": "logstream.io/v1alpha1",
-            "kind": "LogPipeline",
-            "name": "game-logs",
-            "uid": "0b6f7a8e-1111-4c2d-9e3f-000000000001",
-            "controller": true
-        }])
-    }
-
-    fn labels() -> serde_json::Value {
-        json!({
-            "app.kubernetes.io/component": "worker",
-            "app.kubernetes.io/instance": "game-logs",
-            "app.kubernetes.io/managed-by": "logstream-operator",
-            "app.kubernetes.io/name": "logstream-worker",
-            "logstream.io/output": "security",
-            "logstream.io/pipeline": "game-logs"
-        })
     }
 
     #[test]
@@ -256,8 +235,8 @@ mod tests {
                 "metadata": {
                     "name": "game-logs-security",
                     "namespace": "games",
-                    "labels": labels(),
-                    "ownerReferences": owner_reference()
+                    "labels": worker_labels(),
+                    "ownerReferences": owner_references()
                 },
                 "spec": {
                     "selector": {"matchLabels": {
@@ -266,7 +245,7 @@ mod tests {
                     }},
                     "template": {
                         "metadata": {
-                            "labels": labels(),
+                            "labels": worker_labels(),
                             "annotations": {
                                 "logstream.io/broker-secret-version": "4711",
                                 "logstream.io/config-digest": "0123456789abcdef"

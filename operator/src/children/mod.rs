@@ -127,8 +127,32 @@ pub(crate) mod fixtures {
     //! A pipeline as the API server returns it, for the builder tests.
 
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use serde_json::{Value, json};
 
     use super::Owner;
+
+    /// The `ownerReferences` every child of [`owner`] carries, as JSON.
+    pub fn owner_references() -> Value {
+        json!([{
+            "apiVersion": "logstream.io/v1alpha1",
+            "kind": "LogPipeline",
+            "name": "game-logs",
+            "uid": "0b6f7a8e-1111-4c2d-9e3f-000000000001",
+            "controller": true
+        }])
+    }
+
+    /// The labels of the worker children of [`owner`]'s output `security`, as JSON.
+    pub fn worker_labels() -> Value {
+        json!({
+            "app.kubernetes.io/component": "worker",
+            "app.kubernetes.io/instance": "game-logs",
+            "app.kubernetes.io/managed-by": "logstream-operator",
+            "app.kubernetes.io/name": "logstream-worker",
+            "logstream.io/output": "security",
+            "logstream.io/pipeline": "game-logs"
+        })
+    }
 
     pub fn owner() -> Owner {
         Owner {

@@ -34,7 +34,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::children::fixtures::owner;
+    use crate::children::fixtures::{owner, owner_references};
 
     #[test]
     fn derived_secret_holds_the_normalized_uri_on_the_pipeline_vhost() {
@@ -58,13 +58,7 @@ mod tests {
                         "app.kubernetes.io/name": "logstream-worker",
                         "logstream.io/pipeline": "game-logs"
                     },
-                    "ownerReferences": [{
-                        "apiVersion": "logstream.io/v1alpha1",
-                        "kind": "LogPipeline",
-                        "name": "game-logs",
-                        "uid": "0b6f7a8e-1111-4c2d-9e3f-000000000001",
-                        "controller": true
-                    }]
+                    "ownerReferences": owner_references()
                 },
                 // base64 of amqp://app:p%40ss%2Fw@rabbit.games.svc:5672/logs%2Fprod
                 "data": {"uri": "YW1xcDovL2FwcDpwJTQwc3MlMkZ3QHJhYmJpdC5nYW1lcy5zdmM6NTY3Mi9sb2dzJTJGcHJvZA=="}

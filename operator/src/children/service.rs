@@ -35,7 +35,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::children::fixtures::owner;
+    use crate::children::fixtures::{owner, owner_references, worker_labels};
 
     #[test]
     fn metrics_service_selects_the_output_pods() {
@@ -47,21 +47,8 @@ mod tests {
                 "metadata": {
                     "name": "game-logs-security",
                     "namespace": "games",
-                    "labels": {
-                        "app.kubernetes.io/component": "worker",
-                        "app.kubernetes.io/instance": "game-logs",
-                        "app.kubernetes.io/managed-by": "logstream-operator",
-                        "app.kubernetes.io/name": "logstream-worker",
-                        "logstream.io/output": "security",
-                        "logstream.io/pipeline": "game-logs"
-                    },
-                    "ownerReferences": [{
-                        "apiVersion": "logstream.io/v1alpha1",
-                        "kind": "LogPipeline",
-                        "name": "game-logs",
-                        "uid": "0b6f7a8e-1111-4c2d-9e3f-000000000001",
-                        "controller": true
-                    }]
+                    "labels": worker_labels(),
+                    "ownerReferences": owner_references()
                 },
                 "spec": {
                     "selector": {"logstream.io/output": "security", "logstream.io/pipeline": "game-logs"},
