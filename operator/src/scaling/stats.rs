@@ -16,12 +16,36 @@ use crate::broker::{BrokerAdmin, BrokerEndpoint, BrokerError, ManagementError, Q
 /// passive declare in real time, so a second changes nothing the policy could see.
 pub const REFRESH: Duration = Duration::from_secs(1);
 
-type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Arc<Vec<QueueInfo>>)>>>;
+/// A value per key behind an async lock, so that the callers of one key wait for the one
+/// filling it instead of each doing the same work.
+struct Slots<T> {
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<T>>>>>,
+}
+
+impl<T> Default for Slots<T> {
+    fn default() -> Self {
+        Self {
+            slots: Mutex::default(),
+        }
+    }
+}
+
+impl<T> Slots<T> {
+    /// The slot of `key`, empty the first time.
+    fn slot(&self, key: String) -> Arc<tokio::sync::Mutex<Option<T>>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_default()
+            .clone()
+    }
+}
 
 /// The latest queue statistics per broker and vhost.
 #[derive(Default)]
 pub struct SharedQueueStats {
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Slots<(Instant, Arc<Vec<QueueInfo>>)>,
 }
 
 impl SharedQueueStats {
@@ -31,14 +55,11 @@ impl SharedQueueStats {
         &self,
         admin: &BrokerAdmin,
     ) -> Result<Arc<Vec<QueueInfo>>, ManagementError> {
-        let key = format!("{:?}|{}", admin.endpoint().management(), admin.vhost());
-        let slot = self
-            .slots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key)
-            .or_default()
-            .clone();
+        let slot = self.slots.slot(format!(
+            "{:?}|{}",
+            admin.endpoint().management(),
+            admin.vhost()
+        ));
         let mut cached = slot.lock().await;
         if let Some((at, queues)) = cached.as_ref()
             && at.elapsed() < REFRESH
@@ -51,14 +72,12 @@ impl SharedQueueStats {
     }
 }
 
-type AdminSlot = Arc<tokio::sync::Mutex<Option<Arc<BrokerAdmin>>>>;
-
 /// One administrative AMQP connection per broker and vhost, shared by the autoscalers there
 /// for their passive declares. A connection costs lapin an I/O thread and its buffers: one
 /// per pipeline made 100 pipelines cost 100 threads and ~90 MiB.
 #[derive(Default)]
 pub struct SharedAdmins {
-    slots: Mutex<HashMap<String, AdminSlot>>,
+    slots: Slots<Arc<BrokerAdmin>>,
 }
 
 impl SharedAdmins {
@@ -75,13 +94,7 @@ impl SharedAdmins {
             endpoint,
             crate::children::digest(&endpoint.amqp_uri_with_password())
         );
-        let slot = self
-            .slots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key)
-            .or_default()
-            .clone();
+        let slot = self.slots.slot(key);
         let mut admin = slot.lock().await;
         if let Some(open) = admin.as_ref()
             && open.is_connected()
