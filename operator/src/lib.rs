@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod rbac;
 pub mod scaling;
 pub mod settings;
+pub mod shutdown;
 pub mod startup;
 pub mod status;

@@ -168,7 +168,7 @@ pub async fn run(ctx: &Context, args: &DevArgs) -> Result<(), CliError> {
         all_workers.clone(),
     ));
 
-    wait_for_signal().await;
+    logstream_operator::shutdown::signalled().await;
     say!("stopping: autoscalers first, then the workers (each settles what it holds)");
     let _ = stop.send(true);
     for task in tasks {
@@ -295,16 +295,4 @@ async fn print_records(
 
 async fn axum_serve(listener: TcpListener, router: axum::Router) {
     let _ = axum::serve(listener, router).await;
-}
-
-async fn wait_for_signal() {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

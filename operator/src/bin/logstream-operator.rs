@@ -127,7 +127,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let (stop, stopping) = watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        logstream_operator::shutdown::signalled().await;
         info!("shutting down: finishing reconciles in flight");
         let _ = stop.send(true);
     });
@@ -193,24 +193,4 @@ async fn run(args: Args) -> anyhow::Result<()> {
     metrics.set_leader(false);
     leading?;
     Ok(())
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
