@@ -472,9 +472,17 @@ async fn removed_outputs_leave_only_the_queues_that_hold_messages() {
         &vhost,
         "  outputs:\n    - name: keep\n      sink: {stdout: {}}\n",
     );
-    let report = admin.apply(&one).await.unwrap();
+    let (report, listed) = admin.apply_and_list(&one).await.unwrap();
     assert_eq!(report.retained.len(), 1, "{report:?}");
     assert_eq!(report.retained[0].name, gone_main);
+    // The listing handed to the status: the plan's queues and the retained one, not the
+    // deleted ones.
+    let mut listed: Vec<_> = listed.unwrap().into_iter().map(|q| q.name).collect();
+    listed.sort();
+    let mut expected: Vec<_> = one.queues.iter().map(|q| q.name.clone()).collect();
+    expected.push(gone_main.clone());
+    expected.sort();
+    assert_eq!(listed, expected);
     let deleted: Vec<_> = report
         .changes
         .iter()

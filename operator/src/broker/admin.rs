@@ -27,7 +27,7 @@ use tokio::sync::Mutex;
 use super::{
     endpoint::BrokerEndpoint,
     error::{BrokerError, TopologyConflict},
-    management::{BindingInfo, ManagementClient},
+    management::{BindingInfo, ManagementClient, QueueInfo},
 };
 
 /// Longest wait for the AMQP connection to open.
@@ -246,6 +246,17 @@ impl BrokerAdmin {
     /// Fails with [`BrokerError::Conflict`] on the first object whose immutable arguments
     /// differ; the connection stays usable.
     pub async fn apply(&self, plan: &TopologyPlan) -> Result<Report, BrokerError> {
+        self.apply_and_list(plan).await.map(|(report, _)| report)
+    }
+
+    /// [`apply`](Self::apply), also returning the pipeline's queues as the management API
+    /// listed them after the declares (without the orphans deleted here), for the status
+    /// figures: the listing the orphan check needs anyway. `None` when it could not be had
+    /// (the report then carries the warning).
+    pub async fn apply_and_list(
+        &self,
+        plan: &TopologyPlan,
+    ) -> Result<(Report, Option<Vec<QueueInfo>>), BrokerError> {
         let mut report = Report::default();
         for exchange in &plan.exchanges {
             let existed = self.exchange_exists(&exchange.name).await?;
@@ -321,8 +332,8 @@ impl BrokerAdmin {
             }
         }
 
-        self.remove_orphans(plan, &mut report).await;
-        Ok(report)
+        let queues = self.remove_orphans(plan, &mut report).await;
+        Ok((report, queues))
     }
 
     async fn unbind(&self, binding: &BindingPlan) -> Result<(), BrokerError> {
@@ -338,8 +349,13 @@ impl BrokerAdmin {
     }
 
     /// Deletes the pipeline's queues that are not in the plan (outputs or retry steps that
-    /// were removed) when they are empty; keeps the others and reports them.
-    async fn remove_orphans(&self, plan: &TopologyPlan, report: &mut Report) {
+    /// were removed) when they are empty; keeps the others and reports them. Returns the
+    /// pipeline's queues that remain, as listed.
+    async fn remove_orphans(
+        &self,
+        plan: &TopologyPlan,
+        report: &mut Report,
+    ) -> Option<Vec<QueueInfo>> {
         let prefix = plan.names.prefix();
         let queues = match self
             .management
@@ -351,29 +367,42 @@ impl BrokerAdmin {
                 report
                     .warnings
                     .push(format!("orphaned queues could not be looked for: {e}"));
-                return;
+                return None;
             }
         };
-        for orphan in queues
-            .iter()
-            .filter(|q| q.name.starts_with(&prefix) && !plan.has_queue(&q.name))
-        {
+        let mut remaining = Vec::with_capacity(queues.len());
+        for queue in queues {
+            if !queue.name.starts_with(&prefix) {
+                continue;
+            }
+            if plan.has_queue(&queue.name) {
+                remaining.push(queue);
+                continue;
+            }
+            let orphan = queue;
             match self.delete_queue(&orphan.name, true).await {
                 Ok(Some(_)) => report
                     .changes
                     .push(Change::QueueDeleted(orphan.name.clone())),
                 Ok(None) => {}
                 // The broker refuses to delete a queue that holds messages.
-                Err(BrokerError::Amqp { .. }) => report.retained.push(RetainedQueue {
-                    name: orphan.name.clone(),
-                    messages: orphan.messages.unwrap_or_default(),
-                }),
-                Err(e) => report.warnings.push(format!(
-                    "orphaned queue {} could not be deleted: {e}",
-                    orphan.name
-                )),
+                Err(BrokerError::Amqp { .. }) => {
+                    report.retained.push(RetainedQueue {
+                        name: orphan.name.clone(),
+                        messages: orphan.messages.unwrap_or_default(),
+                    });
+                    remaining.push(orphan);
+                }
+                Err(e) => {
+                    report.warnings.push(format!(
+                        "orphaned queue {} could not be deleted: {e}",
+                        orphan.name
+                    ));
+                    remaining.push(orphan);
+                }
             }
         }
+        Some(remaining)
     }
 
     /// Deletes `queue`; with `if_empty`, the broker refuses when it holds messages. `Ok(None)`

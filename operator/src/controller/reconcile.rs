@@ -260,24 +260,10 @@ async fn apply_topology(
         admin.endpoint(),
         admin.endpoint().username()
     );
-    let applied = admin.apply(plan).await;
-    let queues = match &applied {
-        Ok(_) => match admin
-            .management()
-            .queues_with_prefix(&plan.vhost, &plan.names.prefix())
-            .await
-        {
-            Ok(queues) => Some(queues),
-            Err(e) => {
-                warn!(error = %e, "queue statistics unavailable; figures stay absent");
-                None
-            }
-        },
-        Err(_) => None,
-    };
+    let applied = admin.apply_and_list(plan).await;
     admin.close().await;
     match applied {
-        Ok(report) => Ok((connected, report, queues)),
+        Ok((report, queues)) => Ok((connected, report, queues)),
         Err(e) => {
             let reachable = !matches!(e, BrokerError::Unreachable { .. });
             Err((reachable.then_some(connected), e))
