@@ -504,6 +504,30 @@ fn created_note() -> String {
     .join("; ")
 }
 
+/// The calls of a reconcile that creates `spec`'s topology: the Secret read, the
+/// TopologyChanged Event, then the children (with `listed` Deployments found).
+fn expect_created(fixture: &Fixture, spec: &Value, listed: Vec<Value>) -> Vec<Expect> {
+    let mut calls = vec![
+        expect_secret_read(fixture, &fixture.user.password),
+        expect_event(
+            "Normal",
+            "TopologyChanged",
+            "ApplyTopology",
+            &created_note(),
+        ),
+    ];
+    calls.extend(expect_children(fixture, spec, listed));
+    calls
+}
+
+/// The status patch of a healthy reconcile of `spec` ([`healthy_status`]), its live queue
+/// figures only checked to be zero when present.
+fn expect_healthy_status(fixture: &Fixture, spec: &Value) -> Expect {
+    expect_status(spec, healthy_status(fixture))
+        .ignoring(LIVE_FIGURES)
+        .checking(live_figures_are_zero_if_present)
+}
+
 /// The status of a healthy reconcile of [`spec`] whose worker is not ready yet, with the
 /// figures of an empty queue.
 fn healthy_status(fixture: &Fixture) -> Value {
@@ -608,25 +632,8 @@ async fn a_new_pipeline_gets_a_finalizer_then_topology_children_and_status() {
     );
 
     // With the finalizer: topology, events, children, status.
-    let mut scenario = vec![
-        expect_secret_read(&f, &f.user.password),
-        expect_event(
-            "Normal",
-            "TopologyChanged",
-            "ApplyTopology",
-            &created_note(),
-        ),
-    ];
-    scenario.extend(expect_children(
-        &f,
-        &spec,
-        vec![listed_deployment("security")],
-    ));
-    scenario.push(
-        expect_status(&spec, healthy_status(&f))
-            .ignoring(LIVE_FIGURES)
-            .checking(live_figures_are_zero_if_present),
-    );
+    let mut scenario = expect_created(&f, &spec, vec![listed_deployment("security")]);
+    scenario.push(expect_healthy_status(&f, &spec));
     let api = f.serve(scenario);
     let ctx = context(api.client.clone());
     let action = reconcile(pipeline(&object(&spec, true, false, None)), ctx.clone())
@@ -907,26 +914,8 @@ async fn a_topology_conflict_is_a_condition_naming_the_argument_not_a_crash_loop
 async fn a_queue_deleted_on_the_broker_is_recreated_by_the_next_reconcile() {
     let f = Fixture::new("ctl-drift").await;
     let spec = spec();
-    let relaxed = |f: &Fixture| {
-        expect_status(&spec, healthy_status(f))
-            .ignoring(LIVE_FIGURES)
-            .checking(live_figures_are_zero_if_present)
-    };
-    let mut scenario = vec![
-        expect_secret_read(&f, &f.user.password),
-        expect_event(
-            "Normal",
-            "TopologyChanged",
-            "ApplyTopology",
-            &created_note(),
-        ),
-    ];
-    scenario.extend(expect_children(
-        &f,
-        &spec,
-        vec![listed_deployment("security")],
-    ));
-    scenario.push(relaxed(&f));
+    let mut scenario = expect_created(&f, &spec, vec![listed_deployment("security")]);
+    scenario.push(expect_healthy_status(&f, &spec));
     let api = f.serve(scenario);
     let p = pipeline(&object(&spec, true, false, None));
     reconcile(p.clone(), context(api.client.clone()))
@@ -957,7 +946,7 @@ async fn a_queue_deleted_on_the_broker_is_recreated_by_the_next_reconcile() {
         &spec,
         vec![listed_deployment("security")],
     ));
-    scenario.push(relaxed(&f));
+    scenario.push(expect_healthy_status(&f, &spec));
     let api = f.serve(scenario);
     reconcile(p, context(api.client.clone())).await.unwrap();
     api.done().await;
@@ -989,20 +978,11 @@ async fn a_queue_deleted_on_the_broker_is_recreated_by_the_next_reconcile() {
 async fn an_output_removed_from_the_spec_loses_its_worker_children() {
     let f = Fixture::new("ctl-prune").await;
     let spec = spec();
-    let mut scenario = vec![
-        expect_secret_read(&f, &f.user.password),
-        expect_event(
-            "Normal",
-            "TopologyChanged",
-            "ApplyTopology",
-            &created_note(),
-        ),
-    ];
-    scenario.extend(expect_children(
+    let mut scenario = expect_created(
         &f,
         &spec,
         vec![listed_deployment("security"), listed_deployment("audit")],
-    ));
+    );
     for (path, kind) in [
         ("apis/apps/v1", "deployments"),
         ("api/v1", "configmaps"),
@@ -1023,11 +1003,7 @@ async fn an_output_removed_from_the_spec_loses_its_worker_children() {
         "PruneOutputs",
         "deleted Deployment, ConfigMap and Service game-logs-audit of removed output audit",
     ));
-    scenario.push(
-        expect_status(&spec, healthy_status(&f))
-            .ignoring(LIVE_FIGURES)
-            .checking(live_figures_are_zero_if_present),
-    );
+    scenario.push(expect_healthy_status(&f, &spec));
     let api = f.serve(scenario);
     reconcile(
         pipeline(&object(&spec, true, false, None)),
@@ -1248,25 +1224,8 @@ async fn the_password_never_reaches_logs_statuses_or_events() {
     // operator sent and every line it logged (all targets, TRACE) is scanned.
     let f = Fixture::new("ctl-secrets").await;
     let spec = deleting_spec("Delete");
-    let mut scenario = vec![
-        expect_secret_read(&f, &f.user.password),
-        expect_event(
-            "Normal",
-            "TopologyChanged",
-            "ApplyTopology",
-            &created_note(),
-        ),
-    ];
-    scenario.extend(expect_children(
-        &f,
-        &spec,
-        vec![listed_deployment("security")],
-    ));
-    scenario.push(
-        expect_status(&spec, healthy_status(&f))
-            .ignoring(LIVE_FIGURES)
-            .checking(live_figures_are_zero_if_present),
-    );
+    let mut scenario = expect_created(&f, &spec, vec![listed_deployment("security")]);
+    scenario.push(expect_healthy_status(&f, &spec));
     let api = f.serve(scenario);
     reconcile(
         pipeline(&object(&spec, true, false, None)),
