@@ -110,11 +110,7 @@ async fn run(pipelines: usize, window: Duration) -> Run {
     .await;
     let dir = std::env::temp_dir().join(unique("logstream-bench"));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = logstream_testkit::free_port();
     let binary = env!("CARGO_BIN_EXE_logstream-operator");
     // BENCH_WRAPPER (e.g. `heaptrack -o /tmp/operator`) runs the operator under a profiler;
     // the RSS figures then include the profiler.

@@ -16,6 +16,7 @@ use logstream_operator::{
     metrics::Metrics,
     settings::Settings,
 };
+use logstream_testkit::free_port;
 use serde_json::{Value, json};
 use support::{TestUser, TestVhost, encode, endpoint, eventually, fake_api::FakeApi, logs};
 
@@ -241,14 +242,6 @@ async fn fake_lease(fake: &FakeApi) -> Value {
     let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
         kube::Api::namespaced(fake.client(), "ops");
     serde_json::to_value(api.get("logstream-operator").await.unwrap()).unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn tempdir() -> std::path::PathBuf {

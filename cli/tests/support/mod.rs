@@ -7,11 +7,7 @@
 
 #![allow(dead_code)]
 
-use std::{
-    process::Stdio,
-    sync::atomic::{AtomicU32, Ordering},
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{process::Stdio, time::Duration};
 
 use futures::StreamExt;
 use lapin::{
@@ -25,6 +21,9 @@ use lapin::{
 };
 use logstream_api::{TopologyPlan, contract, manifest::parse_pipeline, plan};
 use logstream_operator::broker::{BrokerAdmin, BrokerEndpoint, ManagementClient};
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
+pub use logstream_testkit::{amqp_addr, eventually, management_addr, unique};
 use tokio::io::AsyncWriteExt;
 
 /// Namespace of every test pipeline.
@@ -32,28 +31,9 @@ pub const NAMESPACE: &str = "test";
 /// Name of every test pipeline.
 pub const PIPELINE: &str = "app";
 
-pub fn amqp_addr() -> String {
-    std::env::var("AMQP_ADDR").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
 /// The broker under test.
 pub fn endpoint() -> BrokerEndpoint {
-    let management = std::env::var("MANAGEMENT_ADDR").ok();
-    BrokerEndpoint::from_uri(&amqp_addr(), management.as_deref()).expect("AMQP_ADDR parses")
-}
-
-/// A name no other test (or earlier run) uses.
-pub fn unique(label: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{label}-{}-{nanos:x}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    BrokerEndpoint::from_uri(&amqp_addr(), management_addr().as_deref()).expect("AMQP_ADDR parses")
 }
 
 /// A vhost of its own for one test, holding pipeline `test/app`; deleted on drop.
@@ -332,25 +312,6 @@ pub async fn put_dead_letters(vhost: &TestVhost, queue: &str, letters: &[DeadLet
     let returned = channel.wait_for_confirms().await.unwrap();
     assert!(returned.is_empty(), "dead letters were returned");
     let _ = connection.close(200, "bye".into()).await;
-}
-
-/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The body of a message as text.

@@ -11,37 +11,18 @@ pub mod browser;
 pub mod fake_api;
 pub mod logs;
 
-use std::{
-    sync::atomic::{AtomicU32, Ordering},
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
-
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
     options::{BasicPublishOptions, ConfirmSelectOptions},
 };
 use logstream_operator::broker::{BrokerEndpoint, ManagementClient};
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
+pub use logstream_testkit::{amqp_addr, eventually, management_addr, unique};
 
 /// The broker under test.
 pub fn endpoint() -> BrokerEndpoint {
-    let amqp = std::env::var("AMQP_ADDR")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let management = std::env::var("MANAGEMENT_ADDR").ok();
-    BrokerEndpoint::from_uri(&amqp, management.as_deref()).expect("AMQP_ADDR parses")
-}
-
-/// A name no other test (or earlier run) uses.
-pub fn unique(label: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{label}-{}-{nanos:x}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    BrokerEndpoint::from_uri(&amqp_addr(), management_addr().as_deref()).expect("AMQP_ADDR parses")
 }
 
 /// A vhost of its own for one test; deleted on drop.
@@ -143,25 +124,6 @@ pub async fn publish_with(
         .expect("publish")
         .await
         .expect("confirm")
-}
-
-/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A broker user of its own, with a distinctive password (special characters included), allowed
