@@ -60,3 +60,21 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Runs `work` to completion from a `Drop` (which cannot await), on a short-lived thread with
+/// a runtime of its own, so the clean-up happens even when the test panicked. Tests that use
+/// it run on a multi-thread runtime, so that the others still answer (e.g. the broker closing
+/// connections) while this thread is joined.
+pub fn finish_in_drop<F>(work: F)
+where
+    F: std::future::Future + Send + 'static,
+{
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work);
+    })
+    .join();
+}

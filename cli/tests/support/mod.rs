@@ -23,7 +23,7 @@ use logstream_api::{TopologyPlan, contract, manifest::parse_pipeline, plan};
 use logstream_operator::broker::{BrokerAdmin, BrokerEndpoint, ManagementClient};
 // Not every test binary uses every helper.
 #[allow(unused_imports)]
-pub use logstream_testkit::{amqp_addr, eventually, management_addr, unique};
+pub use logstream_testkit::{amqp_addr, eventually, finish_in_drop, management_addr, unique};
 use tokio::io::AsyncWriteExt;
 
 /// Namespace of every test pipeline.
@@ -193,14 +193,9 @@ impl Drop for TestVhost {
     fn drop(&mut self) {
         let name = self.name.clone();
         let management = self.management.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async { management.delete_vhost(&name).await })
-        })
-        .join();
+        finish_in_drop(async move {
+            let _ = management.delete_vhost(&name).await;
+        });
     }
 }
 

@@ -18,7 +18,7 @@ use lapin::{
 use logstream_operator::broker::{BrokerEndpoint, ManagementClient};
 // Not every test binary uses every helper.
 #[allow(unused_imports)]
-pub use logstream_testkit::{amqp_addr, eventually, management_addr, unique};
+pub use logstream_testkit::{amqp_addr, eventually, finish_in_drop, management_addr, unique};
 
 /// The broker under test.
 pub fn endpoint() -> BrokerEndpoint {
@@ -70,17 +70,9 @@ impl Drop for TestVhost {
     fn drop(&mut self) {
         let name = self.name.clone();
         let management = self.management.clone();
-        // Drop cannot await; a short-lived thread with its own runtime deletes the vhost even
-        // when the test panicked. Tests run on a multi-thread runtime so that, while this
-        // thread is joined, the others still answer the broker closing the vhost's connections.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async { management.delete_vhost(&name).await })
-        })
-        .join();
+        finish_in_drop(async move {
+            let _ = management.delete_vhost(&name).await;
+        });
     }
 }
 
@@ -160,14 +152,9 @@ impl Drop for TestUser {
     fn drop(&mut self) {
         let name = self.name.clone();
         let management = self.management.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async { management.delete_user(&name).await })
-        })
-        .join();
+        finish_in_drop(async move {
+            let _ = management.delete_user(&name).await;
+        });
     }
 }
 

@@ -33,7 +33,9 @@ use logstream_api::{
 use logstream_operator::broker::{BrokerAdmin, BrokerEndpoint, ManagementClient};
 // Not every test binary uses every helper.
 #[allow(unused_imports)]
-pub use logstream_testkit::{amqp_addr, eventually, free_port, management_addr, unique};
+pub use logstream_testkit::{
+    amqp_addr, eventually, finish_in_drop, free_port, management_addr, unique,
+};
 use nix::{sys::signal, unistd::Pid};
 use serde_json::Value;
 
@@ -257,16 +259,9 @@ impl Drop for TestVhost {
     fn drop(&mut self) {
         let name = self.broker.vhost.clone();
         let management = self.management.clone();
-        // Drop cannot await; a short-lived thread with its own runtime deletes the vhost even
-        // when the test panicked (tests run on a multi-thread runtime).
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async { management.delete_vhost(&name).await })
-        })
-        .join();
+        finish_in_drop(async move {
+            let _ = management.delete_vhost(&name).await;
+        });
     }
 }
 
