@@ -122,25 +122,16 @@ async fn the_dev_dashboard_shows_the_pipeline_moving_numbers_and_a_live_scaling_
     });
 
     // Without reloading, the figures change and a decision arrives over the event stream.
-    let mut readings = vec![shown["figures"].clone()];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let live = loop {
-        let shown = read_page(&mut browser, &tab).await;
-        if readings.last() != Some(&shown["figures"]) {
-            readings.push(shown["figures"].clone());
-        }
-        let live_decision = shown["decisions"]
-            .as_array()
-            .is_some_and(|all| all.iter().any(|d| d["source"] == "live"));
-        if live_decision && readings.len() >= 3 {
-            break shown;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no live decision and moving numbers within 60 s: {readings:?} {shown}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let (live, readings) = browser
+        .until_live_decision(
+            &tab,
+            READ_PAGE,
+            "figures",
+            shown["figures"].clone(),
+            Duration::from_secs(60),
+            Duration::from_millis(250),
+        )
+        .await;
     let produced = produce.await.unwrap();
     assert_eq!(produced.code, 0, "{produced:?}");
 

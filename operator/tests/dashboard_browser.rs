@@ -150,25 +150,16 @@ async fn the_page_shows_the_pipeline_moving_numbers_and_a_live_scaling_decision(
     });
 
     // Without reloading, the page's figures move and a decision arrives over the stream.
-    let mut readings = vec![shown["ready"].clone()];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let live = loop {
-        let shown = read_page(&mut browser, &tab).await;
-        if readings.last() != Some(&shown["ready"]) {
-            readings.push(shown["ready"].clone());
-        }
-        let live_decision = shown["decisions"]
-            .as_array()
-            .is_some_and(|all| all.iter().any(|d| d["source"] == "live"));
-        if live_decision && readings.len() >= 3 {
-            break shown;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no live decision and moving numbers within 30 s: {readings:?} {shown}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (live, readings) = browser
+        .until_live_decision(
+            &tab,
+            READ_PAGE,
+            "ready",
+            shown["ready"].clone(),
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+        )
+        .await;
     publishing.store(false, Ordering::SeqCst);
     let sent = publisher.await.unwrap();
 

@@ -184,6 +184,41 @@ impl Browser {
         result["result"]["value"].clone()
     }
 
+    /// Without reloading, evaluates `read` (an object with the page's `decisions`) every `poll`
+    /// until a decision that came over the event stream (`source: "live"`) is shown and the
+    /// value at `moving` has taken three different values, the first being `first`; panics
+    /// after `timeout`. Returns the last reading and the values `moving` took.
+    pub async fn until_live_decision(
+        &mut self,
+        tab: &Tab,
+        read: &str,
+        moving: &str,
+        first: Value,
+        timeout: Duration,
+        poll: Duration,
+    ) -> (Value, Vec<Value>) {
+        let mut readings = vec![first];
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let shown = self.eval(tab, read).await;
+            if readings.last() != Some(&shown[moving]) {
+                readings.push(shown[moving].clone());
+            }
+            let live_decision = shown["decisions"]
+                .as_array()
+                .is_some_and(|all| all.iter().any(|d| d["source"] == "live"));
+            if live_decision && readings.len() >= 3 {
+                return (shown, readings);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no live decision and moving numbers within {} s: {readings:?} {shown}",
+                timeout.as_secs()
+            );
+            tokio::time::sleep(poll).await;
+        }
+    }
+
     /// The tab's DOM as HTML.
     pub async fn dom(&mut self, tab: &Tab) -> String {
         let html = self.eval(tab, "document.documentElement.outerHTML").await;
