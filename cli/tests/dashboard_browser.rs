@@ -12,7 +12,7 @@ use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use browser::{Browser, Tab, artifacts_dir};
 use serde_json::Value;
-use support::{TestVhost, command, run_logstream};
+use support::{TestVhost, run_logstream};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// What the page shows for `default/quickstart` › `stdout`, read by the attributes the page
@@ -53,25 +53,12 @@ async fn the_dev_dashboard_shows_the_pipeline_moving_numbers_and_a_live_scaling_
     std::fs::create_dir_all(&dir).unwrap();
     let manifest = manifest(&dir);
     let manifest = manifest.to_str().unwrap();
-    let worker = support::worker_binary();
-    let mut dev = command(&[
-        "dev",
-        "-f",
-        manifest,
-        "--vhost",
-        &vhost.name,
-        "--listen",
-        "127.0.0.1:0",
-        "--work-dir",
-        dir.to_str().unwrap(),
-        "--worker-binary",
-        worker.to_str().unwrap(),
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .kill_on_drop(true)
-    .spawn()
-    .expect("start logstream dev");
+    let mut dev = support::dev_command(&vhost, manifest, &dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start logstream dev");
     let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
     let url = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.unwrap() {

@@ -67,24 +67,11 @@ async fn dev_scales_local_workers_up_on_a_burst_drains_it_and_scales_back_down()
     let dir = tempdir();
     let manifest = quickstart(&dir);
     let manifest = manifest.to_str().unwrap();
-    let worker = support::worker_binary();
-    let mut dev = command(&[
-        "dev",
-        "-f",
-        manifest,
-        "--vhost",
-        &vhost.name,
-        "--listen",
-        "127.0.0.1:0",
-        "--work-dir",
-        dir.to_str().unwrap(),
-        "--worker-binary",
-        worker.to_str().unwrap(),
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("start logstream dev");
+    let mut dev = support::dev_command(&vhost, manifest, &dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start logstream dev");
     let (tx, rx) = mpsc::unbounded_channel();
     let stdout = dev.stdout.take().unwrap();
     tokio::spawn(async move {

@@ -323,6 +323,29 @@ pub fn header(m: &BasicGetMessage, key: &str) -> Option<AMQPValue> {
         .and_then(|h| h.inner().get(key).cloned())
 }
 
+/// `logstream dev -f manifest` on `vhost`, its dashboard on a free loopback port, its workers
+/// (the real [`worker_binary`]) working in `dir`.
+pub fn dev_command(
+    vhost: &TestVhost,
+    manifest: &str,
+    dir: &std::path::Path,
+) -> tokio::process::Command {
+    let worker = worker_binary();
+    command(&[
+        "dev",
+        "-f",
+        manifest,
+        "--vhost",
+        &vhost.name,
+        "--listen",
+        "127.0.0.1:0",
+        "--work-dir",
+        dir.to_str().unwrap(),
+        "--worker-binary",
+        worker.to_str().unwrap(),
+    ])
+}
+
 /// The `logstream-worker` binary next to `logstream`, built when missing (running only this
 /// crate's tests does not build the worker crate's binary).
 pub fn worker_binary() -> std::path::PathBuf {
