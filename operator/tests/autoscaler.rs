@@ -8,43 +8,18 @@ use std::sync::{
     atomic::{AtomicU32, Ordering},
 };
 
-use futures::future::BoxFuture;
-use logstream_api::{manifest::parse_pipeline, plan};
-use logstream_operator::{
-    broker::BrokerAdmin,
-    scaling::{OutputScaling, PipelineAutoscaler, ScaleError, ScaleTarget},
-};
-use support::{TestVhost, endpoint, publish};
-
-/// A replica count in memory, shared with the test.
-struct Counter(Arc<AtomicU32>);
-
-impl ScaleTarget for Counter {
-    fn describe(&self) -> String {
-        "test counter".into()
-    }
-    fn replicas(&self) -> BoxFuture<'_, Result<u32, ScaleError>> {
-        Box::pin(async { Ok(self.0.load(Ordering::SeqCst)) })
-    }
-    fn scale(&self, replicas: u32) -> BoxFuture<'_, Result<(), ScaleError>> {
-        self.0.store(replicas, Ordering::SeqCst);
-        Box::pin(async { Ok(()) })
-    }
-}
+use logstream_operator::scaling::{OutputScaling, PipelineAutoscaler};
+use support::{ReplicaCounter, TestVhost, publish};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_on_the_broker_scales_the_target_in_one_poll_and_a_gap_holds_it() {
     let vhost = TestVhost::new("autoscaler").await;
-    let pipeline = parse_pipeline(
-        "apiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {name: app}\nspec:\n  broker: {secretRef: {name: r}}\n  outputs:\n    - name: o\n      sink: {stdout: {}}\n      scaling: {minReplicas: 1, maxReplicas: 8, targetBacklogPerReplica: 100}\n",
-    )
-    .unwrap();
-    let mut p = plan("test", "app", &pipeline.spec).unwrap();
-    p.vhost.clone_from(&vhost.name);
-    let admin = BrokerAdmin::connect(&endpoint(), &vhost.name)
-        .await
-        .unwrap();
-    admin.apply(&p).await.unwrap();
+    let (pipeline, p, admin) = vhost
+        .apply_manifest(
+            "test",
+            "apiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {name: app}\nspec:\n  broker: {secretRef: {name: r}}\n  outputs:\n    - name: o\n      sink: {stdout: {}}\n      scaling: {minReplicas: 1, maxReplicas: 8, targetBacklogPerReplica: 100}\n",
+        )
+        .await;
 
     let (_conn, channel) = vhost.confirm_channel().await;
     for _ in 0..450 {
@@ -69,7 +44,7 @@ async fn a_backlog_on_the_broker_scales_the_target_in_one_poll_and_a_gap_holds_i
                 &p,
                 "o",
                 output.scaling_settings(),
-                Box::new(Counter(replicas.clone())),
+                Box::new(ReplicaCounter(replicas.clone())),
             )
             .unwrap(),
         ],

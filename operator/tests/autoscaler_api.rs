@@ -7,7 +7,7 @@ mod support;
 
 use std::sync::Arc;
 
-use logstream_api::{manifest::parse_pipeline, plan};
+use logstream_api::manifest::parse_pipeline;
 use logstream_operator::{
     broker::BrokerAdmin,
     dashboard::Dashboard,
@@ -35,16 +35,12 @@ fn scale(replicas: u32) -> Value {
 
 async fn backlog(label: &str, messages: usize) -> (TestVhost, logstream_api::TopologyPlan) {
     let vhost = TestVhost::new(label).await;
-    let pipeline = parse_pipeline(
-        "apiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {name: game-logs, namespace: games}\nspec:\n  broker: {secretRef: {name: r}}\n  outputs:\n    - name: security\n      sink: {stdout: {}}\n      scaling: {minReplicas: 1, maxReplicas: 8, targetBacklogPerReplica: 100}\n",
-    )
-    .unwrap();
-    let mut p = plan("games", "game-logs", &pipeline.spec).unwrap();
-    p.vhost.clone_from(&vhost.name);
-    let admin = BrokerAdmin::connect(&endpoint(), &vhost.name)
-        .await
-        .unwrap();
-    admin.apply(&p).await.unwrap();
+    let (_, p, admin) = vhost
+        .apply_manifest(
+            "games",
+            "apiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {name: game-logs, namespace: games}\nspec:\n  broker: {secretRef: {name: r}}\n  outputs:\n    - name: security\n      sink: {stdout: {}}\n      scaling: {minReplicas: 1, maxReplicas: 8, targetBacklogPerReplica: 100}\n",
+        )
+        .await;
     admin.close().await;
     let (_conn, channel) = vhost.confirm_channel().await;
     for _ in 0..messages {

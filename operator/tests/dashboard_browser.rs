@@ -13,36 +13,17 @@ use std::{
     time::Duration,
 };
 
-use futures::future::BoxFuture;
-use logstream_api::{manifest::parse_pipeline, plan};
 use logstream_operator::{
-    broker::BrokerAdmin,
     dashboard::{self, Dashboard},
-    scaling::{OutputScaling, PipelineAutoscaler, ScaleError, ScaleTarget},
+    scaling::{OutputScaling, PipelineAutoscaler},
 };
 use serde_json::Value;
 use support::{
-    TestVhost,
+    ReplicaCounter, TestVhost,
     browser::{Browser, Tab, artifacts_dir},
-    endpoint, publish,
+    publish,
 };
 use tokio::sync::{broadcast, watch};
-
-/// A replica count in memory.
-struct Counter(Arc<AtomicU32>);
-
-impl ScaleTarget for Counter {
-    fn describe(&self) -> String {
-        "test counter".into()
-    }
-    fn replicas(&self) -> BoxFuture<'_, Result<u32, ScaleError>> {
-        Box::pin(async { Ok(self.0.load(Ordering::SeqCst)) })
-    }
-    fn scale(&self, replicas: u32) -> BoxFuture<'_, Result<(), ScaleError>> {
-        self.0.store(replicas, Ordering::SeqCst);
-        Box::pin(async { Ok(()) })
-    }
-}
 
 /// What the page shows for `test/app` › `o`, read from its DOM by the attributes the page
 /// promises (docs/dashboard.md).
@@ -69,18 +50,13 @@ async fn read_page(browser: &mut Browser, tab: &Tab) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_the_pipeline_moving_numbers_and_a_live_scaling_decision() {
     let vhost = TestVhost::new("dashboard-browser").await;
-    let pipeline = parse_pipeline(
-        "apiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {name: app}\nspec:\n  broker: {secretRef: {name: r}}\n  outputs:\n    - name: o\n      sink: {stdout: {}}\n      scaling: {minReplicas: 1, maxReplicas: 50, targetBacklogPerReplica: 100, pollInterval: 1s}\n",
-    )
-    .unwrap();
-    let mut p = plan("test", "app", &pipeline.spec).unwrap();
-    p.vhost.clone_from(&vhost.name);
-    let admin = Arc::new(
-        BrokerAdmin::connect(&endpoint(), &vhost.name)
-            .await
-            .unwrap(),
-    );
-    admin.apply(&p).await.unwrap();
+    let (pipeline, p, admin) = vhost
+        .apply_manifest(
+            "test",
+            "apiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {name: app}\nspec:\n  broker: {secretRef: {name: r}}\n  outputs:\n    - name: o\n      sink: {stdout: {}}\n      scaling: {minReplicas: 1, maxReplicas: 50, targetBacklogPerReplica: 100, pollInterval: 1s}\n",
+        )
+        .await;
+    let admin = Arc::new(admin);
 
     // The autoscaler's records reach the dashboard exactly as in the operator and `dev`.
     let autoscaler = PipelineAutoscaler::new(
@@ -91,7 +67,7 @@ async fn the_page_shows_the_pipeline_moving_numbers_and_a_live_scaling_decision(
                 &p,
                 "o",
                 pipeline.spec.outputs[0].scaling_settings(),
-                Box::new(Counter(Arc::new(AtomicU32::new(1)))),
+                Box::new(ReplicaCounter(Arc::new(AtomicU32::new(1)))),
             )
             .unwrap(),
         ],

@@ -15,7 +15,17 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
     options::{BasicPublishOptions, ConfirmSelectOptions},
 };
-use logstream_operator::broker::{BrokerEndpoint, ManagementClient};
+use std::sync::{
+    Arc,
+    atomic::{AtomicU32, Ordering},
+};
+
+use futures::future::BoxFuture;
+use logstream_api::{LogPipeline, TopologyPlan, manifest::parse_pipeline, plan};
+use logstream_operator::{
+    broker::{BrokerAdmin, BrokerEndpoint, ManagementClient},
+    scaling::{ScaleError, ScaleTarget},
+};
 // Not every test binary uses every helper.
 #[allow(unused_imports)]
 pub use logstream_testkit::{amqp_addr, eventually, finish_in_drop, management_addr, unique};
@@ -52,6 +62,22 @@ impl TestVhost {
         Connection::connect_uri(uri, ConnectionProperties::default())
             .await
             .expect("connect to the test vhost")
+    }
+
+    /// Parses `manifest` (a LogPipeline), plans it in `namespace` on this vhost and applies the
+    /// plan; returns the pipeline, the plan and the connection that applied it.
+    pub async fn apply_manifest(
+        &self,
+        namespace: &str,
+        manifest: &str,
+    ) -> (LogPipeline, TopologyPlan, BrokerAdmin) {
+        let pipeline = parse_pipeline(manifest).unwrap();
+        let name = pipeline.metadata.name.clone().unwrap();
+        let mut p = plan(namespace, &name, &pipeline.spec).unwrap();
+        p.vhost.clone_from(&self.name);
+        let admin = BrokerAdmin::connect(&endpoint(), &self.name).await.unwrap();
+        admin.apply(&p).await.unwrap();
+        (pipeline, p, admin)
     }
 
     /// A channel in confirm mode.
@@ -167,4 +193,21 @@ pub fn encode(s: &str) -> String {
 pub fn terminate(pid: u32) {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid fits in i32"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("send SIGTERM");
+}
+
+/// A replica count in memory, shared with the test: what an autoscaler scales when no
+/// Deployment is involved.
+pub struct ReplicaCounter(pub Arc<AtomicU32>);
+
+impl ScaleTarget for ReplicaCounter {
+    fn describe(&self) -> String {
+        "test counter".into()
+    }
+    fn replicas(&self) -> BoxFuture<'_, Result<u32, ScaleError>> {
+        Box::pin(async { Ok(self.0.load(Ordering::SeqCst)) })
+    }
+    fn scale(&self, replicas: u32) -> BoxFuture<'_, Result<(), ScaleError>> {
+        self.0.store(replicas, Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    }
 }
