@@ -16,7 +16,7 @@ use crate::{
     error::CliError,
     pacing::Pacer,
     progress::{Progress, UPDATE_EVERY},
-    publisher::{ConfirmWindow, FirstProblem, Outcome, Tally},
+    publisher::{ConfirmWindow, MainProblem, Outcome, Tally},
     session::Session,
     stop::StopSignal,
 };
@@ -47,7 +47,7 @@ pub async fn run(ctx: &Context, args: &ProduceArgs) -> Result<(), CliError> {
         window: ConfirmWindow::new(channel, args.window),
         tally: Tally::default(),
         exchange,
-        first_problem: FirstProblem::default(),
+        main_problem: MainProblem::default(),
         started: Instant::now(),
         elapsed: 0.0,
     };
@@ -82,7 +82,7 @@ pub async fn run(ctx: &Context, args: &ProduceArgs) -> Result<(), CliError> {
             "{} of {} logs were not accepted by the broker: {}",
             tally.failed(),
             tally.sent,
-            sender.first_problem.into_text().unwrap_or_default()
+            sender.main_problem.into_text().unwrap_or_default()
         )));
     }
     if skipped > 0 {
@@ -98,7 +98,7 @@ struct Sender {
     window: ConfirmWindow<()>,
     tally: Tally,
     exchange: String,
-    first_problem: FirstProblem,
+    main_problem: MainProblem,
     started: Instant,
     /// Seconds from the first publish to the last confirm, once finished.
     elapsed: f64,
@@ -138,7 +138,7 @@ impl Sender {
     fn record(&mut self, outcome: &Outcome) {
         self.tally.record(outcome);
         let exchange = &self.exchange;
-        self.first_problem.offer(outcome, || match outcome {
+        self.main_problem.offer(outcome, || match outcome {
             Outcome::Confirmed => None,
             Outcome::Nacked => Some(format!(
                 "the broker refused them (nack): is a queue bound to exchange {exchange:?} full (maxBacklog)?"

@@ -39,45 +39,64 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// True when this outcome names why things failed rather than only that the channel was
-    /// already gone.
-    fn tells_the_cause(&self) -> bool {
-        !matches!(
-            self,
+    /// How well this outcome tells why a run failed, to choose the one reported.
+    fn weight(&self) -> Weight {
+        match self {
+            Outcome::Confirmed => Weight::Nothing,
             Outcome::Lost {
-                after_close: true,
-                ..
-            }
-        )
+                after_close: true, ..
+            } => Weight::OnlyThatItClosed,
+            Outcome::Lost { .. } => Weight::WhyItStopped,
+            Outcome::Nacked | Outcome::Returned { .. } => Weight::OneMessage,
+        }
     }
 }
 
-/// The failure to report in a one-line error: the first one, unless it only said the channel
-/// was already closing and a later outcome carries the actual reason.
+/// What a failure tells, least to most.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+enum Weight {
+    #[default]
+    Nothing,
+    /// A publish that raced the close saw only that the channel was already closing.
+    OnlyThatItClosed,
+    /// One message's fate (nacked, returned as unroutable, not replayable).
+    OneMessage,
+    /// The channel closed with a reason (e.g. the broker's `NOT_FOUND`): why the run stopped.
+    WhyItStopped,
+}
+
+/// The failure to report in a one-line error: why the run stopped (the broker closed the
+/// channel, and why) before a single message's failure, before a publish that only saw the
+/// channel already closing; the first of those that tells the most.
+///
+/// While the broker deletes an exchange a publish can still be routed to it after its
+/// bindings went (returned as `NO_ROUTE`) before the next one closes the channel with
+/// `NOT_FOUND`: the run stopped for the latter, so that is what is told.
 #[derive(Debug, Default)]
-pub struct FirstProblem {
+pub struct MainProblem {
     text: Option<String>,
-    tells_the_cause: bool,
+    weight: Weight,
 }
 
-impl FirstProblem {
-    /// Keeps `text` (how `outcome` is told) if nothing better is kept yet.
+impl MainProblem {
+    /// Keeps `text` (how `outcome` is told) if it tells more than what is kept.
     pub fn offer(&mut self, outcome: &Outcome, text: impl FnOnce() -> Option<String>) {
-        self.keep(outcome.tells_the_cause(), text);
+        self.keep(outcome.weight(), text);
     }
 
-    /// Keeps `text`, a failure that is not a publish outcome, if nothing better is kept yet.
+    /// Keeps `text`, one message's failure that is not a publish outcome, if it tells more
+    /// than what is kept.
     pub fn offer_text(&mut self, text: String) {
-        self.keep(true, || Some(text));
+        self.keep(Weight::OneMessage, || Some(text));
     }
 
-    fn keep(&mut self, tells_the_cause: bool, text: impl FnOnce() -> Option<String>) {
-        if self.tells_the_cause || (self.text.is_some() && !tells_the_cause) {
+    fn keep(&mut self, weight: Weight, text: impl FnOnce() -> Option<String>) {
+        if weight <= self.weight {
             return;
         }
         if let Some(text) = text() {
             self.text = Some(text);
-            self.tells_the_cause = tells_the_cause;
+            self.weight = weight;
         }
     }
 
@@ -299,7 +318,7 @@ mod tests {
     }
 
     fn offer_all(outcomes: &[Outcome]) -> Option<String> {
-        let mut problem = FirstProblem::default();
+        let mut problem = MainProblem::default();
         for o in outcomes {
             problem.offer(o, || match o {
                 Outcome::Confirmed => None,
@@ -311,7 +330,7 @@ mod tests {
     }
 
     #[test]
-    fn the_broker_s_reason_replaces_a_publish_that_only_saw_the_channel_closing() {
+    fn why_the_channel_closed_is_told_before_single_messages_and_before_closing_races() {
         let closing = lost("invalid channel state: Closing", true);
         let not_found = lost("NOT_FOUND - no exchange 'x'", false);
         assert_eq!(
@@ -325,8 +344,26 @@ mod tests {
         );
         // The first cause stays first; a later closing error does not displace it.
         assert_eq!(
-            offer_all(&[not_found, lost("connection reset", false), closing.clone()]),
+            offer_all(&[
+                not_found.clone(),
+                lost("connection reset", false),
+                closing.clone()
+            ]),
             Some("NOT_FOUND - no exchange 'x'".into())
+        );
+        // A publish returned while the exchange was being deleted does not hide why the run
+        // stopped; of several single-message failures the first is told.
+        let no_route = Outcome::Returned {
+            reply: "NO_ROUTE".into(),
+            routing_key: "app.info".into(),
+        };
+        assert_eq!(
+            offer_all(&[no_route.clone(), closing.clone(), not_found.clone()]),
+            Some("NOT_FOUND - no exchange 'x'".into())
+        );
+        assert_eq!(
+            offer_all(&[closing.clone(), no_route.clone(), Outcome::Nacked]),
+            Some(format!("{no_route:?}"))
         );
         // With nothing better, the closing error is still told.
         assert_eq!(

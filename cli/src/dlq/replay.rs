@@ -27,7 +27,7 @@ use crate::{
     error::CliError,
     pacing::Pacer,
     progress::{Progress, UPDATE_EVERY},
-    publisher::{ConfirmWindow, FirstProblem, Outcome},
+    publisher::{ConfirmWindow, MainProblem, Outcome},
     session::short,
     stop::StopSignal,
 };
@@ -72,7 +72,7 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
     let mut stop = StopSignal::on_ctrl_c();
     let started = Instant::now();
     let mut counts = Counts::default();
-    let mut first_failure = FirstProblem::default();
+    let mut main_failure = MainProblem::default();
     let mut last_tag: Option<u64> = None;
     let mut held = 0u64;
 
@@ -82,8 +82,8 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
             let id = id.as_deref().unwrap_or("(no message id)");
             eprintln!("dead letter {id}: not replayed: {why}");
             match outcome {
-                Some(outcome) => first_failure.offer(outcome, || Some(why)),
-                None => first_failure.offer_text(why),
+                Some(outcome) => main_failure.offer(outcome, || Some(why)),
+                None => main_failure.offer_text(why),
             }
         };
 
@@ -235,7 +235,7 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
             "{} dead letters were not replayed and stay in {}: {}",
             counts.failed,
             dlq.queue,
-            first_failure.into_text().unwrap_or_default()
+            main_failure.into_text().unwrap_or_default()
         )));
     }
     Ok(())
