@@ -2,10 +2,13 @@
 """`logstream produce` (pipelined publisher confirms) against pika with per-message confirms.
 
 Both publish the same logs (same JSON shape, persistent, message id, timestamp, priority and
-routing key from the level mix) to the same durable priority queue of a fresh vhost on the same
-broker, in one run, alternating: pika, `logstream produce --count N`, pika, `logstream ...`,
-pika, so pika rounds bracket every CLI round and a change of machine load shows up as a gap
-between them. The queue is purged between rounds. Results go to docs/benchmarks.md between the `cli-produce` markers.
+routing key from the level mix) to the same durable queue of a fresh vhost on the same broker,
+in one run, alternating: pika, `logstream produce --count N`, pika, `logstream ...`, pika, so
+pika rounds bracket every CLI round and a change of machine load shows up as a gap between
+them; then two logstream producers at once, which shows whether the publisher or the broker's
+queue sets the rate. The queue is purged between rounds. This is done for each output queue
+type (`--queue-types`, default the classic priority queue of a default output and a quorum
+queue). Results go to docs/benchmarks.md between the `cli-produce` markers.
 
 Run it through `make bench-produce`, which builds the release binary and installs pika into
 target/bench-venv.
@@ -123,31 +126,42 @@ def broker_cpu_seconds():
     return None
 
 
-def logstream_round(binary, amqp_url, vhost, count):
-    """Runs `logstream produce --count`; returns (logs/s from its summary, wall seconds, line,
-    CPU seconds of the CLI, CPU seconds of the broker or None)."""
+def logstream_round(binary, amqp_url, vhost, count, producers=1):
+    """Runs `producers` × `logstream produce --count count/producers` at once; returns (logs/s,
+    seconds from the first publish to the last confirm, wall seconds, summary line, CPU seconds
+    of the CLI processes, CPU seconds of the broker or None). With one producer the rate is the
+    CLI's own summary; with several it is all logs over the wall clock."""
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     broker_before = broker_cpu_seconds()
     started = time.perf_counter()
-    out = subprocess.run(
-        [binary, "--amqp", amqp_url, "--vhost", vhost, "-n", NAMESPACE, "produce", PIPELINE,
-         "--count", str(count), "--service", ",".join(SERVICES),
-         "--levels", ",".join(f"{n}={w}" for n, w, _ in LEVELS)],
-        capture_output=True, text=True, check=False,
-    )
+    each = count // producers
+    running = [
+        subprocess.Popen(
+            [binary, "--amqp", amqp_url, "--vhost", vhost, "-n", NAMESPACE, "produce", PIPELINE,
+             "--count", str(each), "--service", ",".join(SERVICES),
+             "--levels", ",".join(f"{n}={w}" for n, w, _ in LEVELS)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(producers)
+    ]
+    results = [(p, *p.communicate()) for p in running]
     wall = time.perf_counter() - started
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     broker_after = broker_cpu_seconds()
     client_cpu = (children_after.ru_utime - children_before.ru_utime) + (
         children_after.ru_stime - children_before.ru_stime)
     broker_cpu = None if broker_before is None or broker_after is None else broker_after - broker_before
-    line = out.stdout.strip()
-    if out.returncode != 0:
-        sys.exit(f"logstream produce failed ({out.returncode}): {out.stderr.strip()} {line}")
-    match = re.match(r"sent (\d+), confirmed (\d+), nacked 0, returned 0, unconfirmed 0 in ([\d.]+)s \((\d+) logs/s\)", line)
-    if not match or int(match.group(2)) != count:
-        sys.exit(f"logstream did not confirm all {count} logs: {line}")
-    return int(match.group(4)), float(match.group(3)), wall, line, client_cpu, broker_cpu
+    for process, stdout, stderr in results:
+        line = stdout.strip()
+        if process.returncode != 0:
+            sys.exit(f"logstream produce failed ({process.returncode}): {stderr.strip()} {line}")
+        match = re.match(r"sent (\d+), confirmed (\d+), nacked 0, returned 0, unconfirmed 0 in ([\d.]+)s \((\d+) logs/s\)", line)
+        if not match or int(match.group(2)) != each:
+            sys.exit(f"logstream did not confirm all {each} logs: {line}")
+    if producers == 1:
+        return int(match.group(4)), float(match.group(3)), wall, line, client_cpu, broker_cpu
+    line = f"{producers} producers at once, {each} logs each, all confirmed"
+    return round(each * producers / wall), wall, wall, line, client_cpu, broker_cpu
 
 
 def write_section(path, section):
@@ -162,6 +176,68 @@ def write_section(path, section):
         f.write(text)
 
 
+# The arguments `logstream_api::topology::plan` gives the main queue of a default output `out`
+# (4 priority levels on a classic queue; the default 5 attempts on a quorum queue, which has no
+# priorities in RabbitMQ 3.x).
+QUEUE_ARGUMENTS = {
+    "classic": {"x-queue-type": "classic", "x-max-priority": 3},
+    "quorum": {"x-queue-type": "quorum", "x-delivery-limit": 5},
+}
+QUEUE_DESCRIPTION = {
+    "classic": "classic queue, x-max-priority 3 (the default output)",
+    "quorum": "quorum queue (`queueType: quorum`; no priorities)",
+}
+PRODUCERS_AT_ONCE = 2
+
+
+def measure(args, management, user, password, queue_type):
+    """Alternating pika and logstream rounds on a fresh vhost whose output queue is of
+    `queue_type`, then one round of several logstream producers at once (what the broker can
+    take from any number of publishers); returns what was measured."""
+    amqp = urllib.parse.urlparse(args.amqp)
+    vhost = f"logstream-bench-produce-{queue_type}-{os.getpid()}"
+    vhost_url = f"amqp://{amqp.username}:{amqp.password}@{amqp.hostname}:{amqp.port or 5672}/{urllib.parse.quote(vhost, safe='')}"
+    management_request(management, user, password, "PUT", f"vhosts/{vhost}", {})
+    management_request(management, user, password, "PUT", f"permissions/{vhost}/{urllib.parse.quote(user)}",
+                       {"configure": ".*", "write": ".*", "read": ".*"})
+    result = {"queue_type": queue_type, "pika": [], "logstream": [], "cpu": [], "lines": []}
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(vhost_url))
+        channel = connection.channel()
+        channel.exchange_declare(EXCHANGE, "topic", durable=True)
+        channel.queue_declare(QUEUE, durable=True, arguments={
+            **QUEUE_ARGUMENTS[queue_type],
+            "x-dead-letter-exchange": f"{EXCHANGE}.dlx", "x-dead-letter-routing-key": "out"})
+        channel.queue_bind(QUEUE, EXCHANGE, "#")
+        lines = result["lines"]
+        for round_ in range(args.rounds + 1):
+            rate, seconds = pika_round(vhost_url, args.pika_count)
+            result["pika"].append((rate, seconds))
+            lines.append(f"{queue_type}: pika round {round_ + 1}: {args.pika_count} logs in {seconds:.2f}s ({rate:.0f}/s)")
+            channel.queue_purge(QUEUE)
+            if round_ == args.rounds:
+                break
+            rate, seconds, wall, line, client_cpu, broker_cpu = logstream_round(
+                args.binary, args.amqp, vhost, args.count)
+            result["logstream"].append((rate, seconds))
+            result["cpu"].append((wall, client_cpu, broker_cpu))
+            lines.append(f"{queue_type}: logstream round {round_ + 1}: {line} (wall clock with connect {wall:.2f}s, "
+                         f"CPU: logstream {client_cpu:.2f}s, broker {broker_cpu if broker_cpu is None else round(broker_cpu, 2)}s)")
+            channel.queue_purge(QUEUE)
+        rate, seconds, wall, line, client_cpu, broker_cpu = logstream_round(
+            args.binary, args.amqp, vhost, args.count, PRODUCERS_AT_ONCE)
+        result["together"] = (rate, seconds)
+        lines.append(f"{queue_type}: {line} in {wall:.2f}s ({rate}/s)")
+        channel.queue_purge(QUEUE)
+        connection.close()
+    finally:
+        management_request(management, user, password, "DELETE", f"vhosts/{vhost}")
+    result["pika_mean"] = sum(r for r, _ in result["pika"]) / len(result["pika"])
+    result["logstream_mean"] = sum(r for r, _ in result["logstream"]) / len(result["logstream"])
+    result["ratio"] = result["logstream_mean"] / result["pika_mean"]
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--binary", default="target/release/logstream")
@@ -170,6 +246,8 @@ def main():
     parser.add_argument("--count", type=int, default=100_000, help="logs logstream publishes")
     parser.add_argument("--pika-count", type=int, default=3_000, help="logs per pika round")
     parser.add_argument("--rounds", type=int, default=2, help="logstream runs, each between two pika rounds")
+    parser.add_argument("--queue-types", default="classic,quorum",
+                        help="output queue types to measure, each on a vhost of its own")
     parser.add_argument("--write", default="docs/benchmarks.md")
     args = parser.parse_args()
 
@@ -177,82 +255,62 @@ def main():
     user = urllib.parse.unquote(amqp.username or "guest")
     password = urllib.parse.unquote(amqp.password or "guest")
     management = args.management or f"http://{amqp.hostname}:15672"
-    vhost = f"logstream-bench-produce-{os.getpid()}"
-    vhost_url = f"amqp://{amqp.username}:{amqp.password}@{amqp.hostname}:{amqp.port or 5672}/{urllib.parse.quote(vhost, safe='')}"
-
     version = management_request(management, user, password, "GET", "overview")["rabbitmq_version"]
-    management_request(management, user, password, "PUT", f"vhosts/{vhost}", {})
-    management_request(management, user, password, "PUT", f"permissions/{vhost}/{urllib.parse.quote(user)}",
-                       {"configure": ".*", "write": ".*", "read": ".*"})
-    try:
-        connection = pika.BlockingConnection(pika.URLParameters(vhost_url))
-        channel = connection.channel()
-        # The objects `logstream_api::topology::plan` gives a default classic output `out`.
-        channel.exchange_declare(EXCHANGE, "topic", durable=True)
-        channel.queue_declare(QUEUE, durable=True, arguments={
-            "x-queue-type": "classic", "x-max-priority": 3,
-            "x-dead-letter-exchange": f"{EXCHANGE}.dlx", "x-dead-letter-routing-key": "out"})
-        channel.queue_bind(QUEUE, EXCHANGE, "#")
 
-        load_before = os.getloadavg()[0]
-        pika_runs, logstream_runs, lines, cpu = [], [], [], []
-        for round_ in range(args.rounds + 1):
-            rate, seconds = pika_round(vhost_url, args.pika_count)
-            pika_runs.append((rate, seconds))
-            lines.append(f"pika round {round_ + 1}: {args.pika_count} logs in {seconds:.2f}s ({rate:.0f}/s)")
-            channel.queue_purge(QUEUE)
-            if round_ == args.rounds:
-                break
-            rate, seconds, wall, line, client_cpu, broker_cpu = logstream_round(
-                args.binary, args.amqp, vhost, args.count)
-            logstream_runs.append((rate, seconds))
-            cpu.append((wall, client_cpu, broker_cpu))
-            lines.append(f"logstream round {round_ + 1}: {line} (wall clock with connect {wall:.2f}s, "
-                         f"CPU: logstream {client_cpu:.2f}s, broker {broker_cpu if broker_cpu is None else round(broker_cpu, 2)}s)")
-            channel.queue_purge(QUEUE)
-        load_after = os.getloadavg()[0]
-        connection.close()
-    finally:
-        management_request(management, user, password, "DELETE", f"vhosts/{vhost}")
+    load_before = os.getloadavg()[0]
+    results = [measure(args, management, user, password, t) for t in args.queue_types.split(",")]
+    load_after = os.getloadavg()[0]
 
-    pika_mean = sum(r for r, _ in pika_runs) / len(pika_runs)
-    logstream_mean = sum(r for r, _ in logstream_runs) / len(logstream_runs)
-    ratio = logstream_mean / pika_mean
     today = datetime.date.today().isoformat()
     rows = []
-    for i, (rate, seconds) in enumerate(pika_runs):
-        rows.append(f"| pika `BlockingConnection` + `confirm_delivery()`, round {i + 1} | one per message | {args.pika_count} | {seconds:.2f} | {rate:.0f} |")
-        if i < len(logstream_runs):
-            rate, seconds = logstream_runs[i]
-            rows.append(f"| `logstream produce --count {args.count}`, round {i + 1} | pipelined, window 1000 | {args.count} | {seconds:.2f} | {rate} |")
+    for r in results:
+        kind = QUEUE_DESCRIPTION[r["queue_type"]]
+        for i, (rate, seconds) in enumerate(r["pika"]):
+            rows.append(f"| {kind} | pika `BlockingConnection` + `confirm_delivery()`, round {i + 1} | one per message | {args.pika_count} | {seconds:.2f} | {rate:.0f} |")
+            if i < len(r["logstream"]):
+                rate, seconds = r["logstream"][i]
+                rows.append(f"| {kind} | `logstream produce --count {args.count}`, round {i + 1} | pipelined, window 1000 | {args.count} | {seconds:.2f} | {rate} |")
+        rate, seconds = r["together"]
+        rows.append(f"| {kind} | {PRODUCERS_AT_ONCE} × `logstream produce --count {args.count // PRODUCERS_AT_ONCE}` at once | pipelined, window 1000 each | {args.count} | {seconds:.2f} | {rate} |")
+    verdicts = [
+        f"- {QUEUE_DESCRIPTION[r['queue_type']]}: **logstream / pika = {r['ratio']:.1f}×** "
+        f"(mean {r['logstream_mean']:.0f} against mean {r['pika_mean']:.0f} logs/s): "
+        f"target ≥ 20× {'met' if r['ratio'] >= 20 else 'missed'}. "
+        f"{PRODUCERS_AT_ONCE} producers at once: {r['together'][0]} logs/s in total."
+        for r in results
+    ]
+    cpu = [
+        f"{r['queue_type']} round {i + 1}: logstream used {c:.1f} s of CPU in {w:.1f} s"
+        + ("" if b is None else f", the broker {b:.1f} s")
+        for r in results
+        for i, (w, c, b) in enumerate(r["cpu"])
+    ]
     section = "\n".join([
         f"Run {today} on {os.cpu_count()} cores shared with other work (load average "
-        f"{load_before:.1f} before, {load_after:.1f} after), RabbitMQ {version} on loopback, one "
-        f"durable classic queue with x-max-priority 3; persistent JSON logs, level mix "
+        f"{load_before:.1f} before, {load_after:.1f} after), RabbitMQ {version} on loopback. "
+        f"Each queue type on a vhost of its own: a topic exchange bound to one durable queue "
+        f"with the arguments the operator gives an output; persistent JSON logs, level mix "
         f"{', '.join(f'{n} {w} %' for n, w, _ in LEVELS)}. Pika and logstream rounds alternate "
-        f"so both see the same conditions.",
+        f"so both see the same conditions; the last round runs {PRODUCERS_AT_ONCE} logstream "
+        f"producers at once to show what the broker takes from any number of publishers.",
         "",
-        "| publisher | confirms | logs | seconds | logs/s |",
-        "| --- | --- | ---: | ---: | ---: |",
+        "| output queue | publisher | confirms | logs | seconds | logs/s |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
         *rows,
         "",
-        f"**logstream / pika = {ratio:.1f}×** (mean {logstream_mean:.0f} against mean "
-        f"{pika_mean:.0f} logs/s; target ≥ 20×). Every logstream round confirmed all "
-        f"{args.count} logs: 0 nacked, 0 returned.",
+        *verdicts,
         "",
-        "Where the time goes, during the logstream rounds: "
-        + "; ".join(
-            f"round {i + 1}: logstream used {c:.1f} s of CPU in {w:.1f} s"
-            + ("" if b is None else f", the broker {b:.1f} s")
-            for i, (w, c, b) in enumerate(cpu)
-        )
-        + ". The publisher is mostly waiting for the broker, whose work per persistent "
-        "message on the priority queue bounds the rate.",
+        "Every logstream round confirmed all its logs: 0 nacked, 0 returned.",
+        "",
+        "Where the time goes, during the logstream rounds: " + "; ".join(cpu) + ". The publisher "
+        "is mostly waiting for the broker. When {PRODUCERS_AT_ONCE} producers at once take no "
+        "more than one, the queue's process on the broker, not the publisher, sets the rate.".replace(
+            "{PRODUCERS_AT_ONCE}", str(PRODUCERS_AT_ONCE)),
     ])
-    rounds = lines
-    for line in rounds:
-        print(line)
-    print(f"logstream {logstream_mean:.0f} logs/s, pika {pika_mean:.0f} logs/s: {ratio:.1f}x")
+    for r in results:
+        for line in r["lines"]:
+            print(line)
+        print(f"{r['queue_type']}: logstream {r['logstream_mean']:.0f} logs/s, pika {r['pika_mean']:.0f} logs/s: {r['ratio']:.1f}x")
     if args.write:
         write_section(args.write, section)
         print(f"wrote {args.write}")
