@@ -15,7 +15,7 @@ use std::{
 
 use logstream_operator::{
     dashboard::{self, Dashboard},
-    scaling::{OutputScaling, PipelineAutoscaler},
+    scaling::{OutputScaling, PipelineAutoscaler, stats::SharedAdmins, supervise},
 };
 use serde_json::Value;
 use support::{
@@ -50,13 +50,12 @@ async fn read_page(browser: &mut Browser, tab: &Tab) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_the_pipeline_moving_numbers_and_a_live_scaling_decision() {
     let vhost = TestVhost::new("dashboard-browser").await;
-    let (pipeline, p, admin) = vhost
+    let (pipeline, p, _admin) = vhost
         .apply_manifest(
             "test",
             "apiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {name: app}\nspec:\n  broker: {secretRef: {name: r}}\n  outputs:\n    - name: o\n      sink: {stdout: {}}\n      scaling: {minReplicas: 1, maxReplicas: 50, targetBacklogPerReplica: 100, pollInterval: 1s}\n",
         )
         .await;
-    let admin = Arc::new(admin);
 
     // The autoscaler's records reach the dashboard exactly as in the operator and `dev`.
     let autoscaler = PipelineAutoscaler::new(
@@ -76,7 +75,13 @@ async fn the_page_shows_the_pipeline_moving_numbers_and_a_live_scaling_decision(
     let (records, rx) = broadcast::channel(64);
     tokio::spawn(dashboard.clone().feed(rx, None));
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(autoscaler.run(admin.clone(), stopped, records));
+    tokio::spawn(supervise(
+        autoscaler,
+        support::endpoint(),
+        Arc::new(SharedAdmins::default()),
+        stopped,
+        records,
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, dashboard::router(dashboard)).await });

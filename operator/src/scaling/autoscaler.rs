@@ -8,7 +8,6 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 
 use super::{
@@ -259,31 +258,6 @@ impl PipelineAutoscaler {
             records.push(record);
         }
         records
-    }
-
-    /// Polls every [`poll_interval`](Self::poll_interval) until `shutdown` turns true, sending
-    /// every record to `records` (lagging receivers lose old records, never block the loop).
-    pub async fn run(
-        mut self,
-        admin: Arc<BrokerAdmin>,
-        mut shutdown: watch::Receiver<bool>,
-        records: broadcast::Sender<ScaleRecord>,
-    ) {
-        let mut ticker = tokio::time::interval(self.poll_interval());
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = shutdown.changed() => {}
-            }
-            // A dropped sender stops the loop too.
-            if *shutdown.borrow() || shutdown.has_changed().is_err() {
-                return;
-            }
-            for record in self.poll(&admin).await {
-                let _ = records.send(record);
-            }
-        }
     }
 }
 
