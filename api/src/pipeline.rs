@@ -250,8 +250,9 @@ pub struct OutputSpec {
     pub dead_letter: Option<DeadLetterSpec>,
 
     /// Most messages the main queue holds; beyond it the broker refuses publishes
-    /// (producers get negative confirms: backpressure instead of loss). Default: unbounded.
-    /// Immutable once the queue exists.
+    /// (producers get negative confirms: backpressure instead of loss). A retry whose wait
+    /// ends while the queue is full is kept: in the DLQ on classic queues, in the main queue
+    /// on quorum queues. Default: unbounded. Immutable once the queue exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_backlog: Option<u64>,

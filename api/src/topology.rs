@@ -31,6 +31,10 @@ pub mod args {
     pub const OVERFLOW: &str = "x-overflow";
     /// The overflow behaviour that refuses publishes instead of dropping messages.
     pub const REJECT_PUBLISH: &str = "reject-publish";
+    /// Like [`REJECT_PUBLISH`], and what is refused is also dead-lettered: what a classic
+    /// queue refuses from another queue's dead-lettering (a retry whose wait ended) is then
+    /// kept instead of dropped.
+    pub const REJECT_PUBLISH_DLX: &str = "reject-publish-dlx";
     /// Headers exchanges: `all` or `any`.
     pub const MATCH: &str = "x-match";
 }
@@ -199,6 +203,16 @@ pub fn plan(
         for key in output.binding_keys(exchange_type) {
             bindings.push(main_binding(&exchange, exchange_type, &main, &key));
         }
+        if bounded_classic(spec, output) {
+            // What a full main queue refuses from its retry steps keeps the routing key the
+            // retry step gave it (the main queue's name) and is kept in the DLQ.
+            bindings.push(BindingPlan {
+                exchange: dlx.clone(),
+                queue: dlq.clone(),
+                routing_key: main.clone(),
+                arguments: Arguments::new(),
+            });
+        }
         bindings.push(BindingPlan {
             exchange: dlx.clone(),
             queue: dlq,
@@ -256,15 +270,33 @@ fn main_queue_arguments(
         args::DEAD_LETTER_EXCHANGE.into(),
         names.dead_letter_exchange().into(),
     );
-    arguments.insert(
-        args::DEAD_LETTER_ROUTING_KEY.into(),
-        names.dead_letter_routing_key(&output.name).into(),
-    );
     if let Some(max) = output.max_backlog {
         arguments.insert(args::MAX_LENGTH.into(), ArgValue::Int(clamp_i64(max)));
-        arguments.insert(args::OVERFLOW.into(), args::REJECT_PUBLISH.into());
+    }
+    if bounded_classic(spec, output) {
+        // A full classic queue drops what is dead-lettered into it, and a retry whose wait
+        // ended is dead-lettered into the main queue. With `reject-publish-dlx` it is
+        // dead-lettered on to the DLQ instead, keeping its routing key (the main queue's
+        // name, bound to the DLQ); a producer's refused log keeps its own routing key, which
+        // nothing on the dead-letter exchange is bound to, so only its nack is told.
+        arguments.insert(args::OVERFLOW.into(), args::REJECT_PUBLISH_DLX.into());
+    } else {
+        // Quorum queues take dead-lettered messages beyond their bound; they refuse only
+        // publishes.
+        if output.max_backlog.is_some() {
+            arguments.insert(args::OVERFLOW.into(), args::REJECT_PUBLISH.into());
+        }
+        arguments.insert(
+            args::DEAD_LETTER_ROUTING_KEY.into(),
+            names.dead_letter_routing_key(&output.name).into(),
+        );
     }
     arguments
+}
+
+/// A classic main queue with `maxBacklog`: see [`main_queue_arguments`].
+fn bounded_classic(spec: &LogPipelineSpec, output: &OutputSpec) -> bool {
+    spec.queue_type() == QueueType::Classic && output.max_backlog.is_some()
 }
 
 fn main_binding(exchange: &str, kind: ExchangeType, queue: &str, key: &str) -> BindingPlan {
@@ -397,17 +429,69 @@ mod tests {
     }
 
     #[test]
-    fn max_backlog_bounds_the_main_queue_with_reject_publish() {
+    fn max_backlog_bounds_a_classic_main_queue_and_sends_refused_retries_to_the_dlq() {
         let s = spec(
             "  broker: {secretRef: {name: r}}\n  priority: {levels: 1}\n  outputs:\n    - name: o\n      maxBacklog: 100\n      sink: {stdout: {}}\n",
         );
         let p = plan("ns", "app", &s).unwrap();
-        let main = &p.queue("o", QueueRole::Main).unwrap().arguments;
-        assert_eq!(main["x-max-length"], int(100));
-        assert_eq!(main["x-overflow"], "reject-publish".into());
+        let main = &p.queue("o", QueueRole::Main).unwrap();
+        let args = &main.arguments;
+        assert_eq!(args["x-max-length"], int(100));
+        assert_eq!(args["x-overflow"], "reject-publish-dlx".into());
+        assert_eq!(
+            args["x-dead-letter-exchange"],
+            "logstream.ns.app.dlx".into()
+        );
         assert!(
-            !main.contains_key("x-max-priority"),
+            !args.contains_key("x-dead-letter-routing-key"),
+            "refused logs keep their routing key: {args:?}"
+        );
+        assert!(
+            !args.contains_key("x-max-priority"),
             "one level means no priorities"
+        );
+        let dlq = &p.queue("o", QueueRole::DeadLetter).unwrap().name;
+        let to_dlq: Vec<&str> = p
+            .bindings
+            .iter()
+            .filter(|b| b.exchange == "logstream.ns.app.dlx" && &b.queue == dlq)
+            .map(|b| b.routing_key.as_str())
+            .collect();
+        assert_eq!(to_dlq, [main.name.as_str(), "o"]);
+
+        // Unbounded: the output's dead letters have their own routing key, one binding.
+        let s = spec(
+            "  broker: {secretRef: {name: r}}\n  outputs:\n    - name: o\n      sink: {stdout: {}}\n",
+        );
+        let p = plan("ns", "app", &s).unwrap();
+        let args = &p.queue("o", QueueRole::Main).unwrap().arguments;
+        assert!(!args.contains_key("x-overflow") && !args.contains_key("x-max-length"));
+        assert_eq!(args["x-dead-letter-routing-key"], "o".into());
+        assert_eq!(
+            p.bindings
+                .iter()
+                .filter(|b| b.exchange.ends_with(".dlx"))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn max_backlog_bounds_a_quorum_main_queue_with_reject_publish() {
+        let s = spec(
+            "  broker: {secretRef: {name: r}}\n  queueType: quorum\n  outputs:\n    - name: o\n      maxBacklog: 100\n      sink: {stdout: {}}\n",
+        );
+        let p = plan("ns", "app", &s).unwrap();
+        let args = &p.queue("o", QueueRole::Main).unwrap().arguments;
+        assert_eq!(args["x-max-length"], int(100));
+        assert_eq!(args["x-overflow"], "reject-publish".into());
+        assert_eq!(args["x-dead-letter-routing-key"], "o".into());
+        assert_eq!(
+            p.bindings
+                .iter()
+                .filter(|b| b.exchange.ends_with(".dlx"))
+                .count(),
+            1
         );
     }
 

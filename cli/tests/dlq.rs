@@ -195,6 +195,71 @@ async fn dlq_list_keeps_the_order_of_a_quorum_dlq_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_refused_by_a_full_main_queue_is_listed_as_such_and_replayed_once_there_is_room() {
+    let vhost = TestVhost::with_pipeline(
+        "backlog",
+        "  outputs:\n    - {name: out, maxBacklog: 1, retry: {backoff: [300ms]}, sink: {stdout: {}}}\n",
+    )
+    .await;
+    let main = vhost.main_queue();
+    let dlq = vhost.dlq();
+    let retry0 = vhost.plan.names.retry_queue("out", 0);
+    let fill = vhost
+        .logstream(&["produce", "app", "--message", "fills the backlog"])
+        .await;
+    assert_eq!(fill.code, 0, "{fill:?}");
+    let refused = vhost
+        .logstream(&["produce", "app", "--message", "one too many"])
+        .await;
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(refused.stderr.contains("nack"), "{}", refused.stderr);
+
+    // A worker's retry copy whose wait ends while the main queue is full.
+    let retry = DeadLetterSpec {
+        id: "m-retry".into(),
+        body: "{\"message\":\"retried\"}".into(),
+        error: "sink answered HTTP 503",
+        class: "transient",
+        attempts: 2,
+        origin: Some("api.error"),
+    };
+    put_dead_letters(&vhost, &retry0, std::slice::from_ref(&retry)).await;
+    eventually(
+        Duration::from_secs(10),
+        "the retry to reach the DLQ",
+        || async { (vhost.depth(&dlq).await == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(vhost.depth(&main).await, 1, "the backlog is as it was");
+    assert_eq!(vhost.depth(&retry0).await, 0);
+
+    let listed = vhost
+        .logstream(&["dlq", "list", "app", "out", "--json"])
+        .await;
+    assert_eq!(listed.code, 0, "{listed:?}");
+    let row: Value = serde_json::from_str(listed.stdout.trim()).unwrap();
+    assert_eq!(
+        row["error"],
+        "main queue full (maxBacklog) when its retry wait ended; last error: sink answered HTTP 503"
+    );
+    assert_eq!(row["attempts"], 2);
+    assert_eq!(row["routing_key"], "api.error");
+    assert_eq!(vhost.depth(&dlq).await, 1, "listing leaves it");
+
+    // Room again: the replay puts it back into the main flow, with the producer's key.
+    let drained = vhost.drain(&main).await;
+    assert_eq!(bodies(&drained).len(), 1);
+    let replay = vhost
+        .logstream(&["dlq", "replay", "app", "out", "--reason", "maxbacklog"])
+        .await;
+    assert_eq!(replay.code, 0, "{replay:?}");
+    let back = vhost.drain(&main).await;
+    assert_eq!(bodies(&back), [retry.body]);
+    assert_eq!(back[0].delivery.routing_key.as_str(), "api.error");
+    assert_eq!(vhost.depth(&dlq).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_sends_matching_dead_letters_back_fresh_and_keeps_the_others_in_order() {
     let vhost = TestVhost::new("replay").await;
     let all = letters(30);

@@ -260,6 +260,126 @@ async fn a_full_dead_letter_queue_refuses_publishes_instead_of_dropping() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_whose_wait_ends_while_a_bounded_main_queue_is_full_is_kept_in_the_dlq() {
+    for queue_type in ["classic", "quorum"] {
+        let vhost = TestVhost::new(&format!("backlog-{queue_type}")).await;
+        let p = plan_for(
+            &vhost,
+            &format!(
+                "  queueType: {queue_type}\n  outputs:\n    - name: o\n      maxBacklog: 2\n      retry: {{backoff: [300ms]}}\n      sink: {{stdout: {{}}}}\n"
+            ),
+        );
+        let admin = admin(&vhost).await;
+        admin.apply(&p).await.unwrap();
+        let exchange = p.exchanges[0].name.clone();
+        let main = p.queue("o", QueueRole::Main).unwrap().name.clone();
+        let retry0 = p.queue("o", QueueRole::Retry(0)).unwrap().name.clone();
+        let dlq = p.queue("o", QueueRole::DeadLetter).unwrap().name.clone();
+        let depths = || async {
+            let mut depths = Vec::new();
+            for q in [&main, &retry0, &dlq] {
+                depths.push(admin.queue_depth(q).await.unwrap().unwrap().0);
+            }
+            depths
+        };
+
+        let (_conn, channel) = vhost.confirm_channel().await;
+        // Producers' logs until the bound refuses one (a quorum queue checks its bound before
+        // taking a message, so it takes one more). The refused log is only refused (nacked):
+        // its producer knows.
+        let mut accepted = 0;
+        while publish(&channel, &exchange, "api.info", b"a log")
+            .await
+            .is_ack()
+        {
+            accepted += 1;
+            assert!(
+                accepted <= 3,
+                "{queue_type}: the bound of 2 refuses nothing"
+            );
+        }
+        // A worker's retry copy whose wait ends while the main queue is still full.
+        assert!(publish(&channel, "", &retry0, b"retry me").await.is_ack());
+        let settled = eventually(
+            Duration::from_secs(10),
+            "the retry to leave its step",
+            || async {
+                let d = depths().await;
+                (d[1] == 0).then_some(d)
+            },
+        )
+        .await;
+        let kept = if queue_type == "classic" {
+            // A full classic queue would drop it: it is dead-lettered on to the DLQ instead.
+            assert_eq!(settled, [accepted, 0, 1], "{queue_type}: main, retry, DLQ");
+            let letter = channel
+                .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+                .unwrap();
+            letter.delivery.data
+        } else {
+            // A quorum queue takes dead-lettered messages beyond its bound.
+            assert_eq!(
+                settled,
+                [accepted + 1, 0, 0],
+                "{queue_type}: main, retry, DLQ"
+            );
+            let mut bodies = Vec::new();
+            while let Some(m) = channel
+                .basic_get(main.as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
+                bodies.push(m.delivery.data);
+            }
+            bodies.pop().unwrap()
+        };
+        assert_eq!(kept, b"retry me", "{queue_type}");
+        admin.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_classic_queue_made_before_reject_publish_dlx_is_a_typed_conflict() {
+    let vhost = TestVhost::new("backlog-upgrade").await;
+    let p = plan_for(
+        &vhost,
+        "  outputs:\n    - name: o\n      maxBacklog: 5\n      sink: {stdout: {}}\n",
+    );
+    let main = p.queue("o", QueueRole::Main).unwrap().name.clone();
+    // The main queue as earlier releases declared it.
+    let mut earlier = p.queue("o", QueueRole::Main).unwrap().arguments.clone();
+    earlier.insert("x-overflow".into(), ArgValue::Str("reject-publish".into()));
+    earlier.insert(
+        "x-dead-letter-routing-key".into(),
+        ArgValue::Str("o".into()),
+    );
+    let conn = vhost.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        main.as_str().into(),
+        QueueDeclareOptions::durable(),
+        field_table(&earlier),
+    )
+    .await
+    .unwrap();
+
+    let admin = admin(&vhost).await;
+    let err = admin.apply(&p).await.unwrap_err();
+    let BrokerError::Conflict(conflict) = &err else {
+        panic!("expected a typed conflict, got {err:?}");
+    };
+    assert_eq!(conflict.name, main);
+    assert!(
+        ["x-dead-letter-routing-key", "x-overflow"].contains(&conflict.argument.as_str()),
+        "{conflict:?}"
+    );
+    assert_eq!(err.category(), "TopologyConflict");
+    admin.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binding_removed_from_the_spec_is_removed_from_the_broker() {
     let vhost = TestVhost::new("unbind").await;
     let admin = admin(&vhost).await;

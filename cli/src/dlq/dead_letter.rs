@@ -61,7 +61,7 @@ impl DeadLetter {
         let headers = properties.headers().as_ref().unwrap_or(&empty);
         Self {
             message_id: properties.message_id().as_ref().map(|s| s.to_string()),
-            error: header_string(headers, HEADER_ERROR),
+            error: error(headers, main_queue),
             class: header_string(headers, HEADER_ERROR_CLASS),
             attempts: header_int(headers, HEADER_ATTEMPT),
             first_failed_at: header_string(headers, HEADER_FIRST_FAILED_AT),
@@ -122,6 +122,31 @@ impl Filter {
             .is_none_or(|wanted| letter.class.as_deref() == Some(wanted.as_str()));
         reason_ok && class_ok
     }
+}
+
+/// The last failure in words: the worker's; and first, when the broker moved the letter here
+/// because the main queue was full (`maxBacklog`) as the letter's retry wait ended, that (it
+/// did not run out of attempts).
+fn error(headers: &FieldTable, main_queue: &str) -> Option<String> {
+    let worker = header_string(headers, HEADER_ERROR);
+    let latest = match headers.inner().get(X_DEATH) {
+        Some(AMQPValue::FieldArray(deaths)) => deaths.as_slice().first(),
+        _ => None,
+    };
+    let Some(AMQPValue::FieldTable(latest)) = latest else {
+        return worker;
+    };
+    if header_string(latest, "queue").as_deref() != Some(main_queue)
+        || header_string(latest, "reason").as_deref() != Some("maxlen")
+    {
+        return worker;
+    }
+    Some(match worker {
+        Some(e) => {
+            format!("main queue full (maxBacklog) when its retry wait ended; last error: {e}")
+        }
+        None => "main queue full (maxBacklog)".to_owned(),
+    })
 }
 
 /// The routing key the producer used: the worker's `x-logstream-origin-routing-key`, else the
@@ -232,9 +257,13 @@ mod tests {
     }
 
     fn death(queue: &str, keys: &[&str]) -> AMQPValue {
+        death_for("rejected", queue, keys)
+    }
+
+    fn death_for(reason: &str, queue: &str, keys: &[&str]) -> AMQPValue {
         AMQPValue::FieldTable(table(&[
             ("queue", text(queue)),
-            ("reason", text("rejected")),
+            ("reason", text(reason)),
             (
                 "routing-keys",
                 AMQPValue::FieldArray(FieldArray::from(
@@ -278,6 +307,60 @@ mod tests {
                 body: "{\"message\":\"x\"}".into(),
             }
         );
+    }
+
+    #[test]
+    fn a_retry_the_full_main_queue_moved_here_says_so_before_its_last_error() {
+        let mut headers = worker_dead_letter().headers().clone().unwrap();
+        headers.insert(
+            X_DEATH.into(),
+            AMQPValue::FieldArray(FieldArray::from(vec![
+                death_for("maxlen", MAIN, &[MAIN]),
+                death_for("expired", "logstream.ns.app.out.retry.0", &[]),
+            ])),
+        );
+        let properties = worker_dead_letter().with_headers(headers.clone());
+        let letter = DeadLetter::read(&properties, b"", MAIN, PREFIX);
+        assert_eq!(
+            letter.error.as_deref(),
+            Some(
+                "main queue full (maxBacklog) when its retry wait ended; last error: sink answered HTTP 503 Service Unavailable"
+            )
+        );
+        assert!(Filter::new(Some("maxbacklog"), None).matches(&letter));
+        assert_eq!(letter.routing_key.as_deref(), Some("api.critical"));
+
+        let mut without_error = headers.inner().clone();
+        without_error.remove(HEADER_ERROR);
+        let letter = DeadLetter::read(
+            &BasicProperties::default().with_headers(FieldTable::from(without_error)),
+            b"",
+            MAIN,
+            PREFIX,
+        );
+        assert_eq!(
+            letter.error.as_deref(),
+            Some("main queue full (maxBacklog)")
+        );
+
+        // An older death of that kind is history: the latest is what moved it here.
+        let headers = table(&[
+            (HEADER_ERROR, text("bad JSON")),
+            (
+                X_DEATH,
+                AMQPValue::FieldArray(FieldArray::from(vec![
+                    death_for("rejected", MAIN, &[MAIN]),
+                    death_for("maxlen", MAIN, &[MAIN]),
+                ])),
+            ),
+        ]);
+        let letter = DeadLetter::read(
+            &BasicProperties::default().with_headers(headers),
+            b"",
+            MAIN,
+            PREFIX,
+        );
+        assert_eq!(letter.error.as_deref(), Some("bad JSON"));
     }
 
     #[test]
