@@ -14,7 +14,7 @@ use logstream_api::{
     manifest::{parse_pipeline, parse_pipelines},
     pipeline::DeletionPolicy,
     plan,
-    topology::{ArgValue, QueueRole},
+    topology::{ArgValue, Arguments, QueueRole},
 };
 use logstream_operator::broker::{
     BrokerAdmin, BrokerEndpoint, BrokerError, Change, admin::field_table,
@@ -42,6 +42,29 @@ async fn admin(vhost: &TestVhost) -> BrokerAdmin {
     BrokerAdmin::connect(&endpoint(), &vhost.name)
         .await
         .unwrap()
+}
+
+/// Declares the main queue of output `o` of `p` with `arguments` (as someone, or an earlier
+/// release, made it), then applies `p`: the admin and the error it must fail with.
+async fn apply_over_hand_made_main(
+    vhost: &TestVhost,
+    p: &TopologyPlan,
+    arguments: &Arguments,
+) -> (BrokerAdmin, BrokerError) {
+    let main = &p.queue("o", QueueRole::Main).unwrap().name;
+    let conn = vhost.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        main.as_str().into(),
+        QueueDeclareOptions::durable(),
+        field_table(arguments),
+    )
+    .await
+    .unwrap();
+    let _ = conn.close(200, "bye".into()).await;
+    let admin = admin(vhost).await;
+    let err = admin.apply(p).await.unwrap_err();
+    (admin, err)
 }
 
 /// Everything on the vhost that a reconcile could change: exchanges (name, type, durable),
@@ -355,18 +378,7 @@ async fn a_bounded_classic_queue_made_before_reject_publish_dlx_is_a_typed_confl
         "x-dead-letter-routing-key".into(),
         ArgValue::Str("o".into()),
     );
-    let conn = vhost.connect().await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare(
-        main.as_str().into(),
-        QueueDeclareOptions::durable(),
-        field_table(&earlier),
-    )
-    .await
-    .unwrap();
-
-    let admin = admin(&vhost).await;
-    let err = admin.apply(&p).await.unwrap_err();
+    let (admin, err) = apply_over_hand_made_main(&vhost, &p, &earlier).await;
     let BrokerError::Conflict(conflict) = &err else {
         panic!("expected a typed conflict, got {err:?}");
     };
@@ -439,20 +451,9 @@ async fn a_queue_with_a_different_max_priority_is_a_typed_conflict_and_the_conne
     let main = p.queue("o", QueueRole::Main).unwrap().name.clone();
 
     // Someone created the queue by hand as planned, except with ten priorities.
-    let conn = vhost.connect().await;
-    let ch = conn.create_channel().await.unwrap();
     let mut args = p.queue("o", QueueRole::Main).unwrap().arguments.clone();
     args.insert("x-max-priority".into(), ArgValue::Int(9));
-    ch.queue_declare(
-        main.as_str().into(),
-        QueueDeclareOptions::durable(),
-        field_table(&args),
-    )
-    .await
-    .unwrap();
-
-    let admin = admin(&vhost).await;
-    let err = admin.apply(&p).await.unwrap_err();
+    let (admin, err) = apply_over_hand_made_main(&vhost, &p, &args).await;
     let BrokerError::Conflict(conflict) = &err else {
         panic!("expected a typed conflict, got {err:?}");
     };
