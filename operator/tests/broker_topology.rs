@@ -767,8 +767,9 @@ async fn listing_a_pipelines_queues_asks_the_broker_for_that_prefix_only_across_
     let connection = vhost.connect().await;
     let channel = connection.create_channel().await.unwrap();
     // More than one page (500) of the pipeline's queues, and neighbours a loose match would
-    // take: another pipeline whose name extends this one, and a name where the prefix's dots
-    // are other characters (a regex `.` would match them).
+    // take: another pipeline whose name extends this one, a name where the prefix's dots
+    // are other characters (a regex `.` would match them), and one that differs in case only
+    // (the broker's name filter ignores case).
     let mut names: Vec<String> = (0..503).map(|i| format!("logstream.ns.app.q{i}")).collect();
     let neighbours = [
         "logstream.ns.app-2.q0",
@@ -776,6 +777,7 @@ async fn listing_a_pipelines_queues_asks_the_broker_for_that_prefix_only_across_
         "logstreamXns.app.q0",
         "logstream.ns.appXq0",
         "other.logstream.ns.app.q0",
+        "LOGSTREAM.ns.app.q0",
     ];
     for name in names.iter().map(String::as_str).chain(neighbours) {
         channel

@@ -372,9 +372,6 @@ impl BrokerAdmin {
         };
         let mut remaining = Vec::with_capacity(queues.len());
         for queue in queues {
-            if !queue.name.starts_with(&prefix) {
-                continue;
-            }
             if plan.has_queue(&queue.name) {
                 remaining.push(queue);
                 continue;
@@ -446,11 +443,7 @@ impl BrokerAdmin {
             .queues_with_prefix(self.vhost(), &prefix)
             .await
         {
-            Ok(all) => queues.extend(
-                all.into_iter()
-                    .map(|q| q.name)
-                    .filter(|n| n.starts_with(&prefix)),
-            ),
+            Ok(all) => queues.extend(all.into_iter().map(|q| q.name)),
             Err(e) => report
                 .warnings
                 .push(format!("orphaned queues could not be looked for: {e}")),

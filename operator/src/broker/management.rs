@@ -305,7 +305,8 @@ impl ManagementClient {
 
     /// The queues of `vhost` whose names start with `prefix` (one pipeline's), with the same
     /// columns as [`queues`](Self::queues): the broker filters, so a reconcile reads its own
-    /// few queues and not every queue of a shared vhost.
+    /// few queues and not every queue of a shared vhost. The broker's name filter ignores
+    /// case, so what it lists is checked against `prefix` exactly here.
     pub async fn queues_with_prefix(
         &self,
         vhost: &str,
@@ -321,7 +322,12 @@ impl ManagementClient {
                     segment(vhost)
                 ))
                 .await?;
-            queues.extend(listed.items);
+            queues.extend(
+                listed
+                    .items
+                    .into_iter()
+                    .filter(|q| q.name.starts_with(prefix)),
+            );
             if page >= listed.page_count {
                 return Ok(queues);
             }
