@@ -129,11 +129,7 @@ impl Filter {
 /// did not run out of attempts).
 fn error(headers: &FieldTable, main_queue: &str) -> Option<String> {
     let worker = header_string(headers, HEADER_ERROR);
-    let latest = match headers.inner().get(X_DEATH) {
-        Some(AMQPValue::FieldArray(deaths)) => deaths.as_slice().first(),
-        _ => None,
-    };
-    let Some(AMQPValue::FieldTable(latest)) = latest else {
+    let Some(latest) = deaths(headers).next() else {
         return worker;
     };
     if header_string(latest, "queue").as_deref() != Some(main_queue)
@@ -156,14 +152,8 @@ pub fn origin_routing_key(headers: &FieldTable, main_queue: &str, prefix: &str) 
     if let Some(key) = header_string(headers, HEADER_ORIGIN_ROUTING_KEY) {
         return Some(key);
     }
-    let Some(AMQPValue::FieldArray(deaths)) = headers.inner().get(X_DEATH) else {
-        return None;
-    };
-    // The broker puts the most recent death first; the producer's key is on the oldest one.
-    deaths.as_slice().iter().rev().find_map(|death| {
-        let AMQPValue::FieldTable(death) = death else {
-            return None;
-        };
+    // The producer's key is on the oldest death.
+    deaths(headers).rev().find_map(|death| {
         if header_string(death, "queue").as_deref() != Some(main_queue) {
             return None;
         }
@@ -174,6 +164,18 @@ pub fn origin_routing_key(headers: &FieldTable, main_queue: &str, prefix: &str) 
             .iter()
             .filter_map(value_string)
             .find(|key| !key.starts_with(prefix))
+    })
+}
+
+/// The broker's `x-death` records of a message, most recent first.
+fn deaths(headers: &FieldTable) -> impl DoubleEndedIterator<Item = &FieldTable> {
+    let all = match headers.inner().get(X_DEATH) {
+        Some(AMQPValue::FieldArray(deaths)) => deaths.as_slice(),
+        _ => &[],
+    };
+    all.iter().filter_map(|death| match death {
+        AMQPValue::FieldTable(death) => Some(death),
+        _ => None,
     })
 }
 
