@@ -213,9 +213,8 @@ impl Dashboard {
     pub async fn feed(
         self: Arc<Self>,
         mut records: broadcast::Receiver<ScaleRecord>,
-        removals: Option<broadcast::Receiver<String>>,
+        mut removals: Option<broadcast::Receiver<String>>,
     ) {
-        let mut removals = removals;
         loop {
             let removal = async {
                 match removals.as_mut() {
