@@ -14,7 +14,7 @@
 //! messages at the back; there a run stopped by `--limit` still takes and returns the rest of
 //! the queue, so that the rotation is complete and the order unchanged.)
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicQosOptions};
 use tokio::time::Instant;
 
 use super::{
@@ -73,8 +73,8 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
     let started = Instant::now();
     let mut counts = Counts::default();
     let mut main_failure = MainProblem::default();
-    let mut last_tag: Option<u64> = None;
-    let mut held = 0u64;
+    // The highest delivery tag held unacknowledged: everything held is returned up to it.
+    let mut held: Option<u64> = None;
 
     let mut fail =
         |counts: &mut Counts, id: &Option<String>, outcome: Option<&Outcome>, why: String| {
@@ -99,10 +99,9 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
         let Some(message) = got else { break };
         let delivery = message.delivery;
         let tag = delivery.delivery_tag;
-        last_tag = Some(tag);
         if limit_reached {
             // Completes the rotation of a queue that puts returned messages at the back.
-            held += 1;
+            hold(&mut held, tag);
             continue;
         }
         counts.examined += 1;
@@ -112,7 +111,7 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
         let letter = DeadLetter::read(&delivery.properties, &delivery.data, &main_queue, &prefix);
         if !filter.matches(&letter) {
             counts.skipped += 1;
-            held += 1;
+            hold(&mut held, tag);
             continue;
         }
         let Some(routing_key) = letter.routing_key.clone() else {
@@ -125,7 +124,7 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
                     logstream_api::contract::HEADER_ORIGIN_ROUTING_KEY
                 ),
             );
-            held += 1;
+            hold(&mut held, tag);
             continue;
         };
         counts.taken += 1;
@@ -136,7 +135,7 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
                 shown_destination,
                 letter.error.as_deref().unwrap_or("no reason recorded"),
             );
-            held += 1;
+            hold(&mut held, tag);
             continue;
         }
         tokio::select! {
@@ -189,8 +188,9 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
             fail(&mut counts, &id, Some(&outcome), why);
         }
     }
-    // Everything still unacknowledged is held: return it, in its order, in one go.
-    if let (Some(tag), true) = (last_tag, held > 0) {
+    // Everything still unacknowledged is held: return it, in its order, in one go. (Naming a
+    // tag already acknowledged would fail the channel with "unknown delivery tag".)
+    if let Some(tag) = held {
         get_channel
             .basic_nack(
                 tag,
@@ -204,6 +204,12 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
     }
     progress.set(counts.examined);
     progress.finish();
+    // Acks and nacks have no reply; one round trip after them shows the broker took them all
+    // (it closes the channel, with the reason, when it refuses one).
+    get_channel
+        .basic_qos(0, BasicQosOptions::default())
+        .await
+        .map_err(|e| CliError::amqp("settle the dead letters of", &dlq.queue, &e))?;
     let _ = get_channel.close(200, "replayed".into()).await;
     dlq.session.close().await;
 
@@ -248,7 +254,7 @@ async fn settle(
     tag: u64,
     outcome: &Outcome,
     counts: &mut Counts,
-    held: &mut u64,
+    held: &mut Option<u64>,
 ) -> Result<(), CliError> {
     if *outcome == Outcome::Confirmed {
         channel
@@ -257,9 +263,14 @@ async fn settle(
             .map_err(|e| CliError::amqp("acknowledge a replayed dead letter of", queue, &e))?;
         counts.replayed += 1;
     } else {
-        *held += 1;
+        hold(held, tag);
     }
     Ok(())
+}
+
+/// Keeps dead letter `tag` unacknowledged until the end of the run.
+fn hold(held: &mut Option<u64>, tag: u64) {
+    *held = (*held).max(Some(tag));
 }
 
 fn destination(direct: bool, exchange: &str, main_queue: &str) -> String {
