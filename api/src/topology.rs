@@ -272,20 +272,19 @@ fn main_queue_arguments(
     );
     if let Some(max) = output.max_backlog {
         arguments.insert(args::MAX_LENGTH.into(), ArgValue::Int(clamp_i64(max)));
-    }
-    if bounded_classic(spec, output) {
         // A full classic queue drops what is dead-lettered into it, and a retry whose wait
         // ended is dead-lettered into the main queue. With `reject-publish-dlx` it is
         // dead-lettered on to the DLQ instead, keeping its routing key (the main queue's
         // name, bound to the DLQ); a producer's refused log keeps its own routing key, which
-        // nothing on the dead-letter exchange is bound to, so only its nack is told.
-        arguments.insert(args::OVERFLOW.into(), args::REJECT_PUBLISH_DLX.into());
-    } else {
-        // Quorum queues take dead-lettered messages beyond their bound; they refuse only
-        // publishes.
-        if output.max_backlog.is_some() {
-            arguments.insert(args::OVERFLOW.into(), args::REJECT_PUBLISH.into());
-        }
+        // nothing on the dead-letter exchange is bound to, so only its nack is told. Quorum
+        // queues take dead-lettered messages beyond their bound; they refuse only publishes.
+        let overflow = match spec.queue_type() {
+            QueueType::Classic => args::REJECT_PUBLISH_DLX,
+            QueueType::Quorum => args::REJECT_PUBLISH,
+        };
+        arguments.insert(args::OVERFLOW.into(), overflow.into());
+    }
+    if !bounded_classic(spec, output) {
         arguments.insert(
             args::DEAD_LETTER_ROUTING_KEY.into(),
             names.dead_letter_routing_key(&output.name).into(),
