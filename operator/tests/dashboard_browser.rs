@@ -50,12 +50,14 @@ async fn read_page(browser: &mut Browser, tab: &Tab) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_the_pipeline_moving_numbers_and_a_live_scaling_decision() {
     let vhost = TestVhost::new("dashboard-browser").await;
-    let (pipeline, p, _admin) = vhost
+    let (pipeline, p, admin) = vhost
         .apply_manifest(
             "test",
             "apiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {name: app}\nspec:\n  broker: {secretRef: {name: r}}\n  outputs:\n    - name: o\n      sink: {stdout: {}}\n      scaling: {minReplicas: 1, maxReplicas: 50, targetBacklogPerReplica: 100, pollInterval: 1s}\n",
         )
         .await;
+    // The autoscaler below connects on its own, as in the operator.
+    admin.close().await;
 
     // The autoscaler's records reach the dashboard exactly as in the operator and `dev`.
     let autoscaler = PipelineAutoscaler::new(
