@@ -306,9 +306,8 @@ def main():
         "Every logstream round confirmed all its logs: 0 nacked, 0 returned.",
         "",
         "Where the time goes, during the logstream rounds: " + "; ".join(cpu) + ". The publisher "
-        "is mostly waiting for the broker. When {PRODUCERS_AT_ONCE} producers at once take no "
-        "more than one, the queue's process on the broker, not the publisher, sets the rate.".replace(
-            "{PRODUCERS_AT_ONCE}", str(PRODUCERS_AT_ONCE)),
+        f"is mostly waiting for the broker. When {PRODUCERS_AT_ONCE} producers at once take no "
+        "more than one, the queue's process on the broker, not the publisher, sets the rate.",
     ])
     for r in results:
         for line in r["lines"]:
