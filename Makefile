@@ -41,7 +41,7 @@ unit:
 ## Replay the autoscaling traces through LogStream, KEDA + HPA and an oracle; update
 ## docs/benchmarks.md.
 bench-scaling:
-	$(CARGO) run -q --release -p logstream-operator --bin logstream-scaling-sim -- --write docs/benchmarks.md
+	$(CARGO) run -q --release -p logstream-autoscaler --bin logstream-scaling-sim -- --write docs/benchmarks.md
 
 ## Worker throughput and peak memory against a bare lapin consume+ACK loop, side by side
 ## (copy the printed table into docs/benchmarks.md).

@@ -4,10 +4,10 @@
 //! This crate is pure: no I/O, no async runtime. The operator, the worker and the CLI depend
 //! on it; it depends on none of them.
 
-pub mod broker_uri;
 pub mod contract;
 pub mod crd;
 pub mod defaults;
+pub mod digest;
 pub mod duration;
 pub mod manifest;
 pub mod naming;

@@ -12,7 +12,7 @@ use logstream_chart_tests::{
 };
 use logstream_operator::{
     children::{deployment::METRICS_PORT_NAME, labels},
-    credentials, rbac,
+    rbac,
 };
 use serde_json::{Value, json};
 
@@ -288,8 +288,10 @@ fn the_operator_runs_two_hardened_replicas_with_leader_election_and_probes() {
     }
 }
 
-fn secret_data(secret: &Value) -> BTreeMap<String, ByteString> {
-    serde_json::from_value(secret["data"].clone()).expect("Secret data in base64")
+fn secret_data(secret: &Value) -> BTreeMap<String, Vec<u8>> {
+    let data: BTreeMap<String, ByteString> =
+        serde_json::from_value(secret["data"].clone()).expect("Secret data in base64");
+    data.into_iter().map(|(k, v)| (k, v.0)).collect()
 }
 
 #[test]
@@ -312,12 +314,12 @@ fn the_bundled_rabbitmq_comes_with_a_broker_secret_the_operator_can_read() {
     assert_eq!(ports[1]["port"], 15672);
 
     let generated = secret_data(find(&docs, "Secret", "logstream-rabbitmq").unwrap());
-    let password = String::from_utf8(generated["password"].0.clone()).unwrap();
+    let password = String::from_utf8(generated["password"].clone()).unwrap();
     assert_eq!(password.len(), 32);
 
     let broker = secret_data(find(&docs, "Secret", "rabbitmq").expect("broker Secret"));
-    let creds =
-        credentials::from_secret_data("rabbitmq", &broker).unwrap_or_else(|e| panic!("{e}"));
+    let creds = logstream_broker::secret::from_secret_data("rabbitmq", &broker)
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(creds.vhost.as_deref(), Some("/"));
     let host = format!("logstream-rabbitmq.{NAMESPACE}.svc");
     assert_eq!(

@@ -1,9 +1,14 @@
 //! Every metric the Grafana dashboard and the PrometheusRule use is exported by the worker
 //! or the operator: the names are read from their real registries, not from a list.
 
-use std::{collections::BTreeSet, fs, time::Duration};
+use std::{
+    collections::BTreeSet,
+    fs,
+    time::{Duration, SystemTime},
+};
 
 use logstream_api::pipeline::OutputStatus;
+use logstream_autoscaler::{Decision, ScaleRecord, Signals, serve::MetricsText};
 use logstream_chart_tests::{
     chart_dir,
     metric_names::{exported_by, unknown, used_in},
@@ -29,7 +34,22 @@ fn operator_exposition() -> String {
             ..OutputStatus::default()
         },
     );
-    m.desired_replicas("ns", "p", "o", 2);
+    m.autoscaled(&ScaleRecord {
+        pipeline: "ns/p".into(),
+        output: "o".into(),
+        queue: "q".into(),
+        at: SystemTime::now(),
+        decision: Decision {
+            current: 1,
+            desired: 2,
+            recommended: 2,
+            reason: "backlog 2000 at 1000/replica: 1 → 2".into(),
+            signals: Signals::default(),
+            metrics_missing: false,
+        },
+        reading: None,
+        error: None,
+    });
     m.set_leader(true);
     m.render()
 }

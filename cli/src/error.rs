@@ -5,7 +5,7 @@
 //! 2 a runtime failure (the broker refused, is unreachable, or does not know the pipeline).
 //! Messages are one line, name the object, and never contain a password.
 
-use logstream_operator::broker::{BrokerError, ManagementError};
+use logstream_broker::{BrokerError, ManagementError};
 
 /// Exit code of a usage mistake.
 pub const EXIT_USAGE: i32 = 1;
@@ -85,8 +85,22 @@ impl CliError {
     /// The process exit code for this failure.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Usage(_) => EXIT_USAGE,
+            Self::Usage(_) | Self::Broker(BrokerError::NameTooLong { .. }) => EXIT_USAGE,
             _ => EXIT_FAILURE,
+        }
+    }
+
+    /// `e`, with `hint` (what the user probably needs to do) when it says that a queue or
+    /// exchange does not exist.
+    pub fn with_hint(e: BrokerError, hint: &str) -> Self {
+        match e {
+            BrokerError::NotFound { kind, name, vhost } => Self::NotFound {
+                kind,
+                name,
+                vhost,
+                hint: hint.to_owned(),
+            },
+            other => Self::Broker(other),
         }
     }
 

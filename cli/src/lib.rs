@@ -23,8 +23,6 @@ pub mod level_mix;
 pub mod pacing;
 pub mod produce;
 pub mod progress;
-pub mod publisher;
-pub mod session;
 pub mod status;
 pub mod stop;
 pub mod table;
@@ -32,8 +30,11 @@ pub mod target;
 
 use args::{BrokerArgs, Cli, Command, DEFAULT_NAMESPACE, DlqCommand};
 use error::CliError;
-use logstream_operator::broker::BrokerEndpoint;
+use logstream_broker::{BrokerConnection, BrokerEndpoint, Purpose};
 use target::Target;
+
+/// Connection name of the CLI's connections in the management UI.
+pub const CONNECTION_NAME: &str = "logstream-cli";
 
 /// The broker flags of one invocation, checked.
 pub struct Context {
@@ -69,6 +70,14 @@ impl Context {
             .namespace
             .clone()
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
+    }
+
+    /// Connects to `vhost` (named `logstream-cli` in the management UI).
+    pub async fn connect(&self, vhost: &str) -> Result<BrokerConnection, CliError> {
+        Ok(
+            BrokerConnection::open(&self.endpoint(vhost), CONNECTION_NAME, Purpose::Messages)
+                .await?,
+        )
     }
 
     /// The pipeline meant by `pipeline` and the flags.

@@ -9,6 +9,8 @@ use tokio::{
     time::Instant,
 };
 
+use logstream_broker::publish::{ConfirmWindow, MainProblem, PublishOutcome, Tally};
+
 use crate::{
     Context,
     args::ProduceArgs,
@@ -16,8 +18,6 @@ use crate::{
     error::CliError,
     pacing::Pacer,
     progress::{Progress, UPDATE_EVERY},
-    publisher::{ConfirmWindow, MainProblem, Outcome, Tally},
-    session::Session,
     stop::StopSignal,
 };
 
@@ -40,9 +40,12 @@ pub async fn run(ctx: &Context, args: &ProduceArgs) -> Result<(), CliError> {
             (exchange, target.vhost.clone(), target.missing_hint())
         }
     };
-    let session = Session::open(&ctx.endpoint(&vhost)).await?;
-    session.require_exchange(&exchange, &hint).await?;
-    let channel = session.confirm_channel().await?;
+    let connection = ctx.connect(&vhost).await?;
+    connection
+        .require_exchange(&exchange)
+        .await
+        .map_err(|e| CliError::with_hint(e, &hint))?;
+    let channel = connection.confirm_channel().await?;
     let mut sender = Sender {
         window: ConfirmWindow::new(channel, args.window),
         tally: Tally::default(),
@@ -73,7 +76,7 @@ pub async fn run(ctx: &Context, args: &ProduceArgs) -> Result<(), CliError> {
         from_stdin(&mut sender, args).await?
     };
     sender.finish().await;
-    session.close().await;
+    connection.close().await;
 
     say!("{}", sender.summary());
     let tally = sender.tally;
@@ -135,20 +138,18 @@ impl Sender {
         self.window.is_closed()
     }
 
-    fn record(&mut self, outcome: &Outcome) {
+    fn record(&mut self, outcome: &PublishOutcome) {
         self.tally.record(outcome);
         let exchange = &self.exchange;
         self.main_problem.offer(outcome, || match outcome {
-            Outcome::Confirmed => None,
-            Outcome::Nacked => Some(format!(
+            PublishOutcome::Confirmed => None,
+            PublishOutcome::Nacked => Some(format!(
                 "the broker refused them (nack): is a queue bound to exchange {exchange:?} full (maxBacklog)?"
             )),
-            Outcome::Returned { reply, routing_key } => Some(format!(
+            PublishOutcome::Returned { reply, routing_key } => Some(format!(
                 "returned as unroutable ({reply}): no queue is bound to exchange {exchange:?} for routing keys like {routing_key:?}"
             )),
-            Outcome::Lost { reason, .. } => {
-                Some(format!("the channel closed before confirming: {reason}"))
-            }
+            PublishOutcome::Lost { .. } | PublishOutcome::Unconfirmed { .. } => outcome.problem(),
         });
     }
 

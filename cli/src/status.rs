@@ -7,7 +7,7 @@
 //! LogPipeline's `Ready` condition and replicas from the cluster ([`crate::cluster`]).
 
 use logstream_api::naming::{self, PREFIX};
-use logstream_operator::broker::{ManagementClient, QueueInfo};
+use logstream_broker::{ManagementClient, QueueStats};
 use serde::Serialize;
 
 use crate::{Context, args::StatusArgs, error::CliError, table};
@@ -185,7 +185,7 @@ fn parse_queue_name(name: &str) -> Option<(&str, &str, &str, Role)> {
 
 /// Groups the queues starting with `prefix` into outputs, sorted by pipeline and output.
 /// `now` is the current time in seconds since the epoch.
-pub fn summarize(queues: &[QueueInfo], prefix: &str, now: i64) -> Vec<OutputStatus> {
+pub fn summarize(queues: &[QueueStats], prefix: &str, now: i64) -> Vec<OutputStatus> {
     let mut outputs: Vec<OutputStatus> = Vec::new();
     for queue in queues.iter().filter(|q| q.name.starts_with(prefix)) {
         let Some((ns, pipeline, output, role)) = parse_queue_name(&queue.name) else {
@@ -228,7 +228,7 @@ pub fn summarize(queues: &[QueueInfo], prefix: &str, now: i64) -> Vec<OutputStat
 
 /// The head message's age where the broker reports its timestamp, else backlog ÷ ack rate
 /// (Little's law) when messages are being acknowledged, else unknown. An empty queue is 0.
-fn oldest_age(queue: &QueueInfo, now: i64) -> (Option<f64>, bool) {
+fn oldest_age(queue: &QueueStats, now: i64) -> (Option<f64>, bool) {
     let ready = queue.messages_ready.unwrap_or(0);
     if ready == 0 {
         return (Some(0.0), false);
@@ -258,7 +258,7 @@ mod tests {
 
     use super::*;
 
-    fn queue(value: serde_json::Value) -> QueueInfo {
+    fn queue(value: serde_json::Value) -> QueueStats {
         serde_json::from_value(value).unwrap()
     }
 

@@ -4,15 +4,13 @@
 //! messages flow, and a scaling decision arrives in the live stream with its reason. The
 //! screenshot is left in `target/test-artifacts/dashboard.png`.
 
-#[path = "../../operator/tests/support/browser.rs"]
-mod browser;
 mod support;
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
-use browser::{Browser, Tab, artifacts_dir};
+use logstream_testkit::browser::{Browser, Tab, artifacts_dir};
 use serde_json::Value;
-use support::{TestVhost, run_logstream};
+use support::{PipelineVhost, run_logstream};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// What the page shows for `default/quickstart` › `stdout`, read by the attributes the page
@@ -48,7 +46,7 @@ fn manifest(dir: &std::path::Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dev_dashboard_shows_the_pipeline_moving_numbers_and_a_live_scaling_decision() {
-    let vhost = TestVhost::new("dashboard").await;
+    let vhost = PipelineVhost::new("dashboard").await;
     let dir = std::env::temp_dir().join(support::unique("logstream-dashboard-test"));
     std::fs::create_dir_all(&dir).unwrap();
     let manifest = manifest(&dir);

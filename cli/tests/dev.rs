@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{TestVhost, command, eventually, run_logstream};
+use support::{PipelineVhost, command, eventually, run_logstream};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     sync::mpsc,
@@ -63,7 +63,7 @@ impl Lines {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_scales_local_workers_up_on_a_burst_drains_it_and_scales_back_down() {
-    let vhost = TestVhost::new("dev").await;
+    let vhost = PipelineVhost::new("dev").await;
     let dir = tempdir();
     let manifest = quickstart(&dir);
     let manifest = manifest.to_str().unwrap();
@@ -129,7 +129,7 @@ async fn dev_scales_local_workers_up_on_a_burst_drains_it_and_scales_back_down()
 
         // The backlog drains: every log of the burst leaves the queue.
         eventually(Duration::from_secs(60), "the burst drains", || async {
-            (vhost.depth("logstream.default.quickstart.stdout").await == 0).then_some(())
+            (vhost.ready("logstream.default.quickstart.stdout").await == 0).then_some(())
         })
         .await;
         // And the workers go away once the queue stayed empty and idle for scaleDownDelay.

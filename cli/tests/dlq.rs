@@ -20,7 +20,7 @@ use logstream_api::contract::{
     HEADER_ORIGIN_ROUTING_KEY, HEADER_REPLAY_COUNT,
 };
 use serde_json::Value;
-use support::{DeadLetterSpec, TestVhost, body, eventually, header, put_dead_letters};
+use support::{DeadLetterSpec, PipelineVhost, Taken, body, eventually, header, put_dead_letters};
 
 /// `n` dead letters: ids `m-0`.., bodies numbered, errors cycling through three causes.
 fn letters(n: usize) -> Vec<DeadLetterSpec<'static>> {
@@ -48,7 +48,7 @@ fn letters(n: usize) -> Vec<DeadLetterSpec<'static>> {
         .collect()
 }
 
-fn bodies(messages: &[lapin::message::BasicGetMessage]) -> Vec<String> {
+fn bodies(messages: &[Taken]) -> Vec<String> {
     messages.iter().map(body).collect()
 }
 
@@ -58,7 +58,7 @@ fn expected_bodies(letters: &[DeadLetterSpec<'_>]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_list_shows_every_field_and_leaves_the_same_messages_in_the_same_order() {
-    let vhost = TestVhost::new("list").await;
+    let vhost = PipelineVhost::new("list").await;
     let all = letters(50);
     put_dead_letters(&vhost, &vhost.dlq(), &all).await;
 
@@ -134,14 +134,7 @@ async fn dlq_list_shows_every_field_and_leaves_the_same_messages_in_the_same_ord
     );
     let ids: Vec<String> = after
         .iter()
-        .map(|m| {
-            m.delivery
-                .properties
-                .message_id()
-                .clone()
-                .unwrap()
-                .to_string()
-        })
+        .map(|m| m.properties.message_id().clone().unwrap().to_string())
         .collect();
     assert_eq!(ids, (0..50).map(|i| format!("m-{i}")).collect::<Vec<_>>());
     assert!(
@@ -152,7 +145,7 @@ async fn dlq_list_shows_every_field_and_leaves_the_same_messages_in_the_same_ord
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_list_keeps_the_order_of_a_quorum_dlq_too() {
-    let vhost = TestVhost::with_pipeline(
+    let vhost = PipelineVhost::with_pipeline(
         "list-quorum",
         "  queueType: quorum\n  outputs:\n    - {name: out, sink: {stdout: {}}}\n",
     )
@@ -188,7 +181,7 @@ async fn dlq_list_keeps_the_order_of_a_quorum_dlq_too() {
     eventually(
         Duration::from_secs(10),
         "every dead letter ready",
-        || async { (vhost.depth(&dlq).await == 18).then_some(()) },
+        || async { (vhost.ready(&dlq).await == 18).then_some(()) },
     )
     .await;
     assert_eq!(bodies(&vhost.drain(&dlq).await), expected_bodies(&all));
@@ -196,7 +189,7 @@ async fn dlq_list_keeps_the_order_of_a_quorum_dlq_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_refused_by_a_full_main_queue_is_listed_as_such_and_replayed_once_there_is_room() {
-    let vhost = TestVhost::with_pipeline(
+    let vhost = PipelineVhost::with_pipeline(
         "backlog",
         "  outputs:\n    - {name: out, maxBacklog: 1, retry: {backoff: [300ms]}, sink: {stdout: {}}}\n",
     )
@@ -227,11 +220,11 @@ async fn a_retry_refused_by_a_full_main_queue_is_listed_as_such_and_replayed_onc
     eventually(
         Duration::from_secs(10),
         "the retry to reach the DLQ",
-        || async { (vhost.depth(&dlq).await == 1).then_some(()) },
+        || async { (vhost.ready(&dlq).await == 1).then_some(()) },
     )
     .await;
-    assert_eq!(vhost.depth(&main).await, 1, "the backlog is as it was");
-    assert_eq!(vhost.depth(&retry0).await, 0);
+    assert_eq!(vhost.ready(&main).await, 1, "the backlog is as it was");
+    assert_eq!(vhost.ready(&retry0).await, 0);
 
     let listed = vhost
         .logstream(&["dlq", "list", "app", "out", "--json"])
@@ -244,7 +237,7 @@ async fn a_retry_refused_by_a_full_main_queue_is_listed_as_such_and_replayed_onc
     );
     assert_eq!(row["attempts"], 2);
     assert_eq!(row["routing_key"], "api.error");
-    assert_eq!(vhost.depth(&dlq).await, 1, "listing leaves it");
+    assert_eq!(vhost.ready(&dlq).await, 1, "listing leaves it");
 
     // Room again: the replay puts it back into the main flow, with the producer's key.
     let drained = vhost.drain(&main).await;
@@ -255,13 +248,13 @@ async fn a_retry_refused_by_a_full_main_queue_is_listed_as_such_and_replayed_onc
     assert_eq!(replay.code, 0, "{replay:?}");
     let back = vhost.drain(&main).await;
     assert_eq!(bodies(&back), [retry.body]);
-    assert_eq!(back[0].delivery.routing_key.as_str(), "api.error");
-    assert_eq!(vhost.depth(&dlq).await, 0);
+    assert_eq!(back[0].routing_key.as_str(), "api.error");
+    assert_eq!(vhost.ready(&dlq).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_sends_matching_dead_letters_back_fresh_and_keeps_the_others_in_order() {
-    let vhost = TestVhost::new("replay").await;
+    let vhost = PipelineVhost::new("replay").await;
     let all = letters(30);
     put_dead_letters(&vhost, &vhost.dlq(), &all).await;
 
@@ -278,8 +271,8 @@ async fn replay_sends_matching_dead_letters_back_fresh_and_keeps_the_others_in_o
     let replayed = vhost.drain(&vhost.main_queue()).await;
     assert_eq!(replayed.len(), 10);
     for m in &replayed {
-        assert_eq!(m.delivery.routing_key.as_str(), "api.error");
-        assert_eq!(m.delivery.exchange.as_str(), "logstream.test.app");
+        assert_eq!(m.routing_key.as_str(), "api.error");
+        assert_eq!(m.exchange.as_str(), "logstream.test.app");
         for cleared in [
             HEADER_ATTEMPT,
             HEADER_ERROR,
@@ -292,12 +285,8 @@ async fn replay_sends_matching_dead_letters_back_fresh_and_keeps_the_others_in_o
             header(m, HEADER_REPLAY_COUNT),
             Some(AMQPValue::LongLongInt(1))
         );
-        assert_eq!(
-            m.delivery.properties.priority(),
-            &Some(2),
-            "properties kept"
-        );
-        assert_eq!(m.delivery.properties.timestamp(), &Some(1_777_636_800));
+        assert_eq!(m.properties.priority(), &Some(2), "properties kept");
+        assert_eq!(m.properties.timestamp(), &Some(1_777_636_800));
     }
     let kept: Vec<_> = all
         .iter()
@@ -334,18 +323,15 @@ async fn replay_sends_matching_dead_letters_back_fresh_and_keeps_the_others_in_o
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.starts_with("replayed 4,"), "{}", run.stdout);
     let replayed = vhost.drain(&vhost.main_queue()).await;
-    let keys: BTreeSet<&str> = replayed
-        .iter()
-        .map(|m| m.delivery.routing_key.as_str())
-        .collect();
+    let keys: BTreeSet<&str> = replayed.iter().map(|m| m.routing_key.as_str()).collect();
     assert_eq!(replayed.len(), 4);
     assert_eq!(keys, BTreeSet::from(["auth.info"]));
-    assert_eq!(vhost.depth(&vhost.dlq()).await, 16);
+    assert_eq!(vhost.ready(&vhost.dlq()).await, 16);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_replay_reaches_only_the_output_whose_dead_letters_they_are() {
-    let vhost = TestVhost::with_pipeline(
+    let vhost = PipelineVhost::with_pipeline(
         "direct",
         "  outputs:\n    - {name: out, sink: {stdout: {}}}\n    - {name: archive, sink: {stdout: {}}}\n",
     )
@@ -363,7 +349,7 @@ async fn direct_replay_reaches_only_the_output_whose_dead_letters_they_are() {
         run.stdout
     );
     assert_eq!(
-        vhost.depth(&archive).await,
+        vhost.ready(&archive).await,
         0,
         "the other output got nothing"
     );
@@ -379,13 +365,13 @@ async fn direct_replay_reaches_only_the_output_whose_dead_letters_they_are() {
     put_dead_letters(&vhost, &vhost.dlq(), &letters(3)).await;
     let run = vhost.logstream(&["dlq", "replay", "app", "out"]).await;
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(vhost.depth(&vhost.main_queue()).await, 3);
-    assert_eq!(vhost.depth(&archive).await, 3);
+    assert_eq!(vhost.ready(&vhost.main_queue()).await, 3);
+    assert_eq!(vhost.ready(&archive).await, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_changes_nothing() {
-    let vhost = TestVhost::new("dry").await;
+    let vhost = PipelineVhost::new("dry").await;
     let all = letters(9);
     put_dead_letters(&vhost, &vhost.dlq(), &all).await;
     let run = vhost
@@ -413,7 +399,7 @@ async fn a_dry_run_changes_nothing() {
         "{}",
         run.stdout
     );
-    assert_eq!(vhost.depth(&vhost.main_queue()).await, 0);
+    assert_eq!(vhost.ready(&vhost.main_queue()).await, 0);
     assert_eq!(
         bodies(&vhost.drain(&vhost.dlq()).await),
         expected_bodies(&all)
@@ -422,7 +408,7 @@ async fn a_dry_run_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_without_a_routing_key_stays_and_the_run_fails_clearly() {
-    let vhost = TestVhost::new("nokey").await;
+    let vhost = PipelineVhost::new("nokey").await;
     let mut all = letters(3);
     all[1].origin = None;
     put_dead_letters(&vhost, &vhost.dlq(), &all).await;
@@ -448,7 +434,7 @@ async fn a_dead_letter_without_a_routing_key_stays_and_the_run_fails_clearly() {
         "{}",
         run.stderr
     );
-    assert_eq!(vhost.depth(&vhost.main_queue()).await, 2);
+    assert_eq!(vhost.ready(&vhost.main_queue()).await, 2);
     assert_eq!(
         bodies(&vhost.drain(&vhost.dlq()).await),
         [all[1].body.clone()]
@@ -458,7 +444,7 @@ async fn a_dead_letter_without_a_routing_key_stays_and_the_run_fails_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_x_death_routing_key_is_used_when_the_worker_header_is_missing() {
     // A quorum-style broker dead-lettering: rejected from the main queue without requeue.
-    let vhost = TestVhost::new("xdeath").await;
+    let vhost = PipelineVhost::new("xdeath").await;
     let (connection, channel) = vhost.confirm_channel().await;
     channel
         .basic_publish(
@@ -494,7 +480,7 @@ async fn the_broker_x_death_routing_key_is_used_when_the_worker_header_is_missin
     eventually(
         Duration::from_secs(10),
         "the broker dead-letters the message",
-        || async { (vhost.depth(&dlq).await == 1).then_some(()) },
+        || async { (vhost.ready(&dlq).await == 1).then_some(()) },
     )
     .await;
 
@@ -507,7 +493,7 @@ async fn the_broker_x_death_routing_key_is_used_when_the_worker_header_is_missin
     assert_eq!(run.code, 0, "{run:?}");
     let replayed = vhost.drain(&vhost.main_queue()).await;
     assert_eq!(replayed.len(), 1);
-    assert_eq!(replayed[0].delivery.routing_key.as_str(), "game.auth.error");
+    assert_eq!(replayed[0].routing_key.as_str(), "game.auth.error");
     assert_eq!(
         header(&replayed[0], "x-death"),
         None,
@@ -522,7 +508,7 @@ async fn the_broker_x_death_routing_key_is_used_when_the_worker_header_is_missin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_killed_with_sigkill_mid_run_and_run_again_loses_no_dead_letter() {
     const N: usize = 3000;
-    let vhost = TestVhost::new("sigkill").await;
+    let vhost = PipelineVhost::new("sigkill").await;
     let all = letters(N);
     put_dead_letters(&vhost, &vhost.dlq(), &all).await;
 
@@ -547,7 +533,7 @@ async fn replay_killed_with_sigkill_mid_run_and_run_again_loses_no_dead_letter()
     eventually(
         Duration::from_secs(30),
         "the replay to be under way",
-        || async { (vhost.depth(&main).await >= 300).then_some(()) },
+        || async { (vhost.ready(&main).await >= 300).then_some(()) },
     )
     .await;
     child.start_kill().unwrap(); // SIGKILL
@@ -561,7 +547,7 @@ async fn replay_killed_with_sigkill_mid_run_and_run_again_loses_no_dead_letter()
     // Unacknowledged dead letters come back once the broker notices the dead connection.
     let (in_main, in_dlq) =
         eventually(Duration::from_secs(30), "the broker to requeue", || async {
-            let (m, d) = (vhost.depth(&main).await, vhost.depth(&dlq).await);
+            let (m, d) = (vhost.ready(&main).await, vhost.ready(&dlq).await);
             (m as usize + d as usize >= N).then_some((m, d))
         })
         .await;
@@ -574,17 +560,11 @@ async fn replay_killed_with_sigkill_mid_run_and_run_again_loses_no_dead_letter()
     let again = vhost.logstream(&["dlq", "replay", "app", "out"]).await;
     assert_eq!(again.code, 0, "{again:?}");
     eprintln!("second run: {}", again.stdout.trim());
-    assert_eq!(vhost.depth(&dlq).await, 0);
+    assert_eq!(vhost.ready(&dlq).await, 0);
 
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     for m in vhost.drain(&main).await {
-        let id = m
-            .delivery
-            .properties
-            .message_id()
-            .clone()
-            .unwrap()
-            .to_string();
+        let id = m.properties.message_id().clone().unwrap().to_string();
         *seen.entry(id).or_default() += 1;
     }
     let missing: Vec<_> = all
@@ -604,7 +584,7 @@ async fn replay_killed_with_sigkill_mid_run_and_run_again_loses_no_dead_letter()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_refuses_without_a_terminal_unless_told_yes() {
-    let vhost = TestVhost::new("purge").await;
+    let vhost = PipelineVhost::new("purge").await;
     put_dead_letters(&vhost, &vhost.dlq(), &letters(5)).await;
     let refused = vhost.logstream(&["dlq", "purge", "app", "out"]).await;
     assert_eq!(refused.code, 1, "{refused:?}");
@@ -612,7 +592,7 @@ async fn purge_refuses_without_a_terminal_unless_told_yes() {
         refused.stderr.trim(),
         "error: refusing to purge without confirmation: stdin is not a terminal; pass --yes"
     );
-    assert_eq!(vhost.depth(&vhost.dlq()).await, 5);
+    assert_eq!(vhost.ready(&vhost.dlq()).await, 5);
     let purged = vhost
         .logstream(&["dlq", "purge", "app", "out", "--yes"])
         .await;
@@ -621,5 +601,5 @@ async fn purge_refuses_without_a_terminal_unless_told_yes() {
         purged.stdout.trim(),
         "purged 5 messages from logstream.test.app.out.dlq"
     );
-    assert_eq!(vhost.depth(&vhost.dlq()).await, 0);
+    assert_eq!(vhost.ready(&vhost.dlq()).await, 0);
 }

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{Run, TestVhost, run_logstream};
+use support::{PipelineVhost, Run, run_logstream};
 
 /// Asserts the run failed with `code` and one line on stderr containing `text`, without the
 /// secret or any sign of a panic.
@@ -19,14 +19,12 @@ fn assert_fails(run: &Run, code: i32, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_fails_with_exit_2_without_showing_it() {
-    let vhost = TestVhost::new("password").await;
-    let address = logstream_api::broker_uri::AmqpAddress::parse(&support::amqp_addr()).unwrap();
-    let wrong = format!(
-        "amqp://{}:s3cret-pw@{}:{}/%2f",
-        address.username,
-        address.host_for_uri(),
-        address.port
-    );
+    let vhost = PipelineVhost::new("password").await;
+    let under_test = support::endpoint();
+    let wrong = under_test
+        .with_credentials(under_test.username(), "s3cret-pw")
+        .with_vhost("/")
+        .amqp_uri_with_password();
     for args in [
         vec!["dlq", "list", "app", "out"],
         vec!["produce", "app", "-m", "hi"],
@@ -44,7 +42,10 @@ async fn a_wrong_password_fails_with_exit_2_without_showing_it() {
         assert_fails(
             &run,
             2,
-            &format!("refused the credentials of user {:?}", address.username),
+            &format!(
+                "refused the credentials of user {:?}",
+                under_test.username()
+            ),
         );
         assert!(run.stderr.contains(":***@"), "{}", run.stderr);
     }
@@ -68,7 +69,7 @@ async fn a_wrong_password_fails_with_exit_2_without_showing_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_pipeline_or_output_fails_with_exit_2_naming_what_is_missing() {
-    let vhost = TestVhost::new("unknown").await;
+    let vhost = PipelineVhost::new("unknown").await;
     let run = vhost.logstream(&["dlq", "list", "nope", "out"]).await;
     assert_fails(
         &run,

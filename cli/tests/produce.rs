@@ -10,11 +10,11 @@ use std::{
 
 use logstream_api::contract::Level;
 use serde_json::Value;
-use support::{TestVhost, body};
+use support::{PipelineVhost, body};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_run_of_100k_is_confirmed_in_full_with_the_requested_level_mix_and_priorities() {
-    let vhost = TestVhost::new("load").await;
+    let vhost = PipelineVhost::new("load").await;
     let run = vhost
         .logstream(&[
             "produce",
@@ -42,7 +42,7 @@ async fn a_load_run_of_100k_is_confirmed_in_full_with_the_requested_level_mix_an
     let mut per_level: BTreeMap<Level, u64> = BTreeMap::new();
     let mut ids = HashSet::new();
     for m in &messages {
-        let json: Value = serde_json::from_slice(&m.data).unwrap();
+        let json: Value = serde_json::from_slice(&m.body).unwrap();
         let level: Level = json["level"].as_str().unwrap().parse().unwrap();
         let service = json["service"].as_str().unwrap();
         *per_level.entry(level).or_default() += 1;
@@ -85,7 +85,7 @@ async fn a_load_run_of_100k_is_confirmed_in_full_with_the_requested_level_mix_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_log_from_flags_follows_the_message_contract() {
-    let vhost = TestVhost::new("single").await;
+    let vhost = PipelineVhost::new("single").await;
     let run = vhost
         .logstream(&[
             "produce",
@@ -112,21 +112,17 @@ async fn a_single_log_from_flags_follows_the_message_contract() {
     assert_eq!(json["service"], "api");
     assert_eq!(json["code"], 500);
     assert_eq!(json["host"], "db-1");
-    assert_eq!(m.delivery.routing_key.as_str(), "api.critical");
-    assert_eq!(m.delivery.properties.priority(), &Some(3));
+    assert_eq!(m.routing_key.as_str(), "api.critical");
+    assert_eq!(m.properties.priority(), &Some(3));
     assert_eq!(
-        m.delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|s| s.as_str().len()),
+        m.properties.message_id().as_ref().map(|s| s.as_str().len()),
         Some(32)
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_lines_from_stdin_are_published_and_bad_lines_are_reported() {
-    let vhost = TestVhost::new("stdin").await;
+    let vhost = PipelineVhost::new("stdin").await;
     let input = concat!(
         "{\"level\":\"error\",\"service\":\"auth\",\"message\":\"bad token\",\"user\":\"ann\"}\n",
         "{not json\n",
@@ -157,10 +153,7 @@ async fn json_lines_from_stdin_are_published_and_bad_lines_are_reported() {
         run.stderr
     );
     let messages = vhost.drain(&vhost.main_queue()).await;
-    let keys: Vec<&str> = messages
-        .iter()
-        .map(|m| m.delivery.routing_key.as_str())
-        .collect();
+    let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
     assert_eq!(keys, ["auth.error", "shell.info"]);
     let first: Value = serde_json::from_str(&body(&messages[0])).unwrap();
     assert_eq!(first["user"], "ann");
@@ -169,7 +162,7 @@ async fn json_lines_from_stdin_are_published_and_bad_lines_are_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unroutable_logs_are_counted_as_returned_and_fail_the_run() {
-    let vhost = TestVhost::with_pipeline(
+    let vhost = PipelineVhost::with_pipeline(
         "returned",
         "  outputs:\n    - {name: out, bindings: [\"#.critical\"], sink: {stdout: {}}}\n",
     )
@@ -198,12 +191,12 @@ async fn unroutable_logs_are_counted_as_returned_and_fail_the_run() {
         "{}",
         run.stderr
     );
-    assert_eq!(vhost.depth(&vhost.main_queue()).await, 10);
+    assert_eq!(vhost.ready(&vhost.main_queue()).await, 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_refused_by_a_full_queue_are_counted_as_nacked() {
-    let vhost = TestVhost::with_pipeline(
+    let vhost = PipelineVhost::with_pipeline(
         "nacked",
         "  outputs:\n    - {name: out, maxBacklog: 5, sink: {stdout: {}}}\n",
     )
@@ -223,7 +216,7 @@ async fn logs_refused_by_a_full_queue_are_counted_as_nacked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paced_load_run_keeps_its_rate_and_pads_bodies() {
-    let vhost = TestVhost::new("paced").await;
+    let vhost = PipelineVhost::new("paced").await;
     let started = std::time::Instant::now();
     let run = vhost
         .logstream(&[
@@ -250,12 +243,12 @@ async fn a_paced_load_run_keeps_its_rate_and_pads_bodies() {
     assert!(elapsed.as_secs_f64() >= 0.75, "{elapsed:?}");
     let messages = vhost.drain(&vhost.main_queue()).await;
     assert_eq!(messages.len(), 200);
-    assert!(messages.iter().all(|m| m.delivery.data.len() == 512));
+    assert!(messages.iter().all(|m| m.body.len() == 512));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_a_load_run_and_every_sent_log_is_still_accounted_for() {
-    let vhost = TestVhost::new("ctrl-c").await;
+    let vhost = PipelineVhost::new("ctrl-c").await;
     let child = support::command(&[
         "--vhost",
         &vhost.name,
@@ -277,7 +270,7 @@ async fn ctrl_c_stops_a_load_run_and_every_sent_log_is_still_accounted_for() {
     support::eventually(
         Duration::from_secs(30),
         "the run to be under way",
-        || async { (vhost.depth(&main).await >= 50).then_some(()) },
+        || async { (vhost.ready(&main).await >= 50).then_some(()) },
     )
     .await;
     let pid = child.id().unwrap().to_string();
@@ -302,12 +295,12 @@ async fn ctrl_c_stops_a_load_run_and_every_sent_log_is_still_accounted_for() {
         "{stdout}"
     );
     assert!(sent < 12_000, "stopped early: {sent}");
-    assert_eq!(vhost.depth(&main).await, sent);
+    assert_eq!(vhost.ready(&main).await, u64::from(sent));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_run_whose_exchange_disappears_stops_and_fails_with_the_reason() {
-    let vhost = TestVhost::new("gone").await;
+    let vhost = PipelineVhost::new("gone").await;
     let child = support::command(&[
         "--vhost",
         &vhost.name,
@@ -329,7 +322,7 @@ async fn a_load_run_whose_exchange_disappears_stops_and_fails_with_the_reason() 
     support::eventually(
         Duration::from_secs(30),
         "the run to be under way",
-        || async { (vhost.depth(&main).await >= 50).then_some(()) },
+        || async { (vhost.ready(&main).await >= 50).then_some(()) },
     )
     .await;
     let connection = vhost.connect().await;

@@ -10,11 +10,11 @@ use lapin::{
     types::FieldTable,
 };
 use serde_json::Value;
-use support::{TestVhost, eventually};
+use support::{PipelineVhost, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_each_output_with_depth_retries_dead_letters_and_consumers() {
-    let vhost = TestVhost::with_pipeline(
+    let vhost = PipelineVhost::with_pipeline(
         "status",
         "  outputs:\n    - {name: security, bindings: [\"#.critical\"], retry: {backoff: [1h]}, sink: {stdout: {}}}\n    - {name: archive, sink: {stdout: {}}}\n",
     )

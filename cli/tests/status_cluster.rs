@@ -1,13 +1,11 @@
 //! `logstream status --kubeconfig`: the broker's figures per output joined with what the
 //! LogPipeline status in the cluster says (a fake API server over HTTP, the real broker).
 
-#[path = "../../operator/tests/support/fake_api.rs"]
-mod fake_api;
 mod support;
 
-use fake_api::FakeApi;
+use logstream_testkit::fake_api::FakeApi;
 use serde_json::{Value, json};
-use support::{NAMESPACE, PIPELINE, TestVhost};
+use support::{NAMESPACE, PIPELINE, PipelineVhost};
 
 fn pipeline_with_status() -> Value {
     json!({
@@ -31,7 +29,7 @@ fn pipeline_with_status() -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_with_a_kubeconfig_adds_the_pipelines_condition_and_replicas() {
-    let vhost = TestVhost::new("status-cluster").await;
+    let vhost = PipelineVhost::new("status-cluster").await;
     let fake = FakeApi::start(vec![pipeline_with_status()], Vec::new()).await;
     let dir = std::env::temp_dir().join(support::unique("logstream-status-kube"));
     std::fs::create_dir_all(&dir).unwrap();

@@ -3,17 +3,12 @@
 //!
 //! The binary (`src/bin/logstream-operator.rs`) only wires these modules together.
 
-pub mod broker;
 pub mod children;
 pub mod controller;
-pub mod credentials;
-pub mod dashboard;
-pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod rbac;
 pub mod scaling;
 pub mod settings;
-pub mod shutdown;
 pub mod startup;
 pub mod status;

@@ -18,7 +18,7 @@ use logstream_api::{
 };
 use serde_json::{Value, json};
 
-use crate::broker::QueueInfo;
+use logstream_broker::QueueStats;
 
 /// Condition types, in the order they are reported.
 pub mod types {
@@ -33,7 +33,7 @@ pub mod types {
 }
 
 /// Condition reasons the operator itself sets (broker failures use
-/// [`crate::broker::BrokerError::category`]).
+/// [`logstream_broker::BrokerError::category`]).
 pub mod reasons {
     /// BrokerReachable: logged in.
     pub const CONNECTED: &str = "Connected";
@@ -230,10 +230,10 @@ pub fn workers_verdict(outputs: &[(String, WorkerReplicas)]) -> Verdict {
 pub fn output_figures(
     plan: &TopologyPlan,
     outputs: &[(String, WorkerReplicas)],
-    queues: Option<&[QueueInfo]>,
+    queues: Option<&[QueueStats]>,
     now: Timestamp,
 ) -> Vec<OutputStatus> {
-    let by_name: HashMap<&str, &QueueInfo> = queues
+    let by_name: HashMap<&str, &QueueStats> = queues
         .unwrap_or_default()
         .iter()
         .map(|q| (q.name.as_str(), q))
@@ -284,7 +284,7 @@ pub fn bare_outputs(namespace: &str, pipeline: &str, spec: &LogPipelineSpec) -> 
 /// Age of the oldest waiting message in seconds: from the broker's head message timestamp
 /// where it reports one, else estimated by Little's law (backlog ÷ drain rate); 0 for an
 /// empty queue; `None` when neither can be known.
-pub fn oldest_message_age(queue: &QueueInfo, now: Timestamp) -> Option<f64> {
+pub fn oldest_message_age(queue: &QueueStats, now: Timestamp) -> Option<f64> {
     let ready = queue.messages_ready?;
     if ready == 0 {
         return Some(0.0);
@@ -401,7 +401,7 @@ mod tests {
         "2026-01-02T03:04:05Z".parse().unwrap()
     }
 
-    fn queue(name: &str, ready: u64, head: Option<i64>, ack_rate: Option<f64>) -> QueueInfo {
+    fn queue(name: &str, ready: u64, head: Option<i64>, ack_rate: Option<f64>) -> QueueStats {
         let stats = ack_rate.map(|rate| json!({"ack_details": {"rate": rate}}));
         serde_json::from_value(json!({
             "name": name,

@@ -8,11 +8,12 @@ mod support;
 use std::sync::Arc;
 
 use logstream_api::manifest::parse_pipeline;
+use logstream_autoscaler::serve::MetricsText;
+use logstream_autoscaler::{OutputScaling, PipelineAutoscaler, dashboard::Dashboard};
+use logstream_broker::BrokerAdmin;
 use logstream_operator::{
-    broker::BrokerAdmin,
-    dashboard::Dashboard,
     metrics::Metrics,
-    scaling::{Autoscalers, DeploymentScale, OutputScaling, PipelineAutoscaler},
+    scaling::{Autoscalers, DeploymentScale},
 };
 use serde_json::{Value, json};
 use support::{

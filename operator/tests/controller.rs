@@ -8,9 +8,8 @@ use std::{sync::Arc, time::Duration};
 use k8s_openapi::{ByteString, jiff::Timestamp};
 use kube::runtime::controller::Action;
 use logstream_api::{LogPipeline, plan, worker_config::WorkerConfig};
+use logstream_broker::BrokerAdmin;
 use logstream_operator::{
-    broker::BrokerAdmin,
-    children,
     controller::{Context, Error, error_policy, reconcile},
     metrics::Metrics,
     settings::Settings,
@@ -361,7 +360,7 @@ fn expect_children(fixture: &Fixture, spec_value: &Value, listed: Vec<Value>) ->
                     "labels": worker_labels("security"),
                     "annotations": {
                         "logstream.io/broker-secret-version": "7",
-                        "logstream.io/config-digest": children::digest(&worker_yaml)
+                        "logstream.io/config-digest": logstream_api::digest::hex(&worker_yaml)
                     }
                 },
                 "spec": {
@@ -847,7 +846,7 @@ async fn a_topology_conflict_is_a_condition_naming_the_argument_not_a_crash_loop
         .queue_declare(
             QUEUE.into(),
             lapin::options::QueueDeclareOptions::durable(),
-            logstream_operator::broker::admin::field_table(&args),
+            logstream_broker::topology::field_table(&args),
         )
         .await
         .unwrap();
@@ -1041,7 +1040,7 @@ async fn existing_topology(f: &Fixture, spec: &Value) {
                 .ok()?;
             let depth = admin.queue_depth(QUEUE).await.ok()??;
             admin.close().await;
-            (depth.0 == 1).then_some(())
+            (depth.ready == 1).then_some(())
         },
     )
     .await;

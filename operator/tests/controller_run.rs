@@ -11,6 +11,7 @@ use std::{
 };
 
 use k8s_openapi::ByteString;
+use logstream_autoscaler::serve::MetricsText;
 use logstream_operator::{
     controller::{self, Context, Scope},
     metrics::Metrics,
@@ -135,7 +136,7 @@ async fn the_controller_reconciles_every_pipeline_and_repairs_drift_on_its_own()
     assert!(fake.requests() > requests);
 
     assert_eq!(
-        fake.unlisted_calls(),
+        support::unlisted_calls(&fake),
         Vec::<String>::new(),
         "calls outside rbac::PERMISSIONS"
     );
@@ -227,7 +228,7 @@ async fn the_binary_leads_through_the_lease_serves_metrics_and_releases_on_sigte
     assert!(text.contains("leading"), "{text}");
     assert!(!text.contains(&user.password), "the logs show the password");
     assert_eq!(
-        fake.unlisted_calls(),
+        support::unlisted_calls(&fake),
         Vec::<String>::new(),
         "calls outside rbac::PERMISSIONS"
     );

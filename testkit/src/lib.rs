@@ -1,8 +1,17 @@
-//! What the operator's, the worker's and the CLI's tests share. Each crate's
-//! `tests/support` module builds its own harness (vhosts, pipelines, processes) on these.
+//! What the tests of every LogStream crate share: the broker under test and a vhost of its own
+//! per test ([`broker`]), a headless browser ([`browser`]), a stand-in Kubernetes API server
+//! ([`fake_api`]), unique names, polling with a deadline, free ports. Each crate's
+//! `tests/support` module adds what only it needs (sink servers, worker processes, the fake
+//! API server).
 //!
 //! `AMQP_ADDR` (default `amqp://guest:guest@127.0.0.1:5672/%2f`) and optional
 //! `MANAGEMENT_ADDR` name the broker under test.
+
+pub mod broker;
+pub mod browser;
+pub mod fake_api;
+
+pub use broker::{Taken, TestBroker, TestUser, TestVhost, encode, endpoint, publish, publish_with};
 
 use std::{
     sync::atomic::{AtomicU32, Ordering},

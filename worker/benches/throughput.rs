@@ -35,7 +35,7 @@ use logstream_api::{
     plan,
     worker_config::{AMQP_URI_ENV, WorkerConfig},
 };
-use logstream_operator::broker::{BrokerAdmin, BrokerEndpoint, ManagementClient};
+use logstream_broker::{BrokerAdmin, BrokerEndpoint, ManagementClient};
 
 const BODY_BYTES: usize = 1024;
 

@@ -7,7 +7,6 @@ use std::{
     time::Duration,
 };
 
-use logstream_api::broker_uri::AmqpAddress;
 use tokio::{net::TcpListener, sync::watch};
 use tracing::{info, warn};
 
@@ -94,7 +93,7 @@ pub async fn run(settings: Settings, sink: Arc<dyn Sink>) -> Result<(), RuntimeE
     let mut was_connected = false;
     while !*stop.borrow() {
         let started = tokio::select! {
-            started = Session::start(&worker, settings.amqp_uri(), &broker) => started,
+            started = Session::start(&worker, &settings.broker) => started,
             _ = stop.wait_for(|stopping| *stopping) => break,
         };
         match started {
@@ -141,9 +140,4 @@ fn wait_for_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => {}
         }
     })
-}
-
-/// The redacted broker address, for logs.
-pub fn shown(address: &AmqpAddress) -> String {
-    address.to_string()
 }

@@ -20,17 +20,18 @@ use std::{
 use futures::{StreamExt, future::join_all};
 use jiff::Timestamp;
 use lapin::{
-    Channel, Connection, ConnectionProperties, Consumer, ErrorKind,
+    Channel, Consumer,
     message::Delivery,
     options::{
-        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-        BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
     },
-    protocol::{AMQPErrorKind, AMQPSoftError},
     types::{FieldTable, ShortString},
-    uri::AMQPUri,
 };
 use logstream_api::{contract::ErrorClass, worker_config::WorkerConfig};
+use logstream_broker::{
+    BrokerConnection, BrokerEndpoint, BrokerError, PublishOutcome, Purpose,
+    headers::{self, Failure},
+};
 use tokio::{sync::Semaphore, task::JoinSet, time::sleep_until};
 use tracing::{debug, error, info, warn};
 
@@ -40,13 +41,11 @@ use crate::{
     dedup::{DedupCache, DedupKey},
     envelope::{self, Origin},
     metrics::{Metrics, Outcome},
-    republish::{self, CopyError, Failure, Republisher},
+    republish::{self, Republisher},
     retry_ladder::{Admission, Ladder, Verdict},
     sink::{Sink, SinkFailure, WriteOutcome},
 };
 
-/// Longest wait for the AMQP connection to open.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the broker to confirm a retry or dead-letter copy.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause before a delivery whose copy was refused goes back to the queue, so that a full DLQ
@@ -70,14 +69,10 @@ pub struct Worker {
 /// Why a session could not start or ended without being asked to.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    /// The connection could not be opened.
-    #[error("failed to connect to {broker}: {reason}")]
-    Connect {
-        /// The broker (redacted).
-        broker: String,
-        /// Why.
-        reason: String,
-    },
+    /// The connection could not be opened (the error tells an unreachable broker from
+    /// refused credentials or a missing vhost).
+    #[error(transparent)]
+    Connect(BrokerError),
     /// A queue the worker needs does not exist.
     #[error(
         "failed to find queue {queue} on vhost {vhost}: the pipeline's topology is not declared (the operator declares it)"
@@ -93,8 +88,8 @@ pub enum SessionError {
     Setup {
         /// What was being done.
         action: String,
-        /// The AMQP error.
-        source: lapin::Error,
+        /// The broker's or client's words.
+        source: BrokerError,
     },
     /// The connection or the consumer channel failed.
     #[error("lost the broker connection: {0}")]
@@ -169,7 +164,7 @@ struct TaskContext {
 
 /// An open connection with its consumer.
 pub struct Session {
-    connection: Connection,
+    connection: BrokerConnection,
     consume: Channel,
     consumer: Option<Consumer>,
     consumer_tag: ShortString,
@@ -182,46 +177,29 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connects to `uri` (shown as `broker`), checks the topology, and starts consuming.
-    pub async fn start(worker: &Worker, uri: AMQPUri, broker: &str) -> Result<Self, SessionError> {
+    /// Connects to `broker`, checks the topology, and starts consuming.
+    pub async fn start(worker: &Worker, broker: &BrokerEndpoint) -> Result<Self, SessionError> {
         let config = &worker.config;
         let name = format!("logstream-worker {}/{}", config.pipeline, config.output);
-        let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let connection =
-            tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, properties))
-                .await
-                .map_err(|_| SessionError::Connect {
-                    broker: broker.to_owned(),
-                    reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
-                })?
-                .map_err(|e| SessionError::Connect {
-                    broker: broker.to_owned(),
-                    reason: e.to_string(),
-                })?;
+        let connection = BrokerConnection::open(broker, &name, Purpose::Messages)
+            .await
+            .map_err(SessionError::Connect)?;
         match open_channels(worker, &connection).await {
-            Ok((publish, consume, consumer, consumer_tag)) => Ok(Self::new(
-                worker,
-                connection,
-                publish,
-                consume,
-                consumer,
-                consumer_tag,
-            )),
+            Ok(channels) => Ok(Self::new(worker, connection, channels)),
             Err(e) => {
-                let _ = connection.close(200, "worker setup failed".into()).await;
+                connection.close().await;
                 Err(e)
             }
         }
     }
 
-    fn new(
-        worker: &Worker,
-        connection: Connection,
-        publish: Channel,
-        consume: Channel,
-        consumer: Consumer,
-        consumer_tag: ShortString,
-    ) -> Self {
+    fn new(worker: &Worker, connection: BrokerConnection, channels: Channels) -> Self {
+        let Channels {
+            publish,
+            consume,
+            consumer,
+            consumer_tag,
+        } = channels;
         let config = &worker.config;
         let concurrency = usize::try_from(config.consume.concurrency)
             .unwrap_or(usize::MAX)
@@ -283,7 +261,7 @@ impl Session {
                     );
                     self.ready.store(false, Ordering::Relaxed);
                     self.tasks.abort_all();
-                    let _ = self.connection.close(200, "worker stopping".into()).await;
+                    self.connection.close().await;
                     return SessionEnd::Stopped { settled: false };
                 }
                 Some(joined) = self.tasks.join_next() => {
@@ -326,15 +304,12 @@ impl Session {
         self.ready.store(false, Ordering::Relaxed);
         match lost {
             Some(e) => {
-                let _ = self
-                    .connection
-                    .close(200, "worker reconnecting".into())
-                    .await;
+                self.connection.close().await;
                 SessionEnd::Lost(e)
             }
             None => {
                 let _ = self.consume.close(200, "worker stopping".into()).await;
-                let _ = self.connection.close(200, "worker stopping".into()).await;
+                self.connection.close().await;
                 SessionEnd::Stopped { settled: true }
             }
         }
@@ -658,61 +633,75 @@ impl TaskContext {
             reason,
             attempt: verdict.attempt(),
         };
-        let properties = republish::copy_properties(
+        let properties = headers::failure_copy(
             &delivery.properties,
             delivery.routing_key.as_str(),
             &failure,
             Timestamp::now(),
         );
-        match self
+        let published = self
             .republisher
             .publish(queue, &delivery.data, properties)
-            .await
-        {
-            Ok(()) => {
+            .await;
+        match published {
+            PublishOutcome::Confirmed => {
                 debug!(queue, attempt = failure.attempt, %class, "republished: {reason}");
                 Disposition::Ack(outcome)
             }
-            Err(e @ (CopyError::Refused { .. } | CopyError::Unconfirmed { .. })) => {
-                warn!("{e}; the delivery goes back to the queue");
+            PublishOutcome::Lost { .. } => {
+                warn!(
+                    "failed to publish a copy to queue {queue}: {}",
+                    published.problem().unwrap_or_default()
+                );
+                Disposition::Abandon
+            }
+            PublishOutcome::Nacked
+            | PublishOutcome::Returned { .. }
+            | PublishOutcome::Unconfirmed { .. } => {
+                warn!(
+                    "failed to publish a copy to queue {queue}: {}; the delivery goes back to the queue",
+                    published.problem().unwrap_or_default()
+                );
                 tokio::time::sleep(REFUSED_REQUEUE_PAUSE).await;
                 Disposition::Requeue
             }
-            Err(e @ CopyError::Channel { .. }) => {
-                warn!("{e}");
-                Disposition::Abandon
-            }
         }
     }
+}
+
+/// The channels of a session.
+struct Channels {
+    /// Confirm mode: retry and dead-letter copies.
+    publish: Channel,
+    /// Prefetch: the consumer's.
+    consume: Channel,
+    consumer: Consumer,
+    consumer_tag: ShortString,
 }
 
 /// Checks the topology, opens the publishing channel (confirm mode) and the consuming channel
 /// (prefetch), and starts the consumer.
 async fn open_channels(
     worker: &Worker,
-    connection: &Connection,
-) -> Result<(Channel, Channel, Consumer, ShortString), SessionError> {
+    connection: &BrokerConnection,
+) -> Result<Channels, SessionError> {
     let config = &worker.config;
     let setup = |action: String| move |source| SessionError::Setup { action, source };
 
     check_topology(connection, config).await?;
 
     let publish = connection
-        .create_channel()
+        .confirm_channel()
         .await
         .map_err(setup("open the publishing channel".into()))?;
-    publish
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(setup("enable publisher confirms".into()))?;
-
     let consume = connection
-        .create_channel()
+        .channel()
         .await
         .map_err(setup("open the consuming channel".into()))?;
     consume
         .basic_qos(config.consume.prefetch, BasicQosOptions::default())
         .await
+        .map_err(|e| connection.error("set prefetch on queue", &config.queue, &e))
         .map_err(setup(format!("set prefetch {}", config.consume.prefetch)))?;
     let consumer_tag = ShortString::from(consumer_tag());
     let consumer = consume
@@ -723,41 +712,29 @@ async fn open_channels(
             FieldTable::default(),
         )
         .await
+        .map_err(|e| connection.error("consume queue", &config.queue, &e))
         .map_err(setup(format!("consume queue {}", config.queue)))?;
 
-    Ok((publish, consume, consumer, consumer_tag))
+    Ok(Channels {
+        publish,
+        consume,
+        consumer,
+        consumer_tag,
+    })
 }
 
-/// Passively checks that the main queue, the retry steps and the DLQ exist, on a throw-away
-/// channel (a missing queue closes the channel it was asked on).
+/// Passively checks that the main queue, the retry steps and the DLQ exist.
 async fn check_topology(
-    connection: &Connection,
+    connection: &BrokerConnection,
     config: &WorkerConfig,
 ) -> Result<(), SessionError> {
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|source| SessionError::Setup {
-            action: "open a channel".into(),
-            source,
-        })?;
     let queues = std::iter::once(&config.queue)
         .chain(config.retry.iter().map(|s| &s.queue))
         .chain(std::iter::once(&config.dead_letter_queue));
     for queue in queues {
-        let declared = channel
-            .queue_declare(
-                ShortString::from(queue.as_str()),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        match declared {
+        match connection.require_queue(queue).await {
             Ok(_) => {}
-            Err(e) if is_not_found(&e) => {
+            Err(BrokerError::NotFound { .. }) => {
                 return Err(SessionError::MissingQueue {
                     queue: queue.clone(),
                     vhost: config.vhost.clone(),
@@ -771,12 +748,7 @@ async fn check_topology(
             }
         }
     }
-    let _ = channel.close(200, "topology checked".into()).await;
     Ok(())
-}
-
-fn is_not_found(e: &lapin::Error) -> bool {
-    matches!(e.kind(), ErrorKind::ProtocolError(a) if matches!(a.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)))
 }
 
 async fn next_delivery(consumer: &mut Option<Consumer>) -> Option<Result<Delivery, lapin::Error>> {

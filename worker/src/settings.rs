@@ -3,11 +3,8 @@
 
 use std::{net::SocketAddr, path::Path};
 
-use lapin::uri::AMQPUri;
-use logstream_api::{
-    broker_uri::{AmqpAddress, AmqpUriError},
-    worker_config::{AMQP_URI_ENV, WorkerConfig, WorkerConfigError},
-};
+use logstream_api::worker_config::{AMQP_URI_ENV, WorkerConfig, WorkerConfigError};
+use logstream_broker::{BrokerEndpoint, EndpointError};
 
 /// Why the worker cannot start. The broker URI is never repeated: it holds a password.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +32,7 @@ pub enum SettingsError {
     MissingUri,
     /// The broker URI does not parse.
     #[error("failed to read environment variable {AMQP_URI_ENV}: {0}")]
-    Uri(#[from] AmqpUriError),
+    Uri(#[from] EndpointError),
     /// The listen address does not parse.
     #[error("failed to use listen address {0:?}: expected ip:port, e.g. 0.0.0.0:9090")]
     Listen(String),
@@ -47,7 +44,7 @@ pub struct Settings {
     /// The configuration file's content.
     pub config: WorkerConfig,
     /// Where the broker is, on the configuration's vhost.
-    pub broker: AmqpAddress,
+    pub broker: BrokerEndpoint,
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     pub listen: SocketAddr,
 }
@@ -73,20 +70,13 @@ impl Settings {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .ok_or(SettingsError::MissingUri)?;
-        let mut broker = AmqpAddress::parse(raw)?;
-        broker.vhost.clone_from(&config.vhost);
+        let broker = BrokerEndpoint::from_uri(raw, None)?.with_vhost(&config.vhost);
         let listen = parse_listen(listen_override.unwrap_or(&config.listen))?;
         Ok(Self {
             config,
             broker,
             listen,
         })
-    }
-
-    /// The broker coordinates as lapin takes them (lapin's own URI parser would turn an IP
-    /// host into `localhost`).
-    pub fn amqp_uri(&self) -> AMQPUri {
-        self.broker.lapin_uri()
     }
 }
 
@@ -127,9 +117,9 @@ mod tests {
     fn the_configs_vhost_replaces_the_uris_and_listen_can_be_overridden() {
         let path = config_file("0.0.0.0:9090");
         let s = Settings::load(&path, None, Some("amqp://u:p%40ss@10.0.0.5:5673/%2f")).unwrap();
-        assert_eq!(s.broker.vhost, "logs");
+        assert_eq!(s.broker.vhost(), "logs");
         assert_eq!(s.listen, "0.0.0.0:9090".parse().unwrap());
-        let uri = s.amqp_uri();
+        let uri = s.broker.amqp();
         assert_eq!(uri.authority.host, "10.0.0.5");
         assert_eq!(uri.authority.port, 5673);
         assert_eq!(uri.authority.userinfo.password, "p@ss");

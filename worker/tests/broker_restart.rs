@@ -9,7 +9,7 @@ mod support;
 
 use std::{collections::BTreeSet, path::PathBuf, process::Command, time::Duration};
 
-use logstream_operator::broker::BrokerEndpoint;
+use logstream_broker::BrokerEndpoint;
 use support::{
     Broker, PipelineOptions, SinkServer, TestDir, TestPipeline, WorkerProcess, endpoint,
     eventually, free_port, log_body, log_properties, message_of, publish_many,
@@ -42,14 +42,14 @@ impl PrivateNode {
                 .output()
                 .expect("run rabbitmq-private-node.sh");
             let node = Self {
-                broker: Broker {
-                    endpoint: BrokerEndpoint::from_uri(
+                broker: Broker::new(
+                    &BrokerEndpoint::from_uri(
                         &format!("amqp://guest:guest@127.0.0.1:{amqp}/%2f"),
                         Some(&format!("http://127.0.0.1:{management}")),
                     )
                     .unwrap(),
-                    vhost: "/".into(),
-                },
+                    "/",
+                ),
                 dir,
             };
             if out.status.success() {

@@ -13,13 +13,16 @@ use std::{
 };
 
 use logstream_api::{LogPipeline, manifest::parse_pipelines, plan, worker_config::WorkerConfig};
-use logstream_operator::{
-    broker::BrokerAdmin,
+use logstream_autoscaler::{
+    OutputScaling, PipelineAutoscaler, ScaleRecord,
     dashboard::{self, Dashboard},
-    http::{self, Health},
-    metrics::Metrics,
-    scaling::{OutputScaling, PipelineAutoscaler, ScaleRecord, stats::SharedAdmins, supervise},
+    metrics::{OutputFigures, OutputLabels, OutputMetrics},
+    serve::{self, Health, MetricsText},
+    shared::SharedAdmins,
+    shutdown, supervise,
 };
+use logstream_broker::BrokerAdmin;
+use prometheus_client::{encoding::text::encode, registry::Registry};
 use tokio::{
     net::TcpListener,
     sync::{broadcast, watch},
@@ -30,6 +33,30 @@ use workers::{LocalWorkers, WorkerCommand, worker_binary};
 
 /// Records kept for slow readers before the oldest are dropped.
 const RECORD_BACKLOG: usize = 1024;
+
+/// What `/metrics` shows under `logstream dev`: each output's figures and the autoscaler's
+/// decisions, as the operator exports them.
+struct DevMetrics {
+    registry: Registry,
+    outputs: OutputMetrics,
+}
+
+impl DevMetrics {
+    fn new() -> Self {
+        let mut registry = Registry::default();
+        let outputs = OutputMetrics::register(&mut registry);
+        Self { registry, outputs }
+    }
+}
+
+impl MetricsText for DevMetrics {
+    fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
 
 /// One pipeline of the manifest, planned.
 struct Planned {
@@ -83,12 +110,12 @@ pub async fn run(ctx: &Context, args: &DevArgs) -> Result<(), CliError> {
     let address = listener
         .local_addr()
         .map_err(|e| CliError::Usage(format!("failed to read the listening address: {e}")))?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(DevMetrics::new());
     let health = Arc::new(Health::default());
     let (records, _) = broadcast::channel::<ScaleRecord>(RECORD_BACKLOG);
     let dashboard = Arc::new(Dashboard::default());
     tokio::spawn(dashboard.clone().feed(records.subscribe(), None));
-    let router = http::router_with(
+    let router = serve::router_with(
         metrics.clone(),
         health.clone(),
         dashboard::router(dashboard),
@@ -168,7 +195,7 @@ pub async fn run(ctx: &Context, args: &DevArgs) -> Result<(), CliError> {
         all_workers.clone(),
     ));
 
-    logstream_operator::shutdown::signalled().await;
+    shutdown::signalled().await;
     say!("stopping: autoscalers first, then the workers (each settles what it holds)");
     let _ = stop.send(true);
     for task in tasks {
@@ -242,7 +269,7 @@ fn write_config(path: &PathBuf, yaml: &str) -> Result<(), CliError> {
 /// and reports workers that exited on their own.
 async fn print_records(
     mut records: broadcast::Receiver<ScaleRecord>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<DevMetrics>,
     workers: Vec<(String, Arc<LocalWorkers>)>,
 ) {
     let mut missing: HashMap<String, bool> = HashMap::new();
@@ -253,10 +280,6 @@ async fn print_records(
             Err(broadcast::error::RecvError::Closed) => return,
         };
         let key = format!("{}/{}", record.pipeline, record.output);
-        let (namespace, pipeline) = record
-            .pipeline
-            .split_once('/')
-            .unwrap_or(("", &record.pipeline));
         let now = chrono::Local::now().format("%H:%M:%S%.3f");
         if record.scaled() {
             say!("{now} {key} scaled: {}", record.decision.reason);
@@ -267,21 +290,15 @@ async fn print_records(
         if missing.insert(key.clone(), is_missing) != Some(is_missing) && is_missing {
             say!("{now} {key} holding replicas: {}", record.decision.reason);
         }
-        metrics.autoscaled(&record);
-        if let Some(o) = record.observation {
-            metrics.output(
-                namespace,
-                pipeline,
-                &logstream_api::pipeline::OutputStatus {
-                    name: record.output.clone(),
-                    queue: record.queue.clone(),
-                    ready: Some(o.ready),
-                    unacked: Some(o.unacked),
-                    consumers: Some(o.consumers),
-                    dead_lettered: record.dead_lettered,
+        metrics.outputs.autoscaled(&record);
+        if let Some(reading) = record.reading {
+            metrics.outputs.figures(
+                &OutputLabels::of(&record),
+                &OutputFigures {
+                    ready: reading.ready,
+                    oldest_age_s: Some(record.decision.signals.age_s),
+                    dead_lettered: reading.dead_lettered,
                     replicas: Some(record.decision.desired),
-                    oldest_message_age_seconds: Some(record.decision.signals.age_s),
-                    ..Default::default()
                 },
             );
         }

@@ -15,7 +15,7 @@ use std::{
 
 use futures::future::BoxFuture;
 use logstream_api::worker_config::AMQP_URI_ENV;
-use logstream_operator::scaling::{ScaleError, ScaleTarget};
+use logstream_autoscaler::{ScaleError, ScaleTarget};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,

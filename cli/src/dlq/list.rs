@@ -17,7 +17,9 @@ use super::{
     OpenDlq,
     dead_letter::{DeadLetter, PREVIEW_CHARS, one_line},
 };
-use crate::{Context, args::DlqTarget, error::CliError, session::short, table};
+use logstream_broker::error::short_string;
+
+use crate::{Context, args::DlqTarget, error::CliError, table};
 
 /// Characters of the reason the table shows.
 const REASON_CHARS: usize = 50;
@@ -30,7 +32,7 @@ pub async fn run(
     json: bool,
 ) -> Result<(), CliError> {
     let dlq = OpenDlq::open(ctx, which).await?;
-    let channel = dlq.session.channel().await?;
+    let channel = dlq.connection.channel().await?;
     let main_queue = dlq.main_queue();
     let prefix = dlq.target.names.prefix();
     let wanted = limit.min(dlq.messages as usize);
@@ -43,7 +45,7 @@ pub async fn run(
     };
     let mut letters = Vec::with_capacity(wanted);
     let mut last_tag = None;
-    let queue = short(&dlq.queue, "queue")?;
+    let queue = short_string(&dlq.queue, "queue")?;
     for _ in 0..fetch {
         let got = channel
             .basic_get(queue.clone(), BasicGetOptions { no_ack: false })
@@ -73,7 +75,7 @@ pub async fn run(
             .map_err(|e| CliError::amqp("return the listed messages to", &dlq.queue, &e))?;
     }
     let _ = channel.close(200, "listed".into()).await;
-    dlq.session.close().await;
+    dlq.connection.close().await;
 
     if json {
         for (i, letter) in letters.iter().enumerate() {

@@ -6,9 +6,11 @@ pub mod purge;
 pub mod replay;
 
 use logstream_api::pipeline::QueueType;
-use logstream_operator::broker::ManagementClient;
+use logstream_broker::ManagementClient;
 
-use crate::{Context, args::DlqTarget, error::CliError, session::Session, target::Target};
+use logstream_broker::BrokerConnection;
+
+use crate::{Context, args::DlqTarget, error::CliError, target::Target};
 
 /// A dead-letter queue found on the broker.
 pub struct OpenDlq {
@@ -19,13 +21,13 @@ pub struct OpenDlq {
     /// The dead-letter queue's name.
     pub queue: String,
     /// Messages ready in it when it was opened.
-    pub messages: u32,
+    pub messages: u64,
     /// True when a message given back (nack with requeue) may go to the back of the queue
     /// instead of its old place: quorum queues on RabbitMQ 3.x do that. Keeping the order then
     /// takes a full rotation: every message is taken and all are given back together.
     pub requeue_may_reorder: bool,
     /// The connection.
-    pub session: Session,
+    pub connection: BrokerConnection,
 }
 
 impl OpenDlq {
@@ -34,10 +36,12 @@ impl OpenDlq {
         let target = ctx.target(Some(&which.pipeline))?;
         target.check_output(&which.output)?;
         let queue = target.names.dead_letter_queue(&which.output);
-        let session = Session::open(&ctx.endpoint(&target.vhost)).await?;
-        let messages = session
-            .queue_messages(&queue, &target.missing_hint())
-            .await?;
+        let connection = ctx.connect(&target.vhost).await?;
+        let messages = connection
+            .require_queue(&queue)
+            .await
+            .map_err(|e| CliError::with_hint(e, &target.missing_hint()))?
+            .ready;
         let requeue_may_reorder = match target.queue_type {
             Some(kind) => kind != QueueType::Classic,
             None => {
@@ -58,7 +62,7 @@ impl OpenDlq {
             queue,
             messages,
             requeue_may_reorder,
-            session,
+            connection,
             target,
         })
     }

@@ -6,7 +6,9 @@ use std::io::{BufRead, IsTerminal, Write};
 use lapin::options::QueuePurgeOptions;
 
 use super::OpenDlq;
-use crate::{Context, args::DlqTarget, error::CliError, session::short};
+use logstream_broker::error::short_string;
+
+use crate::{Context, args::DlqTarget, error::CliError};
 
 /// Runs `dlq purge`.
 pub async fn run(ctx: &Context, which: &DlqTarget, yes: bool) -> Result<(), CliError> {
@@ -19,27 +21,30 @@ pub async fn run(ctx: &Context, which: &DlqTarget, yes: bool) -> Result<(), CliE
     let dlq = OpenDlq::open(ctx, which).await?;
     if dlq.messages == 0 {
         say!("{} is already empty", dlq.queue);
-        dlq.session.close().await;
+        dlq.connection.close().await;
         return Ok(());
     }
     if !yes && !confirm(&dlq.queue, dlq.messages)? {
         say!("nothing purged");
-        dlq.session.close().await;
+        dlq.connection.close().await;
         return Ok(());
     }
-    let channel = dlq.session.channel().await?;
+    let channel = dlq.connection.channel().await?;
     let purged = channel
-        .queue_purge(short(&dlq.queue, "queue")?, QueuePurgeOptions::default())
+        .queue_purge(
+            short_string(&dlq.queue, "queue")?,
+            QueuePurgeOptions::default(),
+        )
         .await
         .map_err(|e| CliError::amqp("purge", &dlq.queue, &e))?;
     let _ = channel.close(200, "purged".into()).await;
-    dlq.session.close().await;
+    dlq.connection.close().await;
     say!("purged {purged} messages from {}", dlq.queue);
     Ok(())
 }
 
 /// Asks on the terminal; only `y` or `yes` confirms.
-fn confirm(queue: &str, messages: u32) -> Result<bool, CliError> {
+fn confirm(queue: &str, messages: u64) -> Result<bool, CliError> {
     let io = |source| CliError::Io {
         action: "ask for confirmation",
         source,

@@ -17,6 +17,11 @@
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicQosOptions};
 use tokio::time::Instant;
 
+use logstream_broker::{
+    error::short_string,
+    publish::{ConfirmWindow, MainProblem, PublishOutcome},
+};
+
 use super::{
     OpenDlq,
     dead_letter::{DeadLetter, Filter, replay_properties},
@@ -27,8 +32,6 @@ use crate::{
     error::CliError,
     pacing::Pacer,
     progress::{Progress, UPDATE_EVERY},
-    publisher::{ConfirmWindow, MainProblem, Outcome},
-    session::short,
     stop::StopSignal,
 };
 
@@ -56,18 +59,19 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
     if !args.dry_run {
         let hint = dlq.target.missing_hint();
         if args.direct {
-            dlq.session.queue_messages(&main_queue, &hint).await?;
+            dlq.connection.require_queue(&main_queue).await.map(drop)
         } else {
-            dlq.session.require_exchange(&exchange, &hint).await?;
+            dlq.connection.require_exchange(&exchange).await
         }
+        .map_err(|e| CliError::with_hint(e, &hint))?;
     }
-    let get_channel = dlq.session.channel().await?;
-    let mut window = ConfirmWindow::new(dlq.session.confirm_channel().await?, args.window);
+    let get_channel = dlq.connection.channel().await?;
+    let mut window = ConfirmWindow::new(dlq.connection.confirm_channel().await?, args.window);
     let filter = Filter::new(args.reason.as_deref(), args.class);
     let pacer = Pacer::new(args.rate, 1);
     let prefix = dlq.target.names.prefix();
-    let queue = short(&dlq.queue, "queue")?;
-    let progress = Progress::new(Some(u64::from(dlq.messages)), "replay");
+    let queue = short_string(&dlq.queue, "queue")?;
+    let progress = Progress::new(Some(dlq.messages), "replay");
     let shown_destination = destination(args.direct, &exchange, &main_queue);
     let mut stop = StopSignal::on_ctrl_c();
     let started = Instant::now();
@@ -76,16 +80,18 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
     // The highest delivery tag held unacknowledged: everything held is returned up to it.
     let mut held: Option<u64> = None;
 
-    let mut fail =
-        |counts: &mut Counts, id: &Option<String>, outcome: Option<&Outcome>, why: String| {
-            counts.failed += 1;
-            let id = id.as_deref().unwrap_or("(no message id)");
-            eprintln!("dead letter {id}: not replayed: {why}");
-            match outcome {
-                Some(outcome) => main_failure.offer(outcome, || Some(why)),
-                None => main_failure.offer_text(why),
-            }
-        };
+    let mut fail = |counts: &mut Counts,
+                    id: &Option<String>,
+                    outcome: Option<&PublishOutcome>,
+                    why: String| {
+        counts.failed += 1;
+        let id = id.as_deref().unwrap_or("(no message id)");
+        eprintln!("dead letter {id}: not replayed: {why}");
+        match outcome {
+            Some(outcome) => main_failure.offer(outcome, || Some(why)),
+            None => main_failure.offer_text(why),
+        }
+    };
 
     for _ in 0..dlq.messages {
         let limit_reached = args.limit.is_some_and(|limit| counts.taken >= limit);
@@ -211,7 +217,7 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::amqp("settle the dead letters of", &dlq.queue, &e))?;
     let _ = get_channel.close(200, "replayed".into()).await;
-    dlq.session.close().await;
+    dlq.connection.close().await;
 
     let secs = started.elapsed().as_secs_f64();
     if args.dry_run {
@@ -252,11 +258,11 @@ async fn settle(
     channel: &lapin::Channel,
     queue: &str,
     tag: u64,
-    outcome: &Outcome,
+    outcome: &PublishOutcome,
     counts: &mut Counts,
     held: &mut Option<u64>,
 ) -> Result<(), CliError> {
-    if *outcome == Outcome::Confirmed {
+    if *outcome == PublishOutcome::Confirmed {
         channel
             .basic_ack(tag, BasicAckOptions::default())
             .await
@@ -281,15 +287,20 @@ fn destination(direct: bool, exchange: &str, main_queue: &str) -> String {
     }
 }
 
-fn failure_text(outcome: &Outcome, destination: &str) -> Option<String> {
+fn failure_text(outcome: &PublishOutcome, destination: &str) -> Option<String> {
     match outcome {
-        Outcome::Confirmed => None,
-        Outcome::Nacked => Some(format!(
+        PublishOutcome::Confirmed => None,
+        PublishOutcome::Nacked => Some(format!(
             "the copy sent{destination} was refused (nack): is the main queue full?"
         )),
-        Outcome::Returned { reply, .. } => Some(format!(
+        PublishOutcome::Returned { reply, .. } => Some(format!(
             "the copy sent{destination} was unroutable ({reply}): no queue is bound for its routing key"
         )),
-        Outcome::Lost { reason, .. } => Some(format!("the copy was not confirmed: {reason}")),
+        PublishOutcome::Lost { reason, .. } => {
+            Some(format!("the copy was not confirmed: {reason}"))
+        }
+        PublishOutcome::Unconfirmed { .. } => outcome
+            .problem()
+            .map(|p| format!("the copy was not confirmed: {p}")),
     }
 }

@@ -9,21 +9,17 @@
 
 use std::{process::Stdio, time::Duration};
 
-use futures::StreamExt;
 use lapin::{
-    BasicProperties, Channel, Connection, ConnectionProperties,
-    message::{BasicGetMessage, Delivery},
-    options::{
-        BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-        QueueDeclareOptions,
-    },
+    BasicProperties,
+    options::BasicPublishOptions,
     types::{AMQPValue, FieldTable, LongString},
 };
-use logstream_api::{TopologyPlan, contract, manifest::parse_pipeline, plan};
-use logstream_operator::broker::{BrokerAdmin, BrokerEndpoint, ManagementClient};
+use logstream_api::{TopologyPlan, contract};
 // Not every test binary uses every helper.
 #[allow(unused_imports)]
-pub use logstream_testkit::{amqp_addr, eventually, finish_in_drop, management_addr, unique};
+pub use logstream_testkit::{
+    Taken, TestVhost, amqp_addr, endpoint, eventually, management_addr, unique,
+};
 use tokio::io::AsyncWriteExt;
 
 /// Namespace of every test pipeline.
@@ -31,51 +27,23 @@ pub const NAMESPACE: &str = "test";
 /// Name of every test pipeline.
 pub const PIPELINE: &str = "app";
 
-/// The broker under test.
-pub fn endpoint() -> BrokerEndpoint {
-    BrokerEndpoint::from_uri(&amqp_addr(), management_addr().as_deref()).expect("AMQP_ADDR parses")
-}
-
 /// A vhost of its own for one test, holding pipeline `test/app`; deleted on drop.
-pub struct TestVhost {
-    pub name: String,
-    pub management: ManagementClient,
+pub struct PipelineVhost {
+    pub vhost: TestVhost,
     pub plan: TopologyPlan,
 }
 
-impl TestVhost {
+impl PipelineVhost {
     /// A vhost with pipeline `test/app` of `spec_yaml` (the lines under `spec:`, without
     /// `broker`) applied.
     pub async fn with_pipeline(label: &str, spec_yaml: &str) -> Self {
-        let name = unique(&format!("logstream-cli-test-{label}"));
-        let management = ManagementClient::new(endpoint().management().clone());
-        management
-            .create_vhost(&name)
-            .await
-            .expect("create test vhost (is RabbitMQ running? see `make broker`)");
-        management
-            .grant_all(&name, endpoint().username())
-            .await
-            .expect("grant the test user on the test vhost");
+        let vhost = TestVhost::new(&format!("cli-{label}")).await;
         let yaml = format!(
             "apiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {{name: {PIPELINE}, namespace: {NAMESPACE}}}\nspec:\n  broker: {{secretRef: {{name: r}}}}\n{spec_yaml}"
         );
-        let mut plan = plan(NAMESPACE, PIPELINE, &parse_pipeline(&yaml).unwrap().spec).unwrap();
-        plan.vhost.clone_from(&name);
-        let vhost = Self {
-            name,
-            management,
-            plan,
-        };
-        let admin = BrokerAdmin::connect(&endpoint(), &vhost.name)
-            .await
-            .unwrap();
-        admin
-            .apply(&vhost.plan)
-            .await
-            .expect("apply the test topology");
+        let (_, plan, admin) = vhost.apply_manifest(NAMESPACE, &yaml).await;
         admin.close().await;
-        vhost
+        Self { vhost, plan }
     }
 
     /// A vhost with one output `out` bound to everything (`#`).
@@ -95,87 +63,6 @@ impl TestVhost {
         self.plan.exchange().name.clone()
     }
 
-    /// An AMQP connection to this vhost.
-    pub async fn connect(&self) -> Connection {
-        let uri = endpoint().with_vhost(&self.name).amqp();
-        Connection::connect_uri(uri, ConnectionProperties::default())
-            .await
-            .expect("connect to the test vhost")
-    }
-
-    /// A channel in confirm mode.
-    pub async fn confirm_channel(&self) -> (Connection, Channel) {
-        let connection = self.connect().await;
-        let channel = connection.create_channel().await.unwrap();
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .unwrap();
-        (connection, channel)
-    }
-
-    /// Ready messages of `queue`, by passive declare (exact, unlike management statistics).
-    pub async fn depth(&self, queue: &str) -> u32 {
-        let connection = self.connect().await;
-        let channel = connection.create_channel().await.unwrap();
-        let q = channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions::default().passive(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("queue exists");
-        let _ = connection.close(200, "bye".into()).await;
-        q.message_count()
-    }
-
-    /// Takes every message of `queue` (acknowledged), head first.
-    pub async fn drain(&self, queue: &str) -> Vec<BasicGetMessage> {
-        let connection = self.connect().await;
-        let channel = connection.create_channel().await.unwrap();
-        let mut all = Vec::new();
-        while let Some(m) = channel
-            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-        {
-            all.push(m);
-        }
-        let _ = connection.close(200, "bye".into()).await;
-        all
-    }
-
-    /// Consumes exactly `count` messages of `queue` (no ack: fast), failing after `timeout`.
-    pub async fn consume(&self, queue: &str, count: usize, timeout: Duration) -> Vec<Delivery> {
-        let connection = self.connect().await;
-        let channel = connection.create_channel().await.unwrap();
-        let mut consumer = channel
-            .basic_consume(
-                queue.into(),
-                "test-drain".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let mut all = Vec::with_capacity(count);
-        let deadline = tokio::time::Instant::now() + timeout;
-        while all.len() < count {
-            let next = tokio::time::timeout_at(deadline, consumer.next())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!("only {} of {count} messages within {timeout:?}", all.len())
-                });
-            all.push(next.expect("consumer open").expect("delivery"));
-        }
-        let _ = connection.close(200, "bye".into()).await;
-        all
-    }
-
     /// Runs `logstream <args>` against this vhost and pipeline namespace.
     pub async fn logstream(&self, args: &[&str]) -> Run {
         self.logstream_with_stdin(args, None).await
@@ -183,19 +70,17 @@ impl TestVhost {
 
     /// Runs `logstream <args>` with `stdin` piped in (or closed when `None`).
     pub async fn logstream_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Run {
-        let mut full = vec!["--vhost", &self.name, "-n", NAMESPACE];
+        let mut full = vec!["--vhost", &self.vhost.name, "-n", NAMESPACE];
         full.extend_from_slice(args);
         run_logstream(&full, stdin).await
     }
 }
 
-impl Drop for TestVhost {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let management = self.management.clone();
-        finish_in_drop(async move {
-            let _ = management.delete_vhost(&name).await;
-        });
+impl std::ops::Deref for PipelineVhost {
+    type Target = TestVhost;
+
+    fn deref(&self) -> &TestVhost {
+        &self.vhost
     }
 }
 
@@ -310,17 +195,13 @@ pub async fn put_dead_letters(vhost: &TestVhost, queue: &str, letters: &[DeadLet
 }
 
 /// The body of a message as text.
-pub fn body(m: &BasicGetMessage) -> String {
-    String::from_utf8_lossy(&m.delivery.data).into_owned()
+pub fn body(m: &Taken) -> String {
+    m.text()
 }
 
 /// A header of a message as text.
-pub fn header(m: &BasicGetMessage, key: &str) -> Option<AMQPValue> {
-    m.delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(key).cloned())
+pub fn header(m: &Taken, key: &str) -> Option<AMQPValue> {
+    m.value(key)
 }
 
 /// `logstream dev -f manifest` on `vhost`, its dashboard on a free loopback port, its workers

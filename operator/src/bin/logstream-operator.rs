@@ -7,10 +7,12 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use clap::{ArgAction, Parser};
 use kube::{Api, Client};
+use logstream_autoscaler::{
+    dashboard::{self, Dashboard},
+    serve::{self, Health},
+};
 use logstream_operator::{
     controller::{self, Context, Scope},
-    dashboard::{self, Dashboard},
-    http::{self, Health},
     leader::{self, LeaderElector, LeaseSettings},
     metrics::Metrics,
     scaling::Autoscalers,
@@ -117,7 +119,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .clone()
             .feed(autoscalers.subscribe(), Some(autoscalers.removals())),
     );
-    let router = http::router_with(
+    let router = serve::router_with(
         metrics.clone(),
         health.clone(),
         dashboard::router(dashboard),
@@ -127,7 +129,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let (stop, stopping) = watch::channel(false);
     tokio::spawn(async move {
-        logstream_operator::shutdown::signalled().await;
+        logstream_autoscaler::shutdown::signalled().await;
         info!("shutting down: finishing reconciles in flight");
         let _ = stop.send(true);
     });

@@ -114,14 +114,6 @@ pub fn file_sink_dir(path: &str) -> &str {
     }
 }
 
-/// A stable 64-bit FNV-1a digest in hex: pods roll when their configuration changes.
-pub fn digest(text: &str) -> String {
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("{hash:016x}")
-}
-
 #[cfg(test)]
 pub(crate) mod fixtures {
     //! A pipeline as the API server returns it, for the builder tests.
@@ -192,11 +184,5 @@ mod tests {
             let err = check(&spec(bad)).unwrap_err();
             assert_eq!(err.0[0].path, "spec.outputs[1].sink.file.path", "{bad}");
         }
-    }
-
-    #[test]
-    fn digests_are_stable_and_tell_texts_apart() {
-        assert_eq!(digest(""), "cbf29ce484222325");
-        assert_ne!(digest("prefetch: 1"), digest("prefetch: 2"));
     }
 }

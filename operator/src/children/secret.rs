@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 
 use super::{Owner, broker_secret_name, labels};
-use crate::broker::BrokerEndpoint;
+use logstream_broker::BrokerEndpoint;
 
 /// Key of the AMQP URI in the derived Secret.
 pub const URI_KEY: &str = "uri";

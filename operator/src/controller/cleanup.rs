@@ -10,10 +10,9 @@ use super::{
     error::Error,
     reconcile::{load_credentials, read_secret, retained_note},
 };
-use crate::{
-    broker::BrokerAdmin,
-    children::{self, Owner},
-};
+use logstream_broker::BrokerAdmin;
+
+use crate::children::{self, Owner};
 
 /// Cleans the broker up as the pipeline's `deletionPolicy` says. Returns an error (and so
 /// keeps the finalizer, retrying with backoff) only while the broker cannot be reached;

@@ -4,7 +4,7 @@
 use kube::runtime::finalizer;
 use logstream_api::validate::ValidationErrors;
 
-use crate::{broker::BrokerError, credentials::CredentialsError};
+use logstream_broker::{BrokerError, CredentialsError};
 
 /// A failed reconcile.
 #[derive(Debug, thiserror::Error)]

@@ -17,14 +17,18 @@ use kube::{
         finalizer::{Event as FinalizerEvent, finalizer},
     },
 };
-use logstream_api::{LogPipeline, TopologyPlan, plan, validate, worker_config::WorkerConfig};
+use logstream_api::{
+    LogPipeline, TopologyPlan, digest, plan, validate, worker_config::WorkerConfig,
+};
+use logstream_broker::{
+    BrokerAdmin, BrokerError, BrokerSecret, QueueStats, Report,
+    secret::{self as credentials},
+};
 use tracing::{info, instrument, warn};
 
 use super::{cleanup::cleanup, context::Context, error::Error};
 use crate::{
-    broker::{BrokerAdmin, BrokerError, QueueInfo, Report},
     children::{self, Owner, WorkerPod, labels},
-    credentials::{self, BrokerCredentials},
     settings::{FIELD_MANAGER, FINALIZER},
     status::{self, Conditions, Verdict, WorkerReplicas, reasons},
 };
@@ -208,7 +212,7 @@ pub(super) async fn load_credentials(
     ctx: &Context,
     pipeline: &LogPipeline,
     namespace: &str,
-) -> Result<BrokerCredentials, Error> {
+) -> Result<BrokerSecret, Error> {
     let secret = credentials::secret_name(&pipeline.spec.broker).ok_or_else(|| {
         Error::InvalidSpec(logstream_api::ValidationErrors(vec![
             logstream_api::FieldError {
@@ -225,7 +229,7 @@ pub(super) async fn read_secret(
     ctx: &Context,
     namespace: &str,
     secret: &str,
-) -> Result<BrokerCredentials, Error> {
+) -> Result<BrokerSecret, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let found = secrets
         .get_opt(secret)
@@ -239,17 +243,22 @@ pub(super) async fn read_secret(
     };
     Ok(credentials::from_secret_data(
         secret,
-        &found.data.unwrap_or_default(),
+        &found
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(key, value)| (key, value.0))
+            .collect(),
     )?)
 }
 
-type Applied = (String, Report, Option<Vec<QueueInfo>>);
+type Applied = (String, Report, Option<Vec<QueueStats>>);
 
 /// Connects, applies the plan and reads the vhost's queue statistics. The error carries the
 /// "connected" message when the login worked, so the status can tell a broker that refused
 /// from a topology that conflicts.
 async fn apply_topology(
-    creds: &BrokerCredentials,
+    creds: &BrokerSecret,
     plan: &TopologyPlan,
 ) -> Result<Applied, (Option<String>, BrokerError)> {
     let admin = BrokerAdmin::connect(&creds.endpoint, &plan.vhost)
@@ -339,7 +348,7 @@ async fn apply_children(
     pipeline: &LogPipeline,
     owner: &Owner,
     plan: &TopologyPlan,
-    creds: &BrokerCredentials,
+    creds: &BrokerSecret,
 ) -> Result<Vec<(String, WorkerReplicas)>, Error> {
     let ns = owner.namespace.as_str();
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -362,7 +371,7 @@ async fn apply_children(
             WorkerConfig::from_plan(plan, ns, &owner.pipeline, &pipeline.spec, &output.name)
                 .ok_or_else(|| Error::MissingMetadata("planned output"))?;
         let config_map = children::config_map(owner, &config);
-        let digest = children::digest(&config.to_yaml());
+        let digest = digest::hex(&config.to_yaml());
         config_maps
             .patch(&child, &params, &Patch::Apply(&config_map))
             .await

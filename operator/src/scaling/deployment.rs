@@ -10,7 +10,7 @@ use kube::{
 };
 use serde_json::json;
 
-use super::target::{ScaleError, ScaleTarget};
+use logstream_autoscaler::{ScaleError, ScaleTarget};
 
 /// Field manager of the autoscaler's writes (scale subresource and its status fields).
 pub const AUTOSCALER_FIELD_MANAGER: &str = "logstream-autoscaler";

@@ -1,27 +1,15 @@
-//! Autoscaling of worker Deployments from queue depth and the age of the oldest message.
+//! The operator's side of autoscaling (the policy and the polling loop are
+//! `logstream-autoscaler`'s):
 //!
-//! - [`policy`]: the pure decision (formula, one-step scale-up, delayed scale-down, reasons);
-//! - [`rate`]: smoothing of broker rates;
-//! - [`simulate`]: a deterministic queue simulator that replays traces through LogStream's
-//!   policy, a model of KEDA + HPA, and an oracle;
-//! - [`target`]: what is scaled (a Deployment, or local worker processes);
-//! - [`autoscaler`]: the polling loop of one pipeline that ties them together;
-//! - [`deployment`]: the Deployment scale subresource as a target;
-//! - [`stats`]: queue statistics shared by the autoscalers of a vhost;
-//! - [`supervisor`]: the operator's autoscaler per pipeline, and the reporter of their
-//!   decisions (status, Events, metrics).
+//! - [`deployment`]: a worker Deployment's scale subresource as the [`ScaleTarget`] the
+//!   autoscaler drives;
+//! - [`supervisor`]: one autoscaler per applied LogPipeline, and the reporter that turns their
+//!   records into status fields, Events and metrics.
+//!
+//! [`ScaleTarget`]: logstream_autoscaler::ScaleTarget
 
-pub mod autoscaler;
 pub mod deployment;
-pub mod policy;
-pub mod rate;
-pub mod simulate;
-pub mod stats;
 pub mod supervisor;
-pub mod target;
 
-pub use autoscaler::{OutputScaling, PipelineAutoscaler, ScaleRecord, SideFlow};
 pub use deployment::{AUTOSCALER_FIELD_MANAGER, DeploymentScale};
-pub use policy::{Decision, Observation, Rates, ScalingPolicy, Signals};
-pub use supervisor::{Autoscalers, supervise};
-pub use target::{ScaleError, ScaleTarget};
+pub use supervisor::Autoscalers;

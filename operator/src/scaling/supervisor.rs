@@ -10,7 +10,6 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
-    time::Duration,
 };
 
 use k8s_openapi::{
@@ -26,21 +25,22 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, warn};
 
-use super::{
-    autoscaler::{OutputScaling, PipelineAutoscaler, ScaleRecord},
-    deployment::{AUTOSCALER_FIELD_MANAGER, DeploymentScale},
-    stats::{SharedAdmins, SharedQueueStats},
+use logstream_api::digest;
+use logstream_autoscaler::{
+    OutputScaling, PipelineAutoscaler, ScaleRecord,
+    shared::{SharedAdmins, SharedQueueStats},
+    supervise,
 };
-use crate::{broker::BrokerEndpoint, children, metrics::Metrics, settings::REPORTER};
+use logstream_broker::BrokerEndpoint;
+
+use super::deployment::{AUTOSCALER_FIELD_MANAGER, DeploymentScale};
+use crate::{children, metrics::Metrics, settings::REPORTER};
 
 /// Records kept for slow readers (the reporter, the dashboard) before the oldest are dropped.
 const RECORD_BACKLOG: usize = 1024;
 
 /// Removals kept for a slow dashboard.
 const REMOVAL_BACKLOG: usize = 128;
-
-/// Longest wait between two attempts to reach the broker.
-const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 
 /// Condition type the autoscaler owns.
 pub const SCALING_ACTIVE: &str = "ScalingActive";
@@ -122,7 +122,7 @@ impl Autoscalers {
             .iter()
             .map(|o| (o.name.clone(), o.scaling_settings()))
             .collect();
-        let fingerprint = children::digest(&format!(
+        let fingerprint = digest::hex(&format!(
             "{:?}|{}|{}|{:?}",
             endpoint,
             endpoint.amqp_uri_with_password(),
@@ -235,54 +235,6 @@ impl Autoscalers {
     }
 }
 
-/// Runs one pipeline's autoscaler until `stop` turns true (or its sender is dropped):
-/// connects to the broker (retrying with a growing delay), polls, and connects again when the
-/// connection is lost. What the policy learned (drain rate, pending scale-downs) survives
-/// reconnects. The operator runs one per pipeline; `logstream dev` runs it over local workers.
-pub async fn supervise(
-    mut autoscaler: PipelineAutoscaler,
-    endpoint: BrokerEndpoint,
-    admins: Arc<SharedAdmins>,
-    mut stop: watch::Receiver<bool>,
-    records: broadcast::Sender<ScaleRecord>,
-) {
-    let vhost = autoscaler.vhost().to_owned();
-    let mut delay = Duration::from_secs(1);
-    let mut ticker = tokio::time::interval(autoscaler.poll_interval());
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !stopping(&stop) {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => continue,
-        }
-        let admin = tokio::select! {
-            admin = admins.get(&endpoint, &vhost) => admin,
-            _ = stop.changed() => continue,
-        };
-        match admin {
-            Ok(admin) => {
-                delay = Duration::from_secs(1);
-                let polled = autoscaler.poll(&admin).await;
-                // Stopped while polling: nothing more is told about this pipeline.
-                if stopping(&stop) {
-                    break;
-                }
-                for record in polled {
-                    let _ = records.send(record);
-                }
-            }
-            Err(e) => {
-                warn!(pipeline = %autoscaler.pipeline(), error = %e, "autoscaler cannot reach the broker; holding replicas");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    _ = stop.changed() => {}
-                }
-                delay = (delay * 2).min(MAX_RECONNECT_DELAY);
-            }
-        }
-    }
-}
-
 /// The autoscaler's part of the status: the output's desired count and last change, and the
 /// `ScalingActive` condition when `missing` (whether readings are missing) changed.
 fn status_patch(record: &ScaleRecord, missing: Option<bool>, now: Timestamp) -> Value {
@@ -334,11 +286,6 @@ fn apply_body(status: Value) -> Value {
         "kind": "LogPipeline",
         "status": status,
     })
-}
-
-/// True once the owner asked the task to stop, or is gone.
-fn stopping(stop: &watch::Receiver<bool>) -> bool {
-    *stop.borrow() || stop.has_changed().is_err()
 }
 
 fn event_for(record: &ScaleRecord, missing: bool, missing_changed: bool) -> Option<Event> {

@@ -18,11 +18,7 @@ use std::{
 };
 
 use axum::{Router, body::Bytes, extract::State, http::StatusCode, routing::post};
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
-    options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
-    types::{AMQPValue, FieldTable},
-};
+use lapin::{BasicProperties, Channel, Confirmation, options::BasicPublishOptions};
 use logstream_api::{
     LogPipelineSpec, TopologyPlan,
     manifest::parse_pipeline,
@@ -30,11 +26,10 @@ use logstream_api::{
     plan,
     worker_config::{AMQP_URI_ENV, WorkerConfig},
 };
-use logstream_operator::broker::{BrokerAdmin, BrokerEndpoint, ManagementClient};
 // Not every test binary uses every helper.
 #[allow(unused_imports)]
 pub use logstream_testkit::{
-    amqp_addr, eventually, finish_in_drop, free_port, management_addr, unique,
+    Taken, TestBroker as Broker, TestVhost, endpoint, eventually, free_port, unique,
 };
 use nix::{sys::signal, unistd::Pid};
 use serde_json::Value;
@@ -45,11 +40,6 @@ pub const NAMESPACE: &str = "test";
 pub const PIPELINE: &str = "app";
 /// Name of the output every test pipeline has.
 pub const OUTPUT: &str = "out";
-
-/// The broker under test.
-pub fn endpoint() -> BrokerEndpoint {
-    BrokerEndpoint::from_uri(&amqp_addr(), management_addr().as_deref()).expect("AMQP_ADDR parses")
-}
 
 /// A temporary directory, removed on drop.
 pub struct TestDir(pub PathBuf);
@@ -69,199 +59,6 @@ impl TestDir {
 impl Drop for TestDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The broker a test talks to: its own vhost on the shared node, or a private node.
-#[derive(Clone)]
-pub struct Broker {
-    pub endpoint: BrokerEndpoint,
-    pub vhost: String,
-}
-
-impl Broker {
-    /// An AMQP connection to the test vhost.
-    pub async fn connect(&self) -> Connection {
-        let uri = self.endpoint.with_vhost(&self.vhost).amqp();
-        Connection::connect_uri(uri, ConnectionProperties::default())
-            .await
-            .expect("connect to the test vhost")
-    }
-
-    /// A channel in confirm mode (with its connection).
-    pub async fn confirm_channel(&self) -> (Connection, Channel) {
-        let connection = self.connect().await;
-        let channel = connection.create_channel().await.unwrap();
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .unwrap();
-        (connection, channel)
-    }
-
-    /// The URI the worker gets in `LOGSTREAM_AMQP_URI`.
-    pub fn uri(&self) -> String {
-        self.endpoint
-            .with_vhost(&self.vhost)
-            .amqp_uri_with_password()
-    }
-
-    /// Ready messages in `queue` (real time, by passive declare).
-    pub async fn ready(&self, queue: &str) -> u32 {
-        let connection = self.connect().await;
-        let channel = connection.create_channel().await.unwrap();
-        let q = channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("the queue exists");
-        let _ = connection.close(200, "bye".into()).await;
-        q.message_count()
-    }
-
-    /// Unacknowledged messages of `queue` as the management API reports them (sampled, so
-    /// callers poll).
-    pub async fn unacked(&self, queue: &str) -> Option<u64> {
-        let management = ManagementClient::new(self.endpoint.management().clone());
-        let queues = management.queues(&self.vhost).await.ok()?;
-        queues
-            .into_iter()
-            .find(|q| q.name == queue)?
-            .messages_unacknowledged
-    }
-
-    /// Looks at the message at the head of `queue` and puts it back (it keeps its place and,
-    /// in a TTL queue, its expiry).
-    pub async fn peek(&self, queue: &str) -> Option<Taken> {
-        let connection = self.connect().await;
-        let channel = connection.create_channel().await.unwrap();
-        let got = channel
-            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
-            .await
-            .unwrap();
-        let taken = got.map(|m| {
-            let taken = Taken {
-                body: m.delivery.data.clone(),
-                properties: m.delivery.properties.clone(),
-            };
-            (taken, m.delivery.delivery_tag)
-        });
-        if let Some((_, tag)) = &taken {
-            channel
-                .basic_nack(
-                    *tag,
-                    lapin::options::BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    },
-                )
-                .await
-                .unwrap();
-        }
-        let _ = connection.close(200, "bye".into()).await;
-        taken.map(|(t, _)| t)
-    }
-
-    /// Takes every message out of `queue` (ACK mode: they are gone afterwards).
-    pub async fn drain(&self, queue: &str) -> Vec<Taken> {
-        let connection = self.connect().await;
-        let channel = connection.create_channel().await.unwrap();
-        let mut taken = Vec::new();
-        while let Some(m) = channel
-            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-        {
-            taken.push(Taken {
-                body: m.delivery.data.clone(),
-                properties: m.delivery.properties.clone(),
-            });
-        }
-        let _ = connection.close(200, "bye".into()).await;
-        taken
-    }
-}
-
-/// A message taken from a queue.
-#[derive(Debug, Clone)]
-pub struct Taken {
-    pub body: Vec<u8>,
-    pub properties: BasicProperties,
-}
-
-impl Taken {
-    /// A header as text (strings as they are, numbers printed).
-    pub fn header(&self, name: &str) -> Option<String> {
-        let value = self.properties.headers().as_ref()?.inner().get(name)?;
-        Some(match value {
-            AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-            AMQPValue::ShortString(s) => s.as_str().to_owned(),
-            AMQPValue::LongLongInt(n) => n.to_string(),
-            AMQPValue::LongInt(n) => n.to_string(),
-            AMQPValue::LongUInt(n) => n.to_string(),
-            AMQPValue::ShortInt(n) => n.to_string(),
-            other => format!("{other:?}"),
-        })
-    }
-
-    pub fn message_id(&self) -> Option<String> {
-        self.properties
-            .message_id()
-            .as_ref()
-            .map(|s| s.as_str().to_owned())
-    }
-}
-
-/// A vhost of its own on the shared node for one test; deleted on drop.
-pub struct TestVhost {
-    pub broker: Broker,
-    management: ManagementClient,
-}
-
-impl TestVhost {
-    pub async fn new(label: &str) -> Self {
-        let name = unique(&format!("logstream-test-{label}"));
-        let endpoint = endpoint();
-        let management = ManagementClient::new(endpoint.management().clone());
-        management
-            .create_vhost(&name)
-            .await
-            .expect("create test vhost (is RabbitMQ running? see `make broker`)");
-        management
-            .grant_all(&name, endpoint.username())
-            .await
-            .expect("grant the test user on the test vhost");
-        Self {
-            broker: Broker {
-                endpoint,
-                vhost: name,
-            },
-            management,
-        }
-    }
-}
-
-impl std::ops::Deref for TestVhost {
-    type Target = Broker;
-
-    fn deref(&self) -> &Broker {
-        &self.broker
-    }
-}
-
-impl Drop for TestVhost {
-    fn drop(&mut self) {
-        let name = self.broker.vhost.clone();
-        let management = self.management.clone();
-        finish_in_drop(async move {
-            let _ = management.delete_vhost(&name).await;
-        });
     }
 }
 
@@ -317,9 +114,7 @@ impl TestPipeline {
         let spec = parse_pipeline(&yaml).expect("test pipeline parses").spec;
         let mut plan = plan(NAMESPACE, PIPELINE, &spec).expect("test pipeline is valid");
         plan.vhost.clone_from(&broker.vhost);
-        let admin = BrokerAdmin::connect(&broker.endpoint, &broker.vhost)
-            .await
-            .expect("admin connection");
+        let admin = broker.admin().await;
         admin.apply(&plan).await.expect("topology applies");
         admin.close().await;
         let config = WorkerConfig::from_plan(&plan, NAMESPACE, PIPELINE, &spec, OUTPUT)

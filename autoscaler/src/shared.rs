@@ -1,0 +1,109 @@
+//! What the autoscalers of one vhost share: one management API request per vhost and
+//! refresh interval, and one AMQP connection for passive declares, however many pipelines
+//! live there. Without it, 100 pipelines
+//! polling every 2 s would ask the broker for the same queue list 50 times a second.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use logstream_api::digest;
+use logstream_broker::{BrokerAdmin, BrokerEndpoint, BrokerError, ManagementError, QueueStats};
+
+/// How long one answer serves every autoscaler of its vhost. The broker itself samples its
+/// statistics every few seconds (`collect_statistics_interval`), and depth comes from a
+/// passive declare in real time, so a second changes nothing the policy could see.
+pub const REFRESH: Duration = Duration::from_secs(1);
+
+/// A value per key behind an async lock, so that the callers of one key wait for the one
+/// filling it instead of each doing the same work.
+struct Slots<T> {
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<T>>>>>,
+}
+
+impl<T> Default for Slots<T> {
+    fn default() -> Self {
+        Self {
+            slots: Mutex::default(),
+        }
+    }
+}
+
+impl<T> Slots<T> {
+    /// The slot of `key`, empty the first time.
+    fn slot(&self, key: String) -> Arc<tokio::sync::Mutex<Option<T>>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_default()
+            .clone()
+    }
+}
+
+/// The latest queue statistics per broker and vhost.
+#[derive(Default)]
+pub struct SharedQueueStats {
+    slots: Slots<(Instant, Arc<Vec<QueueStats>>)>,
+}
+
+impl SharedQueueStats {
+    /// The queues of `admin`'s vhost, fetched at most once per [`REFRESH`]: concurrent
+    /// callers wait for the one request in flight instead of sending their own.
+    pub async fn queues(
+        &self,
+        admin: &BrokerAdmin,
+    ) -> Result<Arc<Vec<QueueStats>>, ManagementError> {
+        let slot = self.slots.slot(format!(
+            "{:?}|{}",
+            admin.endpoint().management(),
+            admin.vhost()
+        ));
+        let mut cached = slot.lock().await;
+        if let Some((at, queues)) = cached.as_ref()
+            && at.elapsed() < REFRESH
+        {
+            return Ok(queues.clone());
+        }
+        let queues = Arc::new(admin.management().queue_stats(admin.vhost()).await?);
+        *cached = Some((Instant::now(), queues.clone()));
+        Ok(queues)
+    }
+}
+
+/// One administrative AMQP connection per broker and vhost, shared by the autoscalers there
+/// for their passive declares. A connection costs lapin an I/O thread and its buffers: one
+/// per pipeline made 100 pipelines cost 100 threads and ~90 MiB.
+#[derive(Default)]
+pub struct SharedAdmins {
+    slots: Slots<Arc<BrokerAdmin>>,
+}
+
+impl SharedAdmins {
+    /// The connection to `vhost` on `endpoint`: the open one, or a new one when there is none
+    /// or the broker closed it.
+    pub async fn get(
+        &self,
+        endpoint: &BrokerEndpoint,
+        vhost: &str,
+    ) -> Result<Arc<BrokerAdmin>, BrokerError> {
+        // The password is part of the key: new credentials get a connection of their own.
+        let key = format!(
+            "{:?}|{}|{vhost}",
+            endpoint,
+            digest::hex(&endpoint.amqp_uri_with_password())
+        );
+        let slot = self.slots.slot(key);
+        let mut admin = slot.lock().await;
+        if let Some(open) = admin.as_ref()
+            && open.is_connected()
+        {
+            return Ok(open.clone());
+        }
+        let connected = Arc::new(BrokerAdmin::connect(endpoint, vhost).await?);
+        *admin = Some(connected.clone());
+        Ok(connected)
+    }
+}

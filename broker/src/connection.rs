@@ -1,0 +1,216 @@
+//! One AMQP connection to one vhost: opened with a timeout and errors that tell a wrong
+//! password from a missing vhost from an unreachable broker, channels on demand, and passive
+//! checks that name what is missing. The operator's administration, the autoscalers, the
+//! worker and the CLI all connect through here.
+
+use std::{fmt, time::Duration};
+
+use lapin::{
+    Channel, Connection, ConnectionProperties, ExchangeKind,
+    options::{ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
+use tokio::sync::Mutex;
+
+use crate::{
+    endpoint::BrokerEndpoint,
+    error::{self, BrokerError},
+};
+
+/// Longest wait for the AMQP connection to open.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest AMQP frame of an administrative connection: the protocol's minimum. Declarations
+/// are small, and lapin keeps 32 frames of buffer per direction: with the broker's default
+/// of 128 KiB that is 8 MiB per connection, with 4 KiB it is 256 KiB. A URI's own
+/// `frame_max` wins.
+pub const ADMIN_FRAME_MAX: u32 = 4096;
+
+/// What a connection is for, which sets its frame size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// Declarations and passive checks: small frames, small buffers.
+    Admin,
+    /// Publishing and consuming logs: the broker's frame size.
+    Messages,
+}
+
+/// Messages and consumers of a queue, read by a passive declare (in real time, unlike the
+/// management API's sampled statistics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Messages ready for delivery.
+    pub ready: u64,
+    /// Consumers.
+    pub consumers: u64,
+}
+
+/// An open connection to the vhost of its endpoint.
+pub struct BrokerConnection {
+    endpoint: BrokerEndpoint,
+    connection: Connection,
+    /// The channel passive checks use; a failed check closes it, and the next one opens
+    /// another.
+    inspect: Mutex<Option<Channel>>,
+}
+
+impl fmt::Debug for BrokerConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BrokerConnection({})", self.endpoint)
+    }
+}
+
+impl BrokerConnection {
+    /// Connects to the vhost of `endpoint`, named `name` in the management UI.
+    pub async fn open(
+        endpoint: &BrokerEndpoint,
+        name: &str,
+        purpose: Purpose,
+    ) -> Result<Self, BrokerError> {
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        let mut uri = endpoint.amqp();
+        if purpose == Purpose::Admin {
+            uri.query.frame_max.get_or_insert(ADMIN_FRAME_MAX);
+        }
+        let attempt = Connection::connect_uri(uri, properties);
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+            .await
+            .map_err(|_| BrokerError::Unreachable {
+                endpoint: endpoint.to_string(),
+                reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+            })?
+            .map_err(|e| error::connect_error(endpoint, &e))?;
+        Ok(Self {
+            endpoint: endpoint.clone(),
+            connection,
+            inspect: Mutex::new(None),
+        })
+    }
+
+    /// The endpoint (redacted when displayed).
+    pub fn endpoint(&self) -> &BrokerEndpoint {
+        &self.endpoint
+    }
+
+    /// The vhost.
+    pub fn vhost(&self) -> &str {
+        self.endpoint.vhost()
+    }
+
+    /// True while the connection is open.
+    pub fn is_connected(&self) -> bool {
+        self.connection.status().connected()
+    }
+
+    /// The lapin connection, for consumers.
+    pub fn lapin(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// Reads a failed `action` on `object` over this connection.
+    pub fn error(&self, action: &'static str, object: &str, e: &lapin::Error) -> BrokerError {
+        error::operation_error(&self.endpoint, self.is_connected(), action, object, e)
+    }
+
+    /// A new channel.
+    pub async fn channel(&self) -> Result<Channel, BrokerError> {
+        self.connection
+            .create_channel()
+            .await
+            .map_err(|e| self.error("open a channel on vhost", self.vhost(), &e))
+    }
+
+    /// A new channel in publisher-confirm mode.
+    pub async fn confirm_channel(&self) -> Result<Channel, BrokerError> {
+        let channel = self.channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| self.error("enable publisher confirms on vhost", self.vhost(), &e))?;
+        Ok(channel)
+    }
+
+    /// The channel of passive checks: the current one, or a new one when the broker closed
+    /// it (a failed check does).
+    pub async fn inspection_channel(&self) -> Result<Channel, BrokerError> {
+        let mut slot = self.inspect.lock().await;
+        if let Some(ch) = slot.as_ref().filter(|ch| ch.status().connected()) {
+            return Ok(ch.clone());
+        }
+        let ch = self.channel().await?;
+        *slot = Some(ch.clone());
+        Ok(ch)
+    }
+
+    /// Messages and consumers of `queue`; `None` when it does not exist.
+    pub async fn queue_depth(&self, queue: &str) -> Result<Option<QueueDepth>, BrokerError> {
+        let name = error::short_string(queue, "queue")?;
+        let ch = self.inspection_channel().await?;
+        match ch
+            .queue_declare(
+                name,
+                QueueDeclareOptions::default().passive(),
+                FieldTable::default(),
+            )
+            .await
+        {
+            Ok(q) => Ok(Some(QueueDepth {
+                ready: u64::from(q.message_count()),
+                consumers: u64::from(q.consumer_count()),
+            })),
+            Err(e) if error::is_not_found(&e) => Ok(None),
+            Err(e) => Err(self.error("inspect queue", queue, &e)),
+        }
+    }
+
+    /// [`queue_depth`](Self::queue_depth) of a queue that must exist: a missing one is
+    /// [`BrokerError::NotFound`].
+    pub async fn require_queue(&self, queue: &str) -> Result<QueueDepth, BrokerError> {
+        self.queue_depth(queue)
+            .await?
+            .ok_or_else(|| BrokerError::NotFound {
+                kind: "queue",
+                name: queue.to_owned(),
+                vhost: self.vhost().to_owned(),
+            })
+    }
+
+    /// True when `exchange` exists (the default exchange `""` always does).
+    pub async fn exchange_exists(&self, exchange: &str) -> Result<bool, BrokerError> {
+        if exchange.is_empty() {
+            return Ok(true);
+        }
+        let name = error::short_string(exchange, "exchange")?;
+        let ch = self.inspection_channel().await?;
+        let passive = ExchangeDeclareOptions {
+            passive: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        match ch
+            .exchange_declare(name, ExchangeKind::Direct, passive, FieldTable::default())
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if error::is_not_found(&e) => Ok(false),
+            Err(e) => Err(self.error("inspect exchange", exchange, &e)),
+        }
+    }
+
+    /// Fails with [`BrokerError::NotFound`] when `exchange` does not exist.
+    pub async fn require_exchange(&self, exchange: &str) -> Result<(), BrokerError> {
+        if self.exchange_exists(exchange).await? {
+            Ok(())
+        } else {
+            Err(BrokerError::NotFound {
+                kind: "exchange",
+                name: exchange.to_owned(),
+                vhost: self.vhost().to_owned(),
+            })
+        }
+    }
+
+    /// Closes the connection; the broker requeues whatever is still unacknowledged.
+    pub async fn close(&self) {
+        let _ = self.connection.close(200, "bye".into()).await;
+    }
+}

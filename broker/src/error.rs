@@ -1,0 +1,299 @@
+//! What can go wrong between LogStream and the broker, in words a person can act on, and the
+//! one place that reads lapin's errors: a wrong password, a missing vhost, an unreachable
+//! broker, a missing queue (`NOT_FOUND`) and a changed argument (`PRECONDITION_FAILED`) are
+//! told apart here and nowhere else.
+
+use lapin::{
+    ErrorKind,
+    protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError},
+};
+
+use crate::{endpoint::BrokerEndpoint, endpoint::EndpointError, management::ManagementError};
+
+/// An existing exchange or queue declared with different immutable arguments.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{object_kind} {name} already exists with a different {argument} ({detail}); RabbitMQ cannot change it in place: delete the {object_kind} (after draining it) or restore the previous setting"
+)]
+pub struct TopologyConflict {
+    /// `queue` or `exchange`.
+    pub object_kind: String,
+    /// Name of the object.
+    pub name: String,
+    /// The argument that differs, e.g. `x-max-priority` (or `type`, `durable`).
+    pub argument: String,
+    /// The broker's words about the two values.
+    pub detail: String,
+}
+
+impl TopologyConflict {
+    /// Reads RabbitMQ's `PRECONDITION_FAILED - inequivalent arg '<arg>' for <kind> '<name>' in
+    /// vhost '<vhost>': <detail>` reply text.
+    pub fn from_reply_text(text: &str) -> Option<Self> {
+        let rest = text.split_once("inequivalent arg '")?.1;
+        let (argument, rest) = rest.split_once('\'')?;
+        let rest = rest.trim_start().strip_prefix("for ")?;
+        let (object_kind, rest) = rest.split_once(" '")?;
+        let (name, rest) = rest.split_once('\'')?;
+        let detail = rest.split_once("': ").map_or("", |(_, d)| d).trim();
+        Some(Self {
+            object_kind: object_kind.trim().to_owned(),
+            name: name.to_owned(),
+            argument: argument.to_owned(),
+            detail: detail.to_owned(),
+        })
+    }
+}
+
+/// Failures of broker administration.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The Secret's coordinates do not parse.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// The broker refused the user name or password.
+    #[error("broker {endpoint} refused the credentials of user {user:?}: {reason}")]
+    AccessRefused {
+        /// Redacted endpoint.
+        endpoint: String,
+        /// The user name.
+        user: String,
+        /// The broker's words.
+        reason: String,
+    },
+    /// The virtual host does not exist or the user may not use it.
+    #[error(
+        "broker {endpoint}: virtual host {vhost:?} does not exist or user {user:?} has no access to it ({reason})"
+    )]
+    VhostNotAllowed {
+        /// Redacted endpoint.
+        endpoint: String,
+        /// The vhost.
+        vhost: String,
+        /// The user name.
+        user: String,
+        /// The broker's words.
+        reason: String,
+    },
+    /// No connection (refused, timed out, TLS, DNS).
+    #[error("broker {endpoint} is unreachable: {reason}")]
+    Unreachable {
+        /// Redacted endpoint.
+        endpoint: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A queue or exchange does not exist (`NOT_FOUND`).
+    #[error("{kind} {name} does not exist on vhost {vhost:?}")]
+    NotFound {
+        /// `queue` or `exchange`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// The vhost looked in.
+        vhost: String,
+    },
+    /// An existing object's immutable arguments differ from the plan (`PRECONDITION_FAILED`
+    /// naming the argument).
+    #[error(transparent)]
+    Conflict(#[from] TopologyConflict),
+    /// A name longer than AMQP's 255-byte short strings.
+    #[error("{what} {start:?}... is longer than 255 bytes")]
+    NameTooLong {
+        /// `queue`, `exchange` or `routing key`.
+        what: &'static str,
+        /// Its first characters.
+        start: String,
+    },
+    /// Any other AMQP failure.
+    #[error("failed to {action} {object}: {reason}")]
+    Amqp {
+        /// What LogStream was doing, e.g. `declare queue`.
+        action: &'static str,
+        /// The object's name.
+        object: String,
+        /// The broker's or client's words.
+        reason: String,
+    },
+    /// The management API failed.
+    #[error(transparent)]
+    Management(#[from] ManagementError),
+}
+
+impl BrokerError {
+    /// A short stable label for metrics, events and condition reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Endpoint(_) => "InvalidBrokerEndpoint",
+            Self::AccessRefused { .. } => "AccessRefused",
+            Self::VhostNotAllowed { .. } => "VhostNotAllowed",
+            Self::Unreachable { .. } => "BrokerUnreachable",
+            Self::NotFound { .. } => "NotFound",
+            Self::Conflict(_) => "TopologyConflict",
+            Self::NameTooLong { .. } => "InvalidName",
+            Self::Amqp { .. } => "BrokerError",
+            Self::Management(ManagementError::Unauthorized { .. }) => "AccessRefused",
+            Self::Management(ManagementError::Unreachable { .. }) => "ManagementUnreachable",
+            Self::Management(_) => "ManagementError",
+        }
+    }
+
+    /// True when retrying later may help (as opposed to needing a spec or Secret change).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Unreachable { .. }
+                | Self::Amqp { .. }
+                | Self::Management(
+                    ManagementError::Unreachable { .. } | ManagementError::Status { .. }
+                )
+        )
+    }
+}
+
+/// Reads a failed connection attempt to `endpoint`: a refused login, a vhost the user may not
+/// use, or else an unreachable broker.
+pub fn connect_error(endpoint: &BrokerEndpoint, e: &lapin::Error) -> BrokerError {
+    let shown = endpoint.to_string();
+    if let ErrorKind::ProtocolError(amqp) = e.kind() {
+        let reason = amqp.get_message().to_string();
+        match amqp.kind() {
+            AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => {
+                return BrokerError::VhostNotAllowed {
+                    endpoint: shown,
+                    vhost: endpoint.vhost().to_owned(),
+                    user: endpoint.username().to_owned(),
+                    reason,
+                };
+            }
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => {
+                return BrokerError::AccessRefused {
+                    endpoint: shown,
+                    user: endpoint.username().to_owned(),
+                    reason,
+                };
+            }
+            _ => {}
+        }
+    }
+    let reason = e.to_string();
+    // RabbitMQ answers a failed login by closing the socket during the handshake; lapin reports
+    // that as an I/O error that mentions the authentication step.
+    if reason.contains("ACCESS_REFUSED") || reason.to_ascii_lowercase().contains("authentication") {
+        return BrokerError::AccessRefused {
+            endpoint: shown,
+            user: endpoint.username().to_owned(),
+            reason,
+        };
+    }
+    BrokerError::Unreachable {
+        endpoint: shown,
+        reason,
+    }
+}
+
+/// Reads a failed operation (`action` on `object`, e.g. `declare queue` on its name) on a
+/// connection to `endpoint` that was open: a changed argument, a closed connection, or else
+/// the broker's or client's words. `NOT_FOUND` is left to the callers that expect it
+/// ([`is_not_found`]), as they know what was looked for.
+pub fn operation_error(
+    endpoint: &BrokerEndpoint,
+    connected: bool,
+    action: &'static str,
+    object: &str,
+    e: &lapin::Error,
+) -> BrokerError {
+    if let ErrorKind::ProtocolError(amqp) = e.kind() {
+        let text = amqp.get_message().to_string();
+        if let Some(conflict) = TopologyConflict::from_reply_text(&text) {
+            return BrokerError::Conflict(conflict);
+        }
+        return BrokerError::Amqp {
+            action,
+            object: object.to_owned(),
+            reason: text,
+        };
+    }
+    if e.is_io_error() || !connected {
+        return BrokerError::Unreachable {
+            endpoint: endpoint.to_string(),
+            reason: format!("connection lost while trying to {action} {object}: {e}"),
+        };
+    }
+    BrokerError::Amqp {
+        action,
+        object: object.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// True when the broker answered `NOT_FOUND` (a passive declare of a missing queue or
+/// exchange, a publish to a missing exchange).
+pub fn is_not_found(e: &lapin::Error) -> bool {
+    soft_error(e) == Some(AMQPSoftError::NOTFOUND)
+}
+
+/// True when the broker answered `PRECONDITION_FAILED` (an inequivalent argument, a queue
+/// that is not empty or an exchange that is in use).
+pub fn is_precondition_failed(e: &lapin::Error) -> bool {
+    soft_error(e) == Some(AMQPSoftError::PRECONDITIONFAILED)
+}
+
+fn soft_error(e: &lapin::Error) -> Option<AMQPSoftError> {
+    match e.kind() {
+        ErrorKind::ProtocolError(amqp) => match amqp.kind() {
+            AMQPErrorKind::Soft(soft) => Some(soft.clone()),
+            AMQPErrorKind::Hard(_) => None,
+        },
+        _ => None,
+    }
+}
+
+/// `s` as an AMQP short string (queue and exchange names and routing keys are at most 255
+/// bytes); `what` names it in the error.
+pub fn short_string(s: &str, what: &'static str) -> Result<lapin::types::ShortString, BrokerError> {
+    lapin::types::ShortString::try_new(s).map_err(|_| BrokerError::NameTooLong {
+        what,
+        start: s.chars().take(40).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_rabbitmq_inequivalent_arg_replies() {
+        let c = TopologyConflict::from_reply_text(
+            "PRECONDITION_FAILED - inequivalent arg 'x-max-priority' for queue 'logstream.ns.p.o' in vhost '/': received the value '3' of type 'long' but current is the value '10' of type 'long'",
+        )
+        .unwrap();
+        assert_eq!(c.object_kind, "queue");
+        assert_eq!(c.name, "logstream.ns.p.o");
+        assert_eq!(c.argument, "x-max-priority");
+        assert!(
+            c.detail.starts_with("received the value '3'"),
+            "{}",
+            c.detail
+        );
+        let text = c.to_string();
+        assert!(
+            text.starts_with(
+                "queue logstream.ns.p.o already exists with a different x-max-priority"
+            ),
+            "{text}"
+        );
+
+        let e = TopologyConflict::from_reply_text(
+            "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'logs' in vhost 'v': received 'topic' but current is 'direct'",
+        )
+        .unwrap();
+        assert_eq!(
+            (e.object_kind.as_str(), e.name.as_str(), e.argument.as_str()),
+            ("exchange", "logs", "type")
+        );
+        assert!(
+            TopologyConflict::from_reply_text("PRECONDITION_FAILED - queue 'q' in use").is_none()
+        );
+    }
+}

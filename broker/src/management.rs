@@ -1,0 +1,449 @@
+//! The RabbitMQ management HTTP API: queue statistics of a whole vhost in one request, the
+//! bindings and queues LogStream reconciles, and the vhost/user calls tests and `dev` need.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+
+use crate::endpoint::ManagementEndpoint;
+
+/// Timeout of one management API request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The queue columns [`ManagementClient::queues`] asks for: everything the status and the
+/// topology reconcile read, and nothing else (the full listing is large).
+const QUEUE_COLUMNS: &str = "name,type,arguments,messages,messages_ready,messages_unacknowledged,consumers,head_message_timestamp,message_stats.publish_details.rate,message_stats.ack_details.rate,message_stats.deliver_get_details.rate";
+
+/// The columns of [`ManagementClient::queue_stats`]: what the autoscaler reads. Without the
+/// declaration arguments a vhost's listing parses into a third of the memory.
+const STATS_COLUMNS: &str = "name,messages,messages_ready,messages_unacknowledged,consumers,head_message_timestamp,message_stats.publish_details.rate,message_stats.ack_details.rate,message_stats.deliver_get_details.rate";
+
+/// Queues per page of [`ManagementClient::queues_with_prefix`] (the API's largest page).
+const PAGE_SIZE: usize = 500;
+
+/// One page of a filtered listing.
+#[derive(Debug, Deserialize)]
+struct Page<T> {
+    items: Vec<T>,
+    page_count: usize,
+}
+
+/// `prefix` as a regular expression matching names that start with it (PCRE, as the
+/// management API's `use_regex` takes it).
+fn prefix_regex(prefix: &str) -> String {
+    let mut regex = String::from("^");
+    for c in prefix.chars() {
+        if !c.is_ascii_alphanumeric() {
+            regex.push('\\');
+        }
+        regex.push(c);
+    }
+    regex
+}
+
+/// Why a management API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagementError {
+    /// No answer (refused, timed out, DNS).
+    #[error("management API at {url} is unreachable: {reason}")]
+    Unreachable {
+        /// The URL called (no credentials in it).
+        url: String,
+        /// What the HTTP client said.
+        reason: String,
+    },
+    /// The broker refused the credentials.
+    #[error("management API at {url} refused the credentials of user {user:?} (HTTP {status})")]
+    Unauthorized {
+        /// The URL called.
+        url: String,
+        /// The user name (never the password).
+        user: String,
+        /// 401 or 403.
+        status: u16,
+    },
+    /// The object does not exist.
+    #[error("management API at {url}: not found")]
+    NotFound {
+        /// The URL called.
+        url: String,
+    },
+    /// Any other error status.
+    #[error("management API at {url} answered HTTP {status}: {body}")]
+    Status {
+        /// The URL called.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// Start of the response body.
+        body: String,
+    },
+    /// An answer that does not decode.
+    #[error("management API at {url} sent an answer that does not decode: {reason}")]
+    Decode {
+        /// The URL called.
+        url: String,
+        /// The decoder's message.
+        reason: String,
+    },
+}
+
+/// One queue's statistics as the management API reports them.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct QueueStats {
+    /// Queue name.
+    pub name: String,
+    /// `classic`, `quorum` or `stream`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// Declaration arguments.
+    #[serde(default)]
+    pub arguments: BTreeMap<String, Value>,
+    /// Ready plus unacknowledged messages.
+    #[serde(default)]
+    pub messages: Option<u64>,
+    /// Messages ready for delivery.
+    #[serde(default)]
+    pub messages_ready: Option<u64>,
+    /// Messages delivered and not acknowledged.
+    #[serde(default)]
+    pub messages_unacknowledged: Option<u64>,
+    /// Consumers.
+    #[serde(default)]
+    pub consumers: Option<u64>,
+    /// `timestamp` property of the message at the head (seconds since the epoch); classic
+    /// queues only, and only when producers set it.
+    #[serde(default)]
+    pub head_message_timestamp: Option<i64>,
+    /// Rates.
+    #[serde(default)]
+    pub message_stats: Option<MessageStats>,
+}
+
+impl QueueStats {
+    /// Messages published per second, if the broker reported it.
+    pub fn publish_rate(&self) -> Option<f64> {
+        self.message_stats
+            .as_ref()?
+            .publish_details
+            .as_ref()
+            .map(|d| d.rate)
+    }
+
+    /// Messages acknowledged per second, if the broker reported it.
+    pub fn ack_rate(&self) -> Option<f64> {
+        self.message_stats
+            .as_ref()?
+            .ack_details
+            .as_ref()
+            .map(|d| d.rate)
+    }
+
+    /// Messages delivered per second, if the broker reported it.
+    pub fn deliver_rate(&self) -> Option<f64> {
+        self.message_stats
+            .as_ref()?
+            .deliver_get_details
+            .as_ref()
+            .map(|d| d.rate)
+    }
+}
+
+/// Rate figures of a queue.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct MessageStats {
+    /// Publishes.
+    #[serde(default)]
+    pub publish_details: Option<Rate>,
+    /// Acknowledgements.
+    #[serde(default)]
+    pub ack_details: Option<Rate>,
+    /// Deliveries and gets.
+    #[serde(default)]
+    pub deliver_get_details: Option<Rate>,
+}
+
+/// A rate in messages per second.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Rate {
+    /// Messages per second.
+    pub rate: f64,
+}
+
+/// One binding.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct BindingInfo {
+    /// Source exchange (`""` is the default exchange).
+    pub source: String,
+    /// Destination queue or exchange.
+    pub destination: String,
+    /// `queue` or `exchange`.
+    pub destination_type: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// Binding arguments.
+    #[serde(default)]
+    pub arguments: BTreeMap<String, Value>,
+}
+
+/// One exchange.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ExchangeInfo {
+    /// Exchange name.
+    pub name: String,
+    /// Exchange type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Durable or not.
+    pub durable: bool,
+}
+
+/// A client of one broker's management API.
+#[derive(Clone)]
+pub struct ManagementClient {
+    http: reqwest::Client,
+    endpoint: ManagementEndpoint,
+}
+
+impl std::fmt::Debug for ManagementClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ManagementClient({:?})", self.endpoint)
+    }
+}
+
+fn segment(s: &str) -> String {
+    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+}
+
+impl ManagementClient {
+    /// A client for `endpoint`.
+    pub fn new(endpoint: ManagementEndpoint) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Self { http, endpoint }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}api/{path}", self.endpoint.base)
+    }
+
+    /// The URL as errors show it: without the query string (the column list is noise).
+    fn shown(&self, path: &str) -> String {
+        self.url(path.split('?').next().unwrap_or(path))
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Vec<u8>, ManagementError> {
+        let url = self.shown(path);
+        let mut request = self
+            .http
+            .request(method, self.url(path))
+            .basic_auth(&self.endpoint.username, Some(&self.endpoint.password));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ManagementError::Unreachable {
+                url: url.clone(),
+                reason: reqwest_reason(&e),
+            })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ManagementError::Unreachable {
+                url: url.clone(),
+                reason: reqwest_reason(&e),
+            })?;
+        match status {
+            // Without a copy when the body is one buffer.
+            s if s.is_success() => Ok(bytes.into()),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(ManagementError::Unauthorized {
+                    url,
+                    user: self.endpoint.username.clone(),
+                    status: status.as_u16(),
+                })
+            }
+            StatusCode::NOT_FOUND => Err(ManagementError::NotFound { url }),
+            _ => Err(ManagementError::Status {
+                url,
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+            }),
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ManagementError> {
+        let bytes = self.call(Method::GET, path, None).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ManagementError::Decode {
+            url: self.shown(path),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Every queue of `vhost` with depth, consumers, rates and head timestamp: one request.
+    pub async fn queues(&self, vhost: &str) -> Result<Vec<QueueStats>, ManagementError> {
+        self.get(&format!(
+            "queues/{}?columns={QUEUE_COLUMNS}",
+            segment(vhost)
+        ))
+        .await
+    }
+
+    /// The queues of `vhost` whose names start with `prefix` (one pipeline's), with the same
+    /// columns as [`queues`](Self::queues): the broker filters, so a reconcile reads its own
+    /// few queues and not every queue of a shared vhost. The broker's name filter ignores
+    /// case, so what it lists is checked against `prefix` exactly here.
+    pub async fn queues_with_prefix(
+        &self,
+        vhost: &str,
+        prefix: &str,
+    ) -> Result<Vec<QueueStats>, ManagementError> {
+        let name = segment(&prefix_regex(prefix));
+        let mut queues = Vec::new();
+        let mut page = 1;
+        loop {
+            let listed: Page<QueueStats> = self
+                .get(&format!(
+                    "queues/{}?page={page}&page_size={PAGE_SIZE}&name={name}&use_regex=true&columns={QUEUE_COLUMNS}",
+                    segment(vhost)
+                ))
+                .await?;
+            queues.extend(
+                listed
+                    .items
+                    .into_iter()
+                    .filter(|q| q.name.starts_with(prefix)),
+            );
+            if page >= listed.page_count {
+                return Ok(queues);
+            }
+            page += 1;
+        }
+    }
+
+    /// Every queue of `vhost` with what the autoscaler reads (no declaration arguments): one
+    /// request however many pipelines share the vhost.
+    pub async fn queue_stats(&self, vhost: &str) -> Result<Vec<QueueStats>, ManagementError> {
+        self.get(&format!(
+            "queues/{}?columns={STATS_COLUMNS}",
+            segment(vhost)
+        ))
+        .await
+    }
+
+    /// Every binding of `vhost`.
+    pub async fn bindings(&self, vhost: &str) -> Result<Vec<BindingInfo>, ManagementError> {
+        self.get(&format!("bindings/{}", segment(vhost))).await
+    }
+
+    /// Every exchange of `vhost`.
+    pub async fn exchanges(&self, vhost: &str) -> Result<Vec<ExchangeInfo>, ManagementError> {
+        self.get(&format!(
+            "exchanges/{}?columns=name,type,durable",
+            segment(vhost)
+        ))
+        .await
+    }
+
+    /// The broker's RabbitMQ version; a cheap reachability and credentials check.
+    pub async fn rabbitmq_version(&self) -> Result<String, ManagementError> {
+        let overview: Value = self.get("overview?columns=rabbitmq_version").await?;
+        Ok(overview["rabbitmq_version"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_owned())
+    }
+
+    /// Creates `vhost` (idempotent).
+    pub async fn create_vhost(&self, vhost: &str) -> Result<(), ManagementError> {
+        self.call(
+            Method::PUT,
+            &format!("vhosts/{}", segment(vhost)),
+            Some(json!({})),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Deletes `vhost` with everything in it; a missing vhost is not an error.
+    pub async fn delete_vhost(&self, vhost: &str) -> Result<(), ManagementError> {
+        match self
+            .call(Method::DELETE, &format!("vhosts/{}", segment(vhost)), None)
+            .await
+        {
+            Ok(_) | Err(ManagementError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates or updates user `name` with `password` and `tags` (e.g. `management`).
+    pub async fn put_user(
+        &self,
+        name: &str,
+        password: &str,
+        tags: &str,
+    ) -> Result<(), ManagementError> {
+        self.call(
+            Method::PUT,
+            &format!("users/{}", segment(name)),
+            Some(json!({"password": password, "tags": tags})),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Deletes user `name`; a missing user is not an error.
+    pub async fn delete_user(&self, name: &str) -> Result<(), ManagementError> {
+        match self
+            .call(Method::DELETE, &format!("users/{}", segment(name)), None)
+            .await
+        {
+            Ok(_) | Err(ManagementError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Grants `user` full configure/write/read permissions on `vhost`.
+    pub async fn grant_all(&self, vhost: &str, user: &str) -> Result<(), ManagementError> {
+        self.call(
+            Method::PUT,
+            &format!("permissions/{}/{}", segment(vhost), segment(user)),
+            Some(json!({"configure": ".*", "write": ".*", "read": ".*"})),
+        )
+        .await
+        .map(drop)
+    }
+}
+
+/// The HTTP client's error with its causes, which name the real problem ("Connection
+/// refused"), but without the URL, which the caller already reports.
+fn reqwest_reason(e: &reqwest::Error) -> String {
+    let mut reason = if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connect() {
+        "connection failed".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        reason.push_str(": ");
+        reason.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    reason
+}

@@ -1,0 +1,253 @@
+//! One output's queues read together, from the management API's statistics: the main queue's
+//! depth, rates and the age of its oldest message, and the retry ladder's and dead-letter
+//! queue's figures. The operator's status, `logstream status`, the autoscaler and the
+//! dashboard all read an output through [`OutputReading`], and show ages through
+//! [`format_age`].
+
+use std::fmt;
+
+use logstream_api::topology::{QueueRole, TopologyPlan};
+use serde::Serialize;
+
+use crate::management::QueueStats;
+
+/// The queues of one output.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutputQueues {
+    /// The main queue.
+    pub main: String,
+    /// The retry steps, in order.
+    pub retries: Vec<String>,
+    /// The dead-letter queue.
+    pub dead_letter: String,
+}
+
+impl OutputQueues {
+    /// The queues `plan` gives output `output`; `None` when it has no such output.
+    pub fn of(plan: &TopologyPlan, output: &str) -> Option<Self> {
+        Some(Self {
+            main: plan.queue(output, QueueRole::Main)?.name.clone(),
+            retries: plan
+                .queues
+                .iter()
+                .filter(|q| q.output == output && matches!(q.role, QueueRole::Retry(_)))
+                .map(|q| q.name.clone())
+                .collect(),
+            dead_letter: plan.queue(output, QueueRole::DeadLetter)?.name.clone(),
+        })
+    }
+}
+
+/// The age of the oldest waiting message.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Age {
+    /// Seconds.
+    pub seconds: f64,
+    /// True when it is estimated (from the backlog and the drain rate) rather than read from
+    /// the message's own timestamp.
+    pub estimated: bool,
+}
+
+impl Age {
+    /// A measured age.
+    pub fn measured(seconds: f64) -> Self {
+        Self {
+            seconds: seconds.max(0.0),
+            estimated: false,
+        }
+    }
+
+    /// An estimated age.
+    pub fn estimated(seconds: f64) -> Self {
+        Self {
+            seconds: seconds.max(0.0),
+            estimated: true,
+        }
+    }
+
+    /// The age of the oldest message of `queue` at `now_s` (seconds since the epoch): 0 for
+    /// an empty queue; the head message's `timestamp` where the broker reports it; else the
+    /// backlog divided by the ack rate (Little's law) while messages are acknowledged; else
+    /// unknown.
+    pub fn of(queue: &QueueStats, now_s: f64) -> Option<Self> {
+        let ready = queue.messages_ready?;
+        if ready == 0 {
+            return Some(Self::measured(0.0));
+        }
+        if let Some(head) = queue.head_message_timestamp {
+            return Some(Self::measured(now_s - head as f64));
+        }
+        let drain = queue.ack_rate().filter(|r| *r > 0.0)?;
+        Some(Self::estimated(ready as f64 / drain))
+    }
+}
+
+impl fmt::Display for Age {
+    /// `42s`, or `~42s` when estimated.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.estimated {
+            f.write_str("~")?;
+        }
+        f.write_str(&format_age(self.seconds))
+    }
+}
+
+/// An age as LogStream shows it everywhere (status column, `logstream status`, decisions):
+/// `0s`, `42s`, `3m5s`, `2h5m`, as kubectl shows durations.
+pub fn format_age(seconds: f64) -> String {
+    let s = if seconds.is_finite() && seconds > 0.0 {
+        seconds.round() as u64
+    } else {
+        0
+    };
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// One output's figures. Every field is `None` when the broker did not report it (the queue
+/// is missing, or the management API did not answer): never read as zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct OutputReading {
+    /// Messages ready in the main queue: the backlog.
+    pub ready: Option<u64>,
+    /// Messages delivered to workers and not yet acknowledged.
+    pub unacked: Option<u64>,
+    /// Consumers of the main queue (running workers).
+    pub consumers: Option<u64>,
+    /// The age of the oldest waiting message.
+    pub oldest_age: Option<Age>,
+    /// Messages published to the main queue per second.
+    pub publish_rate: Option<f64>,
+    /// Messages acknowledged from the main queue per second.
+    pub ack_rate: Option<f64>,
+    /// Messages waiting in the retry steps.
+    pub retrying: Option<u64>,
+    /// Messages sent to a retry step per second.
+    pub retry_rate: Option<f64>,
+    /// Messages in the dead-letter queue.
+    pub dead_lettered: Option<u64>,
+    /// Messages dead-lettered per second.
+    pub dead_letter_rate: Option<f64>,
+}
+
+impl OutputReading {
+    /// Reads the output whose queues are `queues` from a vhost's statistics `stats` at
+    /// `now_s` (seconds since the epoch).
+    pub fn read(stats: &[QueueStats], queues: &OutputQueues, now_s: f64) -> Self {
+        let find = |name: &str| stats.iter().find(|q| q.name == name);
+        let main = find(&queues.main);
+        let dlq = find(&queues.dead_letter);
+        let retries: Vec<&QueueStats> = queues.retries.iter().filter_map(|n| find(n)).collect();
+        let any_retry = !retries.is_empty();
+        Self {
+            ready: main.and_then(|q| q.messages_ready),
+            unacked: main.and_then(|q| q.messages_unacknowledged),
+            consumers: main.and_then(|q| q.consumers),
+            oldest_age: main.and_then(|q| Age::of(q, now_s)),
+            publish_rate: main.map(|q| q.publish_rate().unwrap_or(0.0)),
+            ack_rate: main.map(|q| q.ack_rate().unwrap_or(0.0)),
+            retrying: any_retry.then(|| retries.iter().map(|q| q.messages.unwrap_or(0)).sum()),
+            retry_rate: any_retry.then(|| {
+                retries
+                    .iter()
+                    .map(|q| q.publish_rate().unwrap_or(0.0))
+                    .sum()
+            }),
+            dead_lettered: dlq.and_then(|q| q.messages),
+            dead_letter_rate: dlq.map(|q| q.publish_rate().unwrap_or(0.0)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn stats(value: serde_json::Value) -> QueueStats {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn queues() -> OutputQueues {
+        OutputQueues {
+            main: "q".into(),
+            retries: vec!["q.retry.0".into(), "q.retry.1".into()],
+            dead_letter: "q.dlq".into(),
+        }
+    }
+
+    #[test]
+    fn an_output_is_read_from_its_main_retry_and_dead_letter_queues() {
+        let all = [
+            stats(
+                json!({"name": "q", "messages_ready": 10, "messages_unacknowledged": 4,
+                "consumers": 2, "head_message_timestamp": 1_000,
+                "message_stats": {"publish_details": {"rate": 12.5}, "ack_details": {"rate": 3.0}}}),
+            ),
+            stats(json!({"name": "q.retry.0", "messages": 3,
+                "message_stats": {"publish_details": {"rate": 1.5}}})),
+            stats(json!({"name": "q.retry.1", "messages": 2})),
+            stats(json!({"name": "q.dlq", "messages": 7,
+                "message_stats": {"publish_details": {"rate": 0.5}}})),
+            stats(json!({"name": "other", "messages": 99})),
+        ];
+        let r = OutputReading::read(&all, &queues(), 1_041.0);
+        assert_eq!(
+            r,
+            OutputReading {
+                ready: Some(10),
+                unacked: Some(4),
+                consumers: Some(2),
+                oldest_age: Some(Age::measured(41.0)),
+                publish_rate: Some(12.5),
+                ack_rate: Some(3.0),
+                retrying: Some(5),
+                retry_rate: Some(1.5),
+                dead_lettered: Some(7),
+                dead_letter_rate: Some(0.5),
+            }
+        );
+    }
+
+    #[test]
+    fn what_the_broker_did_not_report_stays_unknown() {
+        assert_eq!(
+            OutputReading::read(&[], &queues(), 0.0),
+            OutputReading::default()
+        );
+        let idle = [stats(json!({"name": "q", "messages_ready": 0}))];
+        let r = OutputReading::read(&idle, &queues(), 0.0);
+        assert_eq!(
+            r.publish_rate,
+            Some(0.0),
+            "an idle queue has no message_stats"
+        );
+        assert_eq!(r.oldest_age, Some(Age::measured(0.0)));
+    }
+
+    #[test]
+    fn ages_come_from_the_head_timestamp_or_littles_law() {
+        let q = stats(json!({"name": "q", "messages_ready": 500,
+            "message_stats": {"ack_details": {"rate": 50.0}}}));
+        assert_eq!(Age::of(&q, 0.0), Some(Age::estimated(10.0)));
+        let stalled = stats(json!({"name": "q", "messages_ready": 500}));
+        assert_eq!(Age::of(&stalled, 0.0), None);
+        let future = stats(json!({"name": "q", "messages_ready": 1, "head_message_timestamp": 50}));
+        assert_eq!(Age::of(&future, 10.0), Some(Age::measured(0.0)));
+    }
+
+    #[test]
+    fn ages_read_like_kubectl_durations() {
+        assert_eq!(format_age(0.0), "0s");
+        assert_eq!(format_age(4.2), "4s");
+        assert_eq!(format_age(185.0), "3m5s");
+        assert_eq!(format_age(7_500.0), "2h5m");
+        assert_eq!(format_age(f64::NAN), "0s");
+        assert_eq!(Age::estimated(185.0).to_string(), "~3m5s");
+        assert_eq!(Age::measured(42.0).to_string(), "42s");
+    }
+}
