@@ -9,6 +9,7 @@ pub mod crd;
 pub mod defaults;
 pub mod digest;
 pub mod duration;
+pub mod exit;
 pub mod manifest;
 pub mod naming;
 pub mod pipeline;
