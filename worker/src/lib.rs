@@ -6,14 +6,8 @@
 //! decisions (envelope decoding, failure classification, attempt arithmetic, dedup, ACK
 //! bookkeeping, copy headers) are plain functions on plain data, tested without a broker.
 
-pub mod ack_tracker;
-pub mod batch;
-pub mod classify;
-pub mod dedup;
-pub mod envelope;
+pub mod delivery;
 pub mod metrics;
-pub mod republish;
-pub mod retry_ladder;
 pub mod runtime;
 pub mod server;
 pub mod session;

@@ -11,9 +11,8 @@ use tokio::{net::TcpListener, sync::watch};
 use tracing::{info, warn};
 
 use crate::{
-    dedup::DedupCache,
+    delivery::{dedup::DedupCache, retry_ladder::Ladder},
     metrics::{Metrics, MetricsError},
-    retry_ladder::Ladder,
     server::{self, Health},
     session::{Session, SessionEnd, Worker},
     settings::Settings,

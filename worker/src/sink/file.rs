@@ -11,7 +11,7 @@ use std::{
 use futures::{FutureExt, future::BoxFuture};
 
 use super::{Sink, SinkError, SinkFailure, WriteOutcome, format};
-use crate::envelope::LogRecord;
+use crate::delivery::envelope::LogRecord;
 
 /// JSON lines appended to a file.
 #[derive(Debug)]

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{SinkFailure, SinkLabels};
-use crate::{
+use super::{
+    SinkFailure, SinkLabels,
     classify::{StatusClass, http_status},
-    envelope::LogRecord,
 };
+use crate::delivery::envelope::LogRecord;
 
 /// One JSON object per line, each line ending in `\n`.
 pub fn ndjson(batch: &[LogRecord]) -> Vec<u8> {

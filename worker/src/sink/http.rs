@@ -9,11 +9,12 @@ use futures::{FutureExt, future::BoxFuture};
 use logstream_api::pipeline::{HttpFormat, HttpSink as HttpSinkSpec};
 use reqwest::{Client, Url, header::CONTENT_TYPE};
 
-use super::{Sink, SinkError, SinkFailure, SinkLabels, WriteOutcome, format};
-use crate::{
+use super::{
+    Sink, SinkError, SinkFailure, SinkLabels, WriteOutcome,
     classify::{StatusClass, http_status, transport_failure},
-    envelope::LogRecord,
+    format,
 };
+use crate::delivery::envelope::LogRecord;
 
 /// Most bytes of an error answer quoted in `x-logstream-error`.
 const QUOTED_BODY_BYTES: usize = 256;

@@ -4,6 +4,7 @@
 //! was written, and if not whether trying again may help. The worker ACKs a log only after
 //! its sink said it was written.
 
+pub mod classify;
 pub mod file;
 pub mod format;
 pub mod http;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use logstream_api::{contract::ErrorClass, pipeline::SinkSpec};
 
-use crate::envelope::LogRecord;
+use crate::delivery::envelope::LogRecord;
 
 /// A write that did not happen.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -6,7 +6,7 @@ use std::io::Write;
 use futures::{FutureExt, future::BoxFuture};
 
 use super::{Sink, SinkFailure, WriteOutcome, format};
-use crate::envelope::LogRecord;
+use crate::delivery::envelope::LogRecord;
 
 /// JSON lines on standard output.
 #[derive(Debug, Default)]

@@ -12,7 +12,7 @@ use logstream_broker::{
     publish_confirmed,
 };
 
-use crate::retry_ladder::DeliveryHistory;
+use super::retry_ladder::DeliveryHistory;
 
 /// Reads what a delivery's headers and flags say about its past.
 pub fn history(properties: &BasicProperties, redelivered: bool) -> DeliveryHistory {

@@ -36,13 +36,15 @@ use tokio::{sync::Semaphore, task::JoinSet, time::sleep_until};
 use tracing::{debug, error, info, warn};
 
 use crate::{
-    ack_tracker::{AckTracker, DeliveryTag},
-    batch::Batcher,
-    dedup::{DedupCache, DedupKey},
-    envelope::{self, Origin},
+    delivery::{
+        ack_tracker::{AckTracker, DeliveryTag},
+        batch::Batcher,
+        dedup::{DedupCache, DedupKey},
+        envelope::{self, Origin},
+        republish::{self, Republisher},
+        retry_ladder::{Admission, Ladder, Verdict},
+    },
     metrics::{Metrics, Outcome},
-    republish::{self, Republisher},
-    retry_ladder::{Admission, Ladder, Verdict},
     sink::{Sink, SinkFailure, WriteOutcome},
 };
 
