@@ -60,7 +60,7 @@ pub struct ScalingLabels {
 /// One output's figures, as the metrics show them; `None` leaves the series out (a gap is not
 /// a zero).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct OutputFigures {
+pub struct OutputGauges {
     /// Messages ready in the main queue.
     pub ready: Option<u64>,
     /// Age of the oldest waiting message, seconds.
@@ -125,8 +125,8 @@ impl OutputMetrics {
         metrics
     }
 
-    /// Records the figures of one output.
-    pub fn figures(&self, labels: &OutputLabels, figures: &OutputFigures) {
+    /// Sets the gauges of one output.
+    pub fn gauges(&self, labels: &OutputLabels, figures: &OutputGauges) {
         let int = |v: Option<u64>| v.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
         set_or_remove(&self.depth, labels, int(figures.ready));
         set_or_remove(&self.dead_lettered, labels, int(figures.dead_lettered));

@@ -5,11 +5,12 @@
 
 use std::{
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use tracing::{info, warn};
 
+use jiff::Timestamp;
 use logstream_api::{resolved::ScalingSettings, topology::TopologyPlan};
 use logstream_broker::{BrokerAdmin, OutputQueues, OutputReading, QueueDepth, QueueStats};
 
@@ -59,7 +60,7 @@ pub struct ScaleRecord {
     /// Its main queue.
     pub queue: String,
     /// When the reading was taken.
-    pub at: SystemTime,
+    pub at: Timestamp,
     /// What the policy decided.
     pub decision: Decision,
     /// The reading it decided on; `None` when neither the management API nor a passive
@@ -150,10 +151,7 @@ impl PipelineAutoscaler {
                 None
             }
         };
-        let at = SystemTime::now();
-        let now_epoch_s = at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+        let at = Timestamp::now();
         let mut records = Vec::with_capacity(self.outputs.len());
         for o in &mut self.outputs {
             let depth = match admin.queue_depth(&o.queues.main).await {
@@ -167,7 +165,7 @@ impl PipelineAutoscaler {
                 stats.as_deref().map(Vec::as_slice),
                 &o.queues,
                 depth,
-                now_epoch_s,
+                at,
             );
             let now_s = self.clock.elapsed().as_secs_f64();
             let (decision, error) = match o.target.replicas().await {
@@ -223,14 +221,14 @@ pub fn observe(
     stats: Option<&[QueueStats]>,
     queues: &OutputQueues,
     depth: Option<QueueDepth>,
-    now_epoch_s: f64,
+    now: Timestamp,
 ) -> Option<OutputReading> {
     let listed = stats.is_some_and(|all| all.iter().any(|q| q.name == queues.main));
     if !listed && depth.is_none() {
         return None;
     }
     let mut reading = stats.map_or_else(OutputReading::default, |all| {
-        OutputReading::read(all, queues, now_epoch_s)
+        OutputReading::read(all, queues, now)
     });
     if let Some(depth) = depth {
         reading.ready = Some(depth.ready);
@@ -257,6 +255,10 @@ mod tests {
         }
     }
 
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap()
+    }
+
     fn depth(ready: u64, consumers: u64) -> Option<QueueDepth> {
         Some(QueueDepth { ready, consumers })
     }
@@ -268,7 +270,7 @@ mod tests {
             "head_message_timestamp": 1_000,
             "message_stats": {"publish_details": {"rate": 12.5}, "ack_details": {"rate": 3.0}}
         }));
-        let o = observe(Some(&[q]), &queues(), depth(250, 3), 1_041.0).unwrap();
+        let o = observe(Some(&[q]), &queues(), depth(250, 3), at(1_041)).unwrap();
         assert_eq!(
             (o.ready, o.unacked, o.consumers),
             (Some(250), Some(4), Some(3))
@@ -280,19 +282,19 @@ mod tests {
     #[test]
     fn statistics_alone_or_depth_alone_still_make_a_reading() {
         let q = stats(serde_json::json!({"name": "q", "messages_ready": 7, "consumers": 2}));
-        let o = observe(Some(&[q]), &queues(), None, 0.0).unwrap();
+        let o = observe(Some(&[q]), &queues(), None, at(0)).unwrap();
         assert_eq!((o.ready, o.consumers), (Some(7), Some(2)));
         assert_eq!(
             (o.publish_rate, o.ack_rate),
             (Some(0.0), Some(0.0)),
             "an idle queue has no message_stats"
         );
-        let o = observe(None, &queues(), depth(5, 1), 0.0).unwrap();
+        let o = observe(None, &queues(), depth(5, 1), at(0)).unwrap();
         assert_eq!(
             o.publish_rate, None,
             "no management API: rates unknown, not zero"
         );
-        assert!(observe(None, &queues(), None, 0.0).is_none());
-        assert!(observe(Some(&[]), &queues(), None, 0.0).is_none());
+        assert!(observe(None, &queues(), None, at(0)).is_none());
+        assert!(observe(Some(&[]), &queues(), None, at(0)).is_none());
     }
 }

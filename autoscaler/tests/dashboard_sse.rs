@@ -6,7 +6,7 @@
 use std::{
     collections::BTreeSet,
     sync::Arc,
-    time::{Duration, Instant, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use logstream_autoscaler::{
@@ -25,7 +25,7 @@ fn record(at_ms: u64, ready: u64, from: u32, to: u32) -> ScaleRecord {
         pipeline: "games/app".into(),
         queue: "logstream.test.app.o".into(),
         output: "security".into(),
-        at: UNIX_EPOCH + Duration::from_millis(at_ms),
+        at: jiff::Timestamp::from_millisecond(i64::try_from(at_ms).unwrap()).unwrap(),
         decision: Decision {
             current: from,
             desired: to,

@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use jiff::Timestamp;
 use logstream_api::topology::{QueueRole, TopologyPlan};
 use serde::Serialize;
 
@@ -65,16 +66,16 @@ impl Age {
         }
     }
 
-    /// The age of the oldest message of `queue` at `now_s` (seconds since the epoch): 0 for
-    /// an empty queue; the head message's `timestamp` where the broker reports it; else the
+    /// The age of the oldest message of `queue` at `now`: 0 for an empty queue; the head message's `timestamp` where the broker reports it; else the
     /// backlog divided by the ack rate (Little's law) while messages are acknowledged; else
     /// unknown.
-    pub fn of(queue: &QueueStats, now_s: f64) -> Option<Self> {
+    pub fn of(queue: &QueueStats, now: Timestamp) -> Option<Self> {
         let ready = queue.messages_ready?;
         if ready == 0 {
             return Some(Self::measured(0.0));
         }
         if let Some(head) = queue.head_message_timestamp {
+            let now_s = now.as_millisecond() as f64 / 1000.0;
             return Some(Self::measured(now_s - head as f64));
         }
         let drain = queue.ack_rate().filter(|r| *r > 0.0)?;
@@ -134,9 +135,8 @@ pub struct OutputReading {
 }
 
 impl OutputReading {
-    /// Reads the output whose queues are `queues` from a vhost's statistics `stats` at
-    /// `now_s` (seconds since the epoch).
-    pub fn read(stats: &[QueueStats], queues: &OutputQueues, now_s: f64) -> Self {
+    /// Reads the output whose queues are `queues` from a vhost's statistics `stats` at `now`.
+    pub fn read(stats: &[QueueStats], queues: &OutputQueues, now: Timestamp) -> Self {
         let find = |name: &str| stats.iter().find(|q| q.name == name);
         let main = find(&queues.main);
         let dlq = find(&queues.dead_letter);
@@ -146,7 +146,7 @@ impl OutputReading {
             ready: main.and_then(|q| q.messages_ready),
             unacked: main.and_then(|q| q.messages_unacknowledged),
             consumers: main.and_then(|q| q.consumers),
-            oldest_age: main.and_then(|q| Age::of(q, now_s)),
+            oldest_age: main.and_then(|q| Age::of(q, now)),
             publish_rate: main.map(|q| q.publish_rate().unwrap_or(0.0)),
             ack_rate: main.map(|q| q.ack_rate().unwrap_or(0.0)),
             retrying: any_retry.then(|| retries.iter().map(|q| q.messages.unwrap_or(0)).sum()),
@@ -167,6 +167,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap()
+    }
 
     fn stats(value: serde_json::Value) -> QueueStats {
         serde_json::from_value(value).unwrap()
@@ -195,7 +199,7 @@ mod tests {
                 "message_stats": {"publish_details": {"rate": 0.5}}})),
             stats(json!({"name": "other", "messages": 99})),
         ];
-        let r = OutputReading::read(&all, &queues(), 1_041.0);
+        let r = OutputReading::read(&all, &queues(), at(1_041));
         assert_eq!(
             r,
             OutputReading {
@@ -216,11 +220,11 @@ mod tests {
     #[test]
     fn what_the_broker_did_not_report_stays_unknown() {
         assert_eq!(
-            OutputReading::read(&[], &queues(), 0.0),
+            OutputReading::read(&[], &queues(), at(0)),
             OutputReading::default()
         );
         let idle = [stats(json!({"name": "q", "messages_ready": 0}))];
-        let r = OutputReading::read(&idle, &queues(), 0.0);
+        let r = OutputReading::read(&idle, &queues(), at(0));
         assert_eq!(
             r.publish_rate,
             Some(0.0),
@@ -233,11 +237,11 @@ mod tests {
     fn ages_come_from_the_head_timestamp_or_littles_law() {
         let q = stats(json!({"name": "q", "messages_ready": 500,
             "message_stats": {"ack_details": {"rate": 50.0}}}));
-        assert_eq!(Age::of(&q, 0.0), Some(Age::estimated(10.0)));
+        assert_eq!(Age::of(&q, at(0)), Some(Age::estimated(10.0)));
         let stalled = stats(json!({"name": "q", "messages_ready": 500}));
-        assert_eq!(Age::of(&stalled, 0.0), None);
+        assert_eq!(Age::of(&stalled, at(0)), None);
         let future = stats(json!({"name": "q", "messages_ready": 1, "head_message_timestamp": 50}));
-        assert_eq!(Age::of(&future, 10.0), Some(Age::measured(0.0)));
+        assert_eq!(Age::of(&future, at(10)), Some(Age::measured(0.0)));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeSet,
     fs,
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use logstream_api::pipeline::OutputStatus;
@@ -38,7 +38,7 @@ fn operator_exposition() -> String {
         pipeline: "ns/p".into(),
         output: "o".into(),
         queue: "q".into(),
-        at: SystemTime::now(),
+        at: jiff::Timestamp::now(),
         decision: Decision {
             current: 1,
             desired: 2,
@@ -55,7 +55,7 @@ fn operator_exposition() -> String {
 }
 
 fn worker_exposition() -> String {
-    let m = logstream_worker::metrics::Metrics::new("p", "o").expect("worker metrics");
+    let m = logstream_worker::metrics::Metrics::new("p", "o");
     m.processing_seconds.observe(0.01);
     m.message_age_seconds.observe(0.5);
     m.render()

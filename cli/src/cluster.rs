@@ -10,7 +10,7 @@ use kube::{
 };
 use logstream_api::{LogPipeline, naming};
 
-use crate::{error::CliError, status::OutputStatus};
+use crate::{error::CliError, status::StatusRow};
 
 /// The LogPipelines of `namespace` (every namespace when `None`) in the cluster of the
 /// kubeconfig at `path`.
@@ -38,7 +38,7 @@ pub async fn pipelines(path: &Path, namespace: Option<&str>) -> Result<Vec<LogPi
 }
 
 /// Adds to each output what its LogPipeline's status says.
-pub fn annotate(outputs: &mut [OutputStatus], pipelines: &[LogPipeline]) {
+pub fn annotate(outputs: &mut [StatusRow], pipelines: &[LogPipeline]) {
     for output in outputs {
         let Some(pipeline) = pipelines.iter().find(|p| {
             naming::component(p.metadata.namespace.as_deref().unwrap_or_default())

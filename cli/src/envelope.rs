@@ -2,7 +2,7 @@
 //! AMQP properties (persistent, `message_id`, `timestamp`, `content_type`, priority from the
 //! level). Pure: the caller passes the clock and the message id.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use jiff::Timestamp;
 use lapin::{BasicProperties, types::ShortString};
 use logstream_api::contract::{self, Level};
 use serde_json::{Map, Value};
@@ -57,7 +57,7 @@ pub fn log_body(
     level: Level,
     message: &str,
     fields: &[(String, Value)],
-    now: DateTime<Utc>,
+    now: Timestamp,
 ) -> Map<String, Value> {
     let mut body = Map::new();
     body.insert("ts".into(), Value::String(rfc3339(now)));
@@ -78,7 +78,7 @@ pub fn log_from_line(
     default_service: &str,
     default_level: Level,
     fields: &[(String, Value)],
-    now: DateTime<Utc>,
+    now: Timestamp,
 ) -> Result<Option<Log>, EnvelopeError> {
     let line = line.trim();
     if line.is_empty() {
@@ -143,7 +143,7 @@ pub fn envelope(
     level: Level,
     body: &Map<String, Value>,
     message_id: String,
-    now: DateTime<Utc>,
+    now: Timestamp,
 ) -> Envelope {
     Envelope {
         routing_key: contract::routing_key(service, level),
@@ -154,19 +154,19 @@ pub fn envelope(
 }
 
 /// The AMQP properties the contract asks of a log of `level`.
-pub fn properties(level: Level, message_id: String, now: DateTime<Utc>) -> BasicProperties {
+pub fn properties(level: Level, message_id: String, now: Timestamp) -> BasicProperties {
     BasicProperties::default()
         .with_delivery_mode(contract::DELIVERY_MODE_PERSISTENT)
         .with_content_type(ShortString::from(contract::CONTENT_TYPE))
         .with_message_id(ShortString::from(message_id))
-        .with_timestamp(u64::try_from(now.timestamp()).unwrap_or(0))
+        .with_timestamp(u64::try_from(now.as_second()).unwrap_or(0))
         .with_priority(level.priority())
         .with_app_id(ShortString::from(APP_ID))
 }
 
 /// RFC 3339 in UTC with milliseconds: `2026-05-01T12:00:00.123Z`.
-pub fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+pub fn rfc3339(at: Timestamp) -> String {
+    format!("{at:.3}")
 }
 
 /// `--field` values: JSON when they parse as JSON, else strings.
@@ -181,12 +181,10 @@ pub fn field_values(raw: &[(String, String)]) -> Vec<(String, Value)> {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
-
     use super::*;
 
-    fn noon() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap()
+    fn noon() -> Timestamp {
+        "2026-05-01T12:00:00Z".parse().unwrap()
     }
 
     #[test]

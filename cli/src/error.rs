@@ -1,16 +1,18 @@
 //! What can make a `logstream` command fail, and the exit code each failure maps to.
 //!
-//! Exit codes follow clap conventions as a person or a script expects them: 0 success,
-//! 1 a usage mistake (bad flag, bad value, a question that cannot be asked without a terminal),
-//! 2 a runtime failure (the broker refused, is unreachable, or does not know the pipeline).
+//! Exit codes are every LogStream binary's ([`logstream_api::exit`]): 0 success, 1 a usage
+//! mistake (bad flag, bad value, a question that cannot be asked without a terminal), 2 a
+//! runtime failure (the broker refused, is unreachable, or does not know the pipeline).
 //! Messages are one line, name the object, and never contain a password.
 
 use logstream_broker::{BrokerError, ManagementError};
 
+use logstream_api::exit;
+
 /// Exit code of a usage mistake.
-pub const EXIT_USAGE: i32 = 1;
+pub const EXIT_USAGE: u8 = exit::USAGE;
 /// Exit code of a runtime failure.
-pub const EXIT_FAILURE: i32 = 2;
+pub const EXIT_FAILURE: u8 = exit::FAILURE;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +85,7 @@ pub enum CliError {
 
 impl CliError {
     /// The process exit code for this failure.
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> u8 {
         match self {
             Self::Usage(_) | Self::Broker(BrokerError::NameTooLong { .. }) => EXIT_USAGE,
             _ => EXIT_FAILURE,

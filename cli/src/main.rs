@@ -37,6 +37,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn code(n: i32) -> ExitCode {
-    ExitCode::from(u8::try_from(n).unwrap_or(1))
+fn code(n: u8) -> ExitCode {
+    ExitCode::from(n)
 }

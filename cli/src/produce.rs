@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 
-use chrono::Utc;
+use jiff::Timestamp;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     time::Instant,
@@ -57,7 +57,7 @@ pub async fn run(ctx: &Context, args: &ProduceArgs) -> Result<(), CliError> {
 
     let skipped = if let Some(message) = &args.message {
         let fields = envelope::field_values(&args.fields);
-        let now = Utc::now();
+        let now = Timestamp::now();
         let body = envelope::log_body(&args.service, args.level, message, &fields, now);
         sender
             .send(envelope::envelope(
@@ -213,7 +213,7 @@ async fn load(sender: &mut Sender, args: &ProduceArgs) -> Result<(), CliError> {
         }
         let level = levels.next().unwrap_or(args.level);
         let service = services[(k % services.len() as u64) as usize];
-        let now = Utc::now();
+        let now = Timestamp::now();
         let mut body =
             envelope::log_body(service, level, &format!("load test log {k}"), &fields, now);
         if let Some(size) = args.size {
@@ -257,7 +257,7 @@ async fn from_stdin(sender: &mut Sender, args: &ProduceArgs) -> Result<u64, CliE
         source,
     })? {
         number += 1;
-        let now = Utc::now();
+        let now = Timestamp::now();
         match envelope::log_from_line(&line, &args.service, args.level, &fields, now) {
             Ok(Some(log)) => {
                 let env = envelope::envelope(

@@ -6,43 +6,51 @@
 //! components never contain dots). With `--kubeconfig`, each output also shows its
 //! LogPipeline's `Ready` condition and replicas from the cluster ([`crate::cluster`]).
 
+use jiff::Timestamp;
 use logstream_api::naming::{self, PREFIX};
-use logstream_broker::{ManagementClient, QueueStats};
-use serde::Serialize;
+use logstream_broker::{ManagementClient, OutputQueues, OutputReading, QueueStats};
+use serde_json::{Value, json};
 
 use crate::{Context, args::StatusArgs, error::CliError, table};
 
-/// One output's figures.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct OutputStatus {
+/// One row of `logstream status`: an output and its figures.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StatusRow {
     /// Kubernetes namespace.
     pub namespace: String,
     /// Pipeline.
     pub pipeline: String,
     /// Output.
     pub output: String,
-    /// Messages ready in the main queue.
-    pub ready: u64,
-    /// Messages delivered to workers and not yet acknowledged.
-    pub unacked: u64,
-    /// Age of the oldest waiting message, seconds.
-    pub oldest_age_seconds: Option<f64>,
-    /// True when the age is estimated as backlog ÷ ack rate (the broker reported no head
-    /// timestamp).
-    pub age_estimated: bool,
-    /// Messages waiting in the retry ladder.
-    pub retrying: u64,
-    /// Messages in the dead-letter queue (`None`: the DLQ does not exist).
-    pub dead_lettered: Option<u64>,
-    /// Consumers of the main queue (worker connections).
-    pub consumers: u64,
-    /// Messages published to the main queue per second.
-    pub publish_rate: Option<f64>,
-    /// Messages acknowledged from the main queue per second.
-    pub ack_rate: Option<f64>,
+    /// Its queues' figures.
+    pub reading: OutputReading,
     /// What the LogPipeline's status says, with `--kubeconfig`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<crate::cluster::ClusterView>,
+}
+
+impl StatusRow {
+    /// The row as `--json` prints it (the keys docs/cli.md lists).
+    pub fn to_json(&self) -> Value {
+        let r = &self.reading;
+        let mut row = json!({
+            "namespace": self.namespace,
+            "pipeline": self.pipeline,
+            "output": self.output,
+            "ready": r.ready.unwrap_or(0),
+            "unacked": r.unacked.unwrap_or(0),
+            "oldest_age_seconds": r.oldest_age.map(|a| a.seconds),
+            "age_estimated": r.oldest_age.is_some_and(|a| a.estimated),
+            "retrying": r.retrying.unwrap_or(0),
+            "dead_lettered": r.dead_lettered,
+            "consumers": r.consumers.unwrap_or(0),
+            "publish_rate": r.publish_rate,
+            "ack_rate": r.ack_rate,
+        });
+        if let Some(cluster) = &self.cluster {
+            row["cluster"] = json!(cluster);
+        }
+        row
+    }
 }
 
 /// Runs `status`.
@@ -62,8 +70,7 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), CliError> {
     };
     let management = ManagementClient::new(ctx.endpoint(&vhost).management().clone());
     let queues = management.queues(&vhost).await?;
-    let now = chrono::Utc::now().timestamp();
-    let mut outputs = summarize(&queues, &prefix, now);
+    let mut outputs = summarize(&queues, &prefix, Timestamp::now());
     if let Some(kubeconfig) = &args.kubeconfig {
         let namespace = if args.all_namespaces {
             None
@@ -95,7 +102,7 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), CliError> {
     }
     if args.json {
         for output in &outputs {
-            say!("{}", serde_json::json!(output));
+            say!("{}", output.to_json());
         }
         return Ok(());
     }
@@ -129,25 +136,23 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn row(o: &OutputStatus) -> Vec<String> {
-    let age = match o.oldest_age_seconds {
-        None => "-".to_owned(),
-        Some(age) if o.age_estimated => format!("~{}", human_age(age)),
-        Some(age) => human_age(age),
-    };
+fn row(o: &StatusRow) -> Vec<String> {
+    let r = &o.reading;
+    let count = |n: Option<u64>| n.unwrap_or(0).to_string();
     let rate = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{r:.1}"));
     vec![
         format!("{}/{}", o.namespace, o.pipeline),
         o.output.clone(),
-        o.ready.to_string(),
-        o.unacked.to_string(),
-        age,
-        o.retrying.to_string(),
-        o.dead_lettered
+        count(r.ready),
+        count(r.unacked),
+        r.oldest_age
+            .map_or_else(|| "-".to_owned(), |age| age.to_string()),
+        count(r.retrying),
+        r.dead_lettered
             .map_or_else(|| "-".to_owned(), |d| d.to_string()),
-        o.consumers.to_string(),
-        rate(o.publish_rate),
-        rate(o.ack_rate),
+        count(r.consumers),
+        rate(r.publish_rate),
+        rate(r.ack_rate),
     ]
 }
 
@@ -183,80 +188,44 @@ fn parse_queue_name(name: &str) -> Option<(&str, &str, &str, Role)> {
     }
 }
 
-/// Groups the queues starting with `prefix` into outputs, sorted by pipeline and output.
-/// `now` is the current time in seconds since the epoch.
-pub fn summarize(queues: &[QueueStats], prefix: &str, now: i64) -> Vec<OutputStatus> {
-    let mut outputs: Vec<OutputStatus> = Vec::new();
+/// Groups the queues starting with `prefix` into outputs, sorted by pipeline and output, and
+/// reads each at `now`.
+pub fn summarize(queues: &[QueueStats], prefix: &str, now: Timestamp) -> Vec<StatusRow> {
+    // Each output's queues, by (namespace, pipeline, output): sorted, and unique.
+    let mut found: std::collections::BTreeMap<(&str, &str, &str), OutputQueues> =
+        std::collections::BTreeMap::new();
     for queue in queues.iter().filter(|q| q.name.starts_with(prefix)) {
         let Some((ns, pipeline, output, role)) = parse_queue_name(&queue.name) else {
             continue;
         };
-        let index = match outputs
-            .iter()
-            .position(|o| o.namespace == ns && o.pipeline == pipeline && o.output == output)
-        {
-            Some(i) => i,
-            None => {
-                outputs.push(OutputStatus {
-                    namespace: ns.to_owned(),
-                    pipeline: pipeline.to_owned(),
-                    output: output.to_owned(),
-                    ..OutputStatus::default()
-                });
-                outputs.len() - 1
-            }
-        };
-        let status = &mut outputs[index];
+        let names = found.entry((ns, pipeline, output)).or_default();
         match role {
-            Role::Main => {
-                status.ready = queue.messages_ready.unwrap_or(0);
-                status.unacked = queue.messages_unacknowledged.unwrap_or(0);
-                status.consumers = queue.consumers.unwrap_or(0);
-                status.publish_rate = queue.publish_rate();
-                status.ack_rate = queue.ack_rate();
-                (status.oldest_age_seconds, status.age_estimated) = oldest_age(queue, now);
-            }
-            Role::Retry => status.retrying += queue.messages.unwrap_or(0),
-            Role::DeadLetter => status.dead_lettered = Some(queue.messages.unwrap_or(0)),
+            Role::Main => queue.name.clone_into(&mut names.main),
+            Role::Retry => names.retries.push(queue.name.clone()),
+            Role::DeadLetter => queue.name.clone_into(&mut names.dead_letter),
         }
     }
-    outputs.sort_by(|a, b| {
-        (&a.namespace, &a.pipeline, &a.output).cmp(&(&b.namespace, &b.pipeline, &b.output))
-    });
-    outputs
-}
-
-/// The head message's age where the broker reports its timestamp, else backlog ÷ ack rate
-/// (Little's law) when messages are being acknowledged, else unknown. An empty queue is 0.
-fn oldest_age(queue: &QueueStats, now: i64) -> (Option<f64>, bool) {
-    let ready = queue.messages_ready.unwrap_or(0);
-    if ready == 0 {
-        return (Some(0.0), false);
-    }
-    if let Some(head) = queue.head_message_timestamp {
-        return (Some((now - head).max(0) as f64), false);
-    }
-    match queue.ack_rate() {
-        Some(rate) if rate > 0.0 => (Some(ready as f64 / rate), true),
-        _ => (None, false),
-    }
-}
-
-/// `42s`, `3m05s`, `2h10m`.
-pub fn human_age(seconds: f64) -> String {
-    let s = seconds.round() as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
+    found
+        .into_iter()
+        .map(|((namespace, pipeline, output), names)| StatusRow {
+            namespace: namespace.to_owned(),
+            pipeline: pipeline.to_owned(),
+            output: output.to_owned(),
+            reading: OutputReading::read(queues, &names, now),
+            cluster: None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use logstream_broker::Age;
 
     use super::*;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap()
+    }
 
     fn queue(value: serde_json::Value) -> QueueStats {
         serde_json::from_value(value).unwrap()
@@ -280,30 +249,29 @@ mod tests {
             queue(json!({"name": "logstream.other.app.x", "messages": 5})),
             queue(json!({"name": "unrelated", "messages": 5})),
         ];
-        let outputs = summarize(&queues, "logstream.games.", 1_042);
+        let outputs = summarize(&queues, "logstream.games.", at(1_042));
         assert_eq!(outputs.len(), 2);
         let archive = &outputs[0];
         assert_eq!(archive.output, "archive");
-        assert_eq!(archive.dead_lettered, None);
-        assert_eq!(archive.oldest_age_seconds, Some(0.0));
+        assert_eq!(archive.reading.dead_lettered, None);
+        assert_eq!(archive.reading.oldest_age, Some(Age::measured(0.0)));
         let security = &outputs[1];
         assert_eq!(
-            *security,
-            OutputStatus {
-                namespace: "games".into(),
-                pipeline: "app".into(),
-                output: "security".into(),
-                ready: 1200,
-                unacked: 100,
-                oldest_age_seconds: Some(42.0),
-                age_estimated: false,
-                retrying: 6,
-                dead_lettered: Some(7),
-                consumers: 3,
-                publish_rate: Some(900.0),
-                ack_rate: Some(850.5),
-                cluster: None,
-            }
+            security.to_json(),
+            json!({
+                "namespace": "games",
+                "pipeline": "app",
+                "output": "security",
+                "ready": 1200,
+                "unacked": 100,
+                "oldest_age_seconds": 42.0,
+                "age_estimated": false,
+                "retrying": 6,
+                "dead_lettered": 7,
+                "consumers": 3,
+                "publish_rate": 900.0,
+                "ack_rate": 850.5,
+            })
         );
         assert_eq!(
             row(security),
@@ -320,18 +288,19 @@ mod tests {
                 "850.5"
             ]
         );
-        assert_eq!(summarize(&queues, "logstream.", 0).len(), 3);
+        assert_eq!(summarize(&queues, "logstream.", at(0)).len(), 3);
     }
 
     #[test]
     fn without_a_head_timestamp_the_age_is_estimated_from_the_ack_rate() {
         let q = queue(json!({"name": "logstream.n.p.o", "messages_ready": 500,
             "message_stats": {"ack_details": {"rate": 50.0}}}));
-        assert_eq!(oldest_age(&q, 0), (Some(10.0), true));
-        let stalled = queue(json!({"name": "logstream.n.p.o", "messages_ready": 500}));
-        assert_eq!(oldest_age(&stalled, 0), (None, false));
-        let out = &summarize(&[q], "logstream.", 0)[0];
+        let out = &summarize(&[q], "logstream.", at(0))[0];
         assert_eq!(row(out)[4], "~10s");
+        assert_eq!(out.to_json()["age_estimated"], true);
+        let stalled = queue(json!({"name": "logstream.n.p.o", "messages_ready": 500}));
+        let out = &summarize(&[stalled], "logstream.", at(0))[0];
+        assert_eq!(row(out)[4], "-");
     }
 
     #[test]
@@ -346,12 +315,5 @@ mod tests {
         );
         assert_eq!(parse_queue_name("logstream.ns.p.o.retry.x"), None);
         assert_eq!(parse_queue_name("logstreamx.ns.p.o"), None);
-    }
-
-    #[test]
-    fn ages_read_like_durations() {
-        assert_eq!(human_age(4.2), "4s");
-        assert_eq!(human_age(185.0), "3m05s");
-        assert_eq!(human_age(7_800.0), "2h10m");
     }
 }

@@ -18,7 +18,7 @@ use prometheus_client::{
 use logstream_api::pipeline::OutputStatus;
 use logstream_autoscaler::{
     ScaleRecord,
-    metrics::{OutputFigures, OutputLabels, OutputMetrics},
+    metrics::{OutputGauges, OutputLabels, OutputMetrics},
     serve::MetricsText,
 };
 
@@ -91,9 +91,9 @@ impl Metrics {
 
     /// Records the figures of one output as the reconcile read them.
     pub fn output(&self, namespace: &str, pipeline: &str, output: &OutputStatus) {
-        self.outputs.figures(
+        self.outputs.gauges(
             &OutputLabels::new(namespace, pipeline, &output.name),
-            &OutputFigures {
+            &OutputGauges {
                 ready: output.ready,
                 oldest_age_s: output.oldest_message_age_seconds,
                 dead_lettered: output.dead_lettered,

@@ -1,16 +1,14 @@
 //! What one autoscaler record becomes on the dashboard: the latest figures of an output, a
 //! scaling decision, or an error. Pure: plain data in, serializable data out.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
+use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::pipeline::ScaleRecord;
 
 /// Milliseconds since the Unix epoch (what JavaScript's `Date` takes).
-pub fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+pub fn unix_ms(at: Timestamp) -> u64 {
+    u64::try_from(at.as_millisecond()).unwrap_or(0)
 }
 
 /// Replica counts of an output.
@@ -167,7 +165,7 @@ mod tests {
             pipeline: "games/app".into(),
             queue: "logstream.test.app.o".into(),
             output: "security".into(),
-            at: UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123),
+            at: Timestamp::from_millisecond(1_700_000_000_123).unwrap(),
             decision: ScaleDecision {
                 current,
                 desired,

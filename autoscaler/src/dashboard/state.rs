@@ -11,9 +11,9 @@ use std::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
     },
-    time::{SystemTime, UNIX_EPOCH},
 };
 
+use jiff::Timestamp;
 use serde::Serialize;
 use tokio::sync::broadcast;
 use tracing::warn;
@@ -103,9 +103,7 @@ fn to_json<T: Serialize>(value: &T) -> String {
 /// A string no other dashboard (of this or an earlier process) used for its event ids.
 fn new_epoch() -> String {
     static COUNT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let nanos = Timestamp::now().as_nanosecond();
     format!("{nanos:x}{:x}", COUNT.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -199,7 +197,7 @@ impl Dashboard {
         state.decisions.retain(|d| d.pipeline != pipeline);
         let data = serde_json::json!({
             "pipeline": pipeline,
-            "at_ms": unix_ms(SystemTime::now()),
+            "at_ms": unix_ms(Timestamp::now()),
         });
         let event = state.log.push(EventKind::Removed, data.to_string());
         let _ = self.live.send(event);
@@ -249,7 +247,7 @@ impl Dashboard {
     pub fn snapshot(&self) -> Snapshot {
         let state = self.lock();
         Snapshot {
-            generated_at_ms: unix_ms(SystemTime::now()),
+            generated_at_ms: unix_ms(Timestamp::now()),
             last_event_id: state.log.last_id(),
             history_bucket_s: self.settings.history_bucket.as_secs(),
             history_window_s: self.settings.history_window.as_secs(),
@@ -312,7 +310,7 @@ mod tests {
             pipeline: pipeline.into(),
             queue: "logstream.test.app.o".into(),
             output: "o".into(),
-            at: UNIX_EPOCH + Duration::from_millis(at_ms),
+            at: Timestamp::from_millisecond(i64::try_from(at_ms).unwrap()).unwrap(),
             decision: ScaleDecision {
                 current: from,
                 desired: to,

@@ -16,7 +16,7 @@ use logstream_api::{LogPipeline, manifest::parse_pipelines, plan, worker_config:
 use logstream_autoscaler::{
     OutputScaling, PipelineAutoscaler, ScaleRecord,
     dashboard::{self, Dashboard},
-    metrics::{OutputFigures, OutputLabels, OutputMetrics},
+    metrics::{OutputGauges, OutputLabels, OutputMetrics},
     serve::{self, Health, MetricsText},
     shared::SharedAdmins,
     shutdown, supervise,
@@ -280,7 +280,7 @@ async fn print_records(
             Err(broadcast::error::RecvError::Closed) => return,
         };
         let key = format!("{}/{}", record.pipeline, record.output);
-        let now = chrono::Local::now().format("%H:%M:%S%.3f");
+        let now = jiff::Zoned::now().strftime("%H:%M:%S%.3f");
         if record.scaled() {
             say!("{now} {key} scaled: {}", record.decision.reason);
         } else if let Some(e) = &record.error {
@@ -292,9 +292,9 @@ async fn print_records(
         }
         metrics.outputs.autoscaled(&record);
         if let Some(reading) = record.reading {
-            metrics.outputs.figures(
+            metrics.outputs.gauges(
                 &OutputLabels::of(&record),
-                &OutputFigures {
+                &OutputGauges {
                     ready: reading.ready,
                     oldest_age_s: Some(record.decision.signals.age_s),
                     dead_lettered: reading.dead_lettered,
