@@ -1,16 +1,29 @@
-//! The worker's Prometheus metrics. Every series carries the labels `pipeline` and `output`
-//! (constant labels of the registry); the Grafana dashboard and the alerts use these names.
+//! The worker's Prometheus metrics, served as OpenMetrics text. Every series carries the labels
+//! `pipeline` and `output` (labels of the registry); the Grafana dashboard and the alerts use
+//! these names.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+use std::borrow::Cow;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
 };
 
 use logstream_api::contract::ErrorClass;
 
-/// How a delivery was settled, the `outcome` label of `logstream_messages_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+/// Buckets of `logstream_processing_seconds`: from a millisecond to half a minute.
+const PROCESSING_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Buckets of `logstream_message_age_seconds`: from a tenth of a second to an hour.
+const AGE_BUCKETS: [f64; 13] = [
+    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// How a delivery was settled: the `outcome` label of `logstream_messages_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Settled {
     /// Written, then ACKed.
     Ok,
     /// Republished to a retry step, then ACKed.
@@ -21,7 +34,7 @@ pub enum Outcome {
     Duplicate,
 }
 
-impl Outcome {
+impl Settled {
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -32,143 +45,150 @@ impl Outcome {
         }
     }
 
-    const ALL: [Outcome; 4] = [Self::Ok, Self::Retried, Self::DeadLettered, Self::Duplicate];
+    const ALL: [Settled; 4] = [Self::Ok, Self::Retried, Self::DeadLettered, Self::Duplicate];
+}
+
+impl EncodeLabelValue for Settled {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// The label set of `logstream_messages_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: Settled,
+}
+
+/// The label set of `logstream_sink_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabel {
+    class: &'static str,
+}
+
+impl ClassLabel {
+    fn of(class: ErrorClass) -> Self {
+        Self {
+            class: class.as_str(),
+        }
+    }
 }
 
 /// The worker's metrics.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    messages: IntCounterVec,
+    messages: Family<OutcomeLabel, Counter>,
     /// Seconds from delivery to settlement.
     pub processing_seconds: Histogram,
     /// Seconds from the producer's AMQP `timestamp` to delivery.
     pub message_age_seconds: Histogram,
     /// Deliveries received and not yet settled.
-    pub in_flight: IntGauge,
-    sink_errors: IntCounterVec,
+    pub in_flight: Gauge,
+    sink_errors: Family<ClassLabel, Counter>,
     /// Copies the broker refused (the original went back to the queue instead of being ACKed).
-    pub settle_refused: IntCounter,
+    pub settle_refused: Counter,
     /// Deliveries the broker flagged as redelivered.
-    pub redelivered: IntCounter,
+    pub redelivered: Counter,
     /// Connections re-established after the broker connection was lost.
-    pub reconnects: IntCounter,
+    pub reconnects: Counter,
 }
-
-/// Why the metrics could not be registered (a programming error: names are constants).
-#[derive(Debug, thiserror::Error)]
-#[error("failed to register metric: {0}")]
-pub struct MetricsError(#[from] prometheus::Error);
 
 impl Metrics {
     /// Metrics of output `output` of pipeline `pipeline`.
-    pub fn new(pipeline: &str, output: &str) -> Result<Self, MetricsError> {
+    pub fn new(pipeline: &str, output: &str) -> Self {
         let labels = [
-            ("pipeline".to_owned(), pipeline.to_owned()),
-            ("output".to_owned(), output.to_owned()),
-        ]
-        .into_iter()
-        .collect();
-        let registry = Registry::new_custom(None, Some(labels))?;
-        let messages = IntCounterVec::new(
-            Opts::new(
-                "logstream_messages_total",
-                "Deliveries settled, by outcome: ok, retried, dead_lettered, duplicate.",
-            ),
-            &["outcome"],
-        )?;
-        let processing_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "logstream_processing_seconds",
-                "Seconds from delivery to settlement (ACK, or the decision to requeue).",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
-        )?;
-        let message_age_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "logstream_message_age_seconds",
-                "Seconds from the message's AMQP timestamp to its delivery to this worker.",
-            )
-            .buckets(vec![
-                0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
-            ]),
-        )?;
-        let in_flight = IntGauge::new(
+            (Cow::Borrowed("pipeline"), Cow::Owned(pipeline.to_owned())),
+            (Cow::Borrowed("output"), Cow::Owned(output.to_owned())),
+        ];
+        let mut metrics = Self {
+            registry: Registry::with_labels(labels.into_iter()),
+            messages: Family::default(),
+            processing_seconds: Histogram::new(PROCESSING_BUCKETS),
+            message_age_seconds: Histogram::new(AGE_BUCKETS),
+            in_flight: Gauge::default(),
+            sink_errors: Family::default(),
+            settle_refused: Counter::default(),
+            redelivered: Counter::default(),
+            reconnects: Counter::default(),
+        };
+        let registry = &mut metrics.registry;
+        // prometheus-client appends `_total` to counter names and `.` to help texts.
+        registry.register(
+            "logstream_messages",
+            "Deliveries settled, by outcome: ok, retried, dead_lettered, duplicate",
+            metrics.messages.clone(),
+        );
+        registry.register(
+            "logstream_processing_seconds",
+            "Seconds from delivery to settlement (ACK, or the decision to requeue)",
+            metrics.processing_seconds.clone(),
+        );
+        registry.register(
+            "logstream_message_age_seconds",
+            "Seconds from the message's AMQP timestamp to its delivery to this worker",
+            metrics.message_age_seconds.clone(),
+        );
+        registry.register(
             "logstream_in_flight",
-            "Deliveries received and not yet settled.",
-        )?;
-        let sink_errors = IntCounterVec::new(
-            Opts::new(
-                "logstream_sink_errors_total",
-                "Failed sink writes (one per failed request, one per failed bulk item), by class.",
-            ),
-            &["class"],
-        )?;
-        let settle_refused = IntCounter::new(
-            "logstream_settle_refused_total",
-            "Retry or dead-letter copies the broker refused; their originals were requeued, not ACKed.",
-        )?;
-        let redelivered = IntCounter::new(
-            "logstream_redelivered_total",
-            "Deliveries the broker flagged as redelivered (a worker died or lost its connection holding them).",
-        )?;
-        let reconnects = IntCounter::new(
-            "logstream_reconnects_total",
-            "Broker connections re-established after a loss.",
-        )?;
-        registry.register(Box::new(messages.clone()))?;
-        registry.register(Box::new(processing_seconds.clone()))?;
-        registry.register(Box::new(message_age_seconds.clone()))?;
-        registry.register(Box::new(in_flight.clone()))?;
-        registry.register(Box::new(sink_errors.clone()))?;
-        registry.register(Box::new(settle_refused.clone()))?;
-        registry.register(Box::new(redelivered.clone()))?;
-        registry.register(Box::new(reconnects.clone()))?;
+            "Deliveries received and not yet settled",
+            metrics.in_flight.clone(),
+        );
+        registry.register(
+            "logstream_sink_errors",
+            "Failed sink writes (one per failed request, one per failed bulk item), by class",
+            metrics.sink_errors.clone(),
+        );
+        registry.register(
+            "logstream_settle_refused",
+            "Retry or dead-letter copies the broker refused; their originals were requeued, not ACKed",
+            metrics.settle_refused.clone(),
+        );
+        registry.register(
+            "logstream_redelivered",
+            "Deliveries the broker flagged as redelivered (a worker died or lost its connection holding them)",
+            metrics.redelivered.clone(),
+        );
+        registry.register(
+            "logstream_reconnects",
+            "Broker connections re-established after a loss",
+            metrics.reconnects.clone(),
+        );
         // Every label value exists from the start, so rates and alerts see zeros, not gaps.
-        for outcome in Outcome::ALL {
-            messages.with_label_values(&[outcome.as_str()]);
+        for outcome in Settled::ALL {
+            metrics
+                .messages
+                .get_or_create_owned(&OutcomeLabel { outcome });
         }
         for class in [ErrorClass::Transient, ErrorClass::Permanent] {
-            sink_errors.with_label_values(&[class.as_str()]);
+            metrics
+                .sink_errors
+                .get_or_create_owned(&ClassLabel::of(class));
         }
-        Ok(Self {
-            registry,
-            messages,
-            processing_seconds,
-            message_age_seconds,
-            in_flight,
-            sink_errors,
-            settle_refused,
-            redelivered,
-            reconnects,
-        })
+        metrics
     }
 
-    /// Counts `n` deliveries settled with `outcome`.
-    pub fn settled(&self, outcome: Outcome, n: u64) {
-        self.messages
-            .with_label_values(&[outcome.as_str()])
-            .inc_by(n);
+    /// Counts one delivery settled as `outcome`.
+    pub fn count_settled(&self, outcome: Settled) {
+        self.messages.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
-    /// Deliveries settled with `outcome` so far.
-    pub fn settled_count(&self, outcome: Outcome) -> u64 {
-        self.messages.with_label_values(&[outcome.as_str()]).get()
+    /// Deliveries settled as `outcome` so far.
+    pub fn settled_count(&self, outcome: Settled) -> u64 {
+        self.messages.get_or_create(&OutcomeLabel { outcome }).get()
     }
 
     /// Counts a failed sink write of `class`.
     pub fn sink_error(&self, class: ErrorClass) {
-        self.sink_errors.with_label_values(&[class.as_str()]).inc();
+        self.sink_errors.get_or_create(&ClassLabel::of(class)).inc();
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The OpenMetrics text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut buffer = Vec::new();
-        // Encoding into a Vec cannot fail for well-formed families.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
-        String::from_utf8(buffer).unwrap_or_default()
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
     }
 }
 
@@ -191,7 +211,7 @@ mod tests {
 
     #[test]
     fn every_series_carries_pipeline_and_output_and_starts_at_zero() {
-        let m = Metrics::new("app", "sec").unwrap();
+        let m = Metrics::new("app", "sec");
         let text = m.render();
         let base = [("pipeline", "app"), ("output", "sec")];
         let with = |extra: (&'static str, &'static str)| [base[0], base[1], extra];
@@ -226,14 +246,38 @@ mod tests {
         ] {
             assert_eq!(sample(&text, name, &base), Some(0.0), "{name} in\n{text}");
         }
+        // Every sample line carries both labels (bucket lines included).
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(
+                line.contains("pipeline=\"app\"") && line.contains("output=\"sec\""),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn help_texts_are_sentences_and_counters_end_in_total() {
+        let text = Metrics::new("app", "sec").render();
+        assert!(
+            text.contains("# HELP logstream_in_flight Deliveries received and not yet settled.\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE logstream_messages counter\n"),
+            "{text}"
+        );
+        assert!(!text.contains(".."), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
     #[test]
     fn counts_settlements_by_outcome() {
-        let m = Metrics::new("app", "sec").unwrap();
-        m.settled(Outcome::Duplicate, 1);
-        m.settled(Outcome::Ok, 3);
-        assert_eq!(m.settled_count(Outcome::Ok), 3);
+        let m = Metrics::new("app", "sec");
+        m.count_settled(Settled::Duplicate);
+        for _ in 0..3 {
+            m.count_settled(Settled::Ok);
+        }
+        assert_eq!(m.settled_count(Settled::Ok), 3);
         let text = m.render();
         assert_eq!(
             sample(

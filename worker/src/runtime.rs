@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use crate::{
     delivery::{dedup::DedupCache, retry_ladder::Ladder},
-    metrics::{Metrics, MetricsError},
+    metrics::Metrics,
     server::{self, Health},
     session::{Session, SessionEnd, Worker},
     settings::Settings,
@@ -38,15 +38,12 @@ pub enum RuntimeError {
     /// Signal handlers could not be installed.
     #[error("failed to install signal handlers: {0}")]
     Signals(std::io::Error),
-    /// Metrics could not be registered.
-    #[error(transparent)]
-    Metrics(#[from] MetricsError),
 }
 
 /// Runs the worker until SIGTERM or SIGINT.
 pub async fn run(settings: Settings, sink: Arc<dyn Sink>) -> Result<(), RuntimeError> {
     let config = Arc::new(settings.config.clone());
-    let metrics = Arc::new(Metrics::new(&config.pipeline, &config.output)?);
+    let metrics = Arc::new(Metrics::new(&config.pipeline, &config.output));
     let ready = Arc::new(AtomicBool::new(false));
     let worker = Worker {
         ladder: Ladder::new(config.max_attempts, config.retry.len()),

@@ -1,4 +1,4 @@
-//! The worker's HTTP endpoints on one port: `/metrics` (Prometheus text), `/healthz` (the
+//! The worker's HTTP endpoints on one port: `/metrics` (OpenMetrics text), `/healthz` (the
 //! process answers) and `/readyz` (200 only while the broker connection and the consumer are
 //! up, so a Service stops sending scrapes or probes nowhere useful).
 
@@ -21,8 +21,8 @@ use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 
-/// The Prometheus text format's content type.
-const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The OpenMetrics text format's content type (what [`Metrics::render`] writes).
+const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What the endpoints report.
 #[derive(Clone, Debug)]
@@ -44,7 +44,7 @@ pub fn router(health: Health) -> Router {
 
 async fn metrics(State(health): State<Health>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+        [(header::CONTENT_TYPE, OPENMETRICS_TEXT)],
         health.metrics.render(),
     )
 }

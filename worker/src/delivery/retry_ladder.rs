@@ -23,9 +23,9 @@ pub struct DeliveryHistory {
     pub delivery_count: Option<u32>,
 }
 
-/// Where a failed attempt sends the message.
+/// Where a failed attempt sends the message: the next retry step, or the dead-letter queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Route {
     /// Republish to retry step `step` with `x-logstream-attempt` = `attempt`.
     Retry {
         /// 0-based retry step.
@@ -40,7 +40,7 @@ pub enum Verdict {
     },
 }
 
-impl Verdict {
+impl Route {
     /// Failed attempts recorded on the copy.
     pub fn attempt(self) -> u32 {
         match self {
@@ -58,9 +58,9 @@ pub enum Admission {
         /// Failed attempts before this delivery.
         failed_before: u32,
     },
-    /// A broker redelivery: do not write it; republish it as `verdict` says (class
+    /// A broker redelivery: do not write it; republish it where the [`Route`] says (class
     /// `redelivered`) so that the failed attempt is counted.
-    Redelivered(Verdict),
+    Redelivered(Route),
 }
 
 /// One output's retry ladder.
@@ -86,12 +86,12 @@ impl Ladder {
     }
 
     /// Where a message goes after its attempt number `failed_before + 1` failed with `class`.
-    pub fn after_failure(&self, failed_before: u32, class: ErrorClass) -> Verdict {
+    pub fn after_failure(&self, failed_before: u32, class: ErrorClass) -> Route {
         let attempt = failed_before.saturating_add(1);
         if class == ErrorClass::Permanent || attempt >= self.max_attempts {
-            Verdict::DeadLetter { attempt }
+            Route::DeadLetter { attempt }
         } else {
-            Verdict::Retry {
+            Route::Retry {
                 step: self.step_for(attempt),
                 attempt,
             }
@@ -111,7 +111,7 @@ impl Ladder {
             Some(died) => {
                 let failed = history.recorded_failures.saturating_add(died);
                 if failed >= self.max_attempts {
-                    Admission::Redelivered(Verdict::DeadLetter { attempt: failed })
+                    Admission::Redelivered(Route::DeadLetter { attempt: failed })
                 } else {
                     Admission::Process {
                         failed_before: failed,
@@ -139,21 +139,21 @@ mod tests {
         let ladder = Ladder::new(5, 2);
         assert_eq!(
             ladder.after_failure(0, TRANSIENT),
-            Verdict::Retry {
+            Route::Retry {
                 step: 0,
                 attempt: 1
             }
         );
         assert_eq!(
             ladder.after_failure(1, TRANSIENT),
-            Verdict::Retry {
+            Route::Retry {
                 step: 1,
                 attempt: 2
             }
         );
         assert_eq!(
             ladder.after_failure(3, TRANSIENT),
-            Verdict::Retry {
+            Route::Retry {
                 step: 1,
                 attempt: 4
             }
@@ -168,8 +168,8 @@ mod tests {
         loop {
             deliveries += 1;
             match ladder.after_failure(failed, TRANSIENT) {
-                Verdict::Retry { attempt, .. } => failed = attempt,
-                Verdict::DeadLetter { attempt } => {
+                Route::Retry { attempt, .. } => failed = attempt,
+                Route::DeadLetter { attempt } => {
                     assert_eq!(attempt, 3);
                     break;
                 }
@@ -181,7 +181,7 @@ mod tests {
         );
         assert_eq!(
             Ladder::new(1, 3).after_failure(0, TRANSIENT),
-            Verdict::DeadLetter { attempt: 1 }
+            Route::DeadLetter { attempt: 1 }
         );
     }
 
@@ -189,7 +189,7 @@ mod tests {
     fn permanent_failures_dead_letter_at_once() {
         assert_eq!(
             Ladder::new(5, 3).after_failure(0, ErrorClass::Permanent),
-            Verdict::DeadLetter { attempt: 1 }
+            Route::DeadLetter { attempt: 1 }
         );
     }
 
@@ -216,14 +216,14 @@ mod tests {
         };
         assert_eq!(
             ladder.admit(history(0)),
-            Admission::Redelivered(Verdict::Retry {
+            Admission::Redelivered(Route::Retry {
                 step: 0,
                 attempt: 1
             })
         );
         assert_eq!(
             ladder.admit(history(2)),
-            Admission::Redelivered(Verdict::DeadLetter { attempt: 3 })
+            Admission::Redelivered(Route::DeadLetter { attempt: 3 })
         );
     }
 
@@ -248,8 +248,8 @@ mod tests {
                 redelivered: true,
                 delivery_count: None,
             }) {
-                Admission::Redelivered(Verdict::Retry { attempt, .. }) => recorded = attempt,
-                Admission::Redelivered(Verdict::DeadLetter { attempt }) => {
+                Admission::Redelivered(Route::Retry { attempt, .. }) => recorded = attempt,
+                Admission::Redelivered(Route::DeadLetter { attempt }) => {
                     assert_eq!(attempt, 4);
                     break;
                 }
@@ -273,12 +273,12 @@ mod tests {
         );
         assert_eq!(
             ladder.admit(history(2)),
-            Admission::Redelivered(Verdict::DeadLetter { attempt: 3 })
+            Admission::Redelivered(Route::DeadLetter { attempt: 3 })
         );
         // A zero count (as RabbitMQ 4 may send) is no information: the flag decides.
         assert_eq!(
             ladder.admit(history(0)),
-            Admission::Redelivered(Verdict::Retry {
+            Admission::Redelivered(Route::Retry {
                 step: 1,
                 attempt: 2
             })

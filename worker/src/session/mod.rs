@@ -42,9 +42,9 @@ use crate::{
         dedup::{DedupCache, DedupKey},
         envelope::{self, Origin},
         republish::{self, Republisher},
-        retry_ladder::{Admission, Ladder, Verdict},
+        retry_ladder::{Admission, Ladder, Route},
     },
-    metrics::{Metrics, Outcome},
+    metrics::{Metrics, Settled},
     sink::{Sink, SinkFailure, WriteOutcome},
 };
 
@@ -135,8 +135,8 @@ struct Pending {
 /// How one delivery is to be settled, as a task reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Disposition {
-    /// ACK it; count it with this outcome.
-    Ack(Outcome),
+    /// ACK it; count it as settled this way.
+    Ack(Settled),
     /// Its copy was refused: give it back to the queue.
     Requeue,
     /// The session died: leave it to the broker.
@@ -392,7 +392,7 @@ impl Session {
                         tag,
                         key: None,
                         written: false,
-                        disposition: Disposition::Ack(Outcome::Duplicate),
+                        disposition: Disposition::Ack(Settled::Duplicate),
                         received,
                     }],
                     dedup,
@@ -415,20 +415,20 @@ impl Session {
                     self.spawn_write(batch);
                 }
             }
-            Admission::Redelivered(verdict) => {
-                let reason = match verdict {
-                    Verdict::Retry { attempt, .. } => format!(
+            Admission::Redelivered(route) => {
+                let reason = match route {
+                    Route::Retry { attempt, .. } => format!(
                         "redelivered by the broker: the worker holding it stopped before settling it (failed attempt {attempt} of {})",
                         self.ctx.ladder.max_attempts()
                     ),
-                    Verdict::DeadLetter { attempt } => format!(
+                    Route::DeadLetter { attempt } => format!(
                         "redelivered by the broker {attempt} times: every worker holding it stopped before settling it"
                     ),
                 };
                 let ctx = Arc::clone(&self.ctx);
                 self.tasks.spawn(async move {
                     let disposition = ctx
-                        .copy(&delivery, verdict, ErrorClass::Redelivered, &reason)
+                        .copy(&delivery, route, ErrorClass::Redelivered, &reason)
                         .await;
                     vec![Settlement {
                         tag: delivery.delivery_tag,
@@ -481,7 +481,7 @@ impl Session {
                         error!("{e}");
                         continue;
                     }
-                    metrics.settled(outcome, 1);
+                    metrics.count_settled(outcome);
                     metrics
                         .processing_seconds
                         .observe(now.saturating_duration_since(s.received).as_secs_f64());
@@ -585,12 +585,12 @@ impl TaskContext {
         }
         let settle = batch.iter().zip(failures).map(|(p, failure)| async move {
             let (written, disposition) = match failure {
-                None => (true, Disposition::Ack(Outcome::Ok)),
+                None => (true, Disposition::Ack(Settled::Ok)),
                 Some(f) => {
-                    let verdict = self.ladder.after_failure(p.failed_before, f.class);
+                    let route = self.ladder.after_failure(p.failed_before, f.class);
                     (
                         false,
-                        self.copy(&p.delivery, verdict, f.class, &f.reason).await,
+                        self.copy(&p.delivery, route, f.class, &f.reason).await,
                     )
                 }
             };
@@ -605,11 +605,11 @@ impl TaskContext {
         join_all(settle).await
     }
 
-    /// Publishes a copy of `delivery` where `verdict` says and tells how to settle the original.
+    /// Publishes a copy of `delivery` where `route` sends it and tells how to settle the original.
     async fn copy(
         &self,
         delivery: &Delivery,
-        verdict: Verdict,
+        route: Route,
         class: ErrorClass,
         reason: &str,
     ) -> Disposition {
@@ -617,23 +617,23 @@ impl TaskContext {
             // The original cannot be settled any more; a copy would only duplicate it.
             return Disposition::Abandon;
         }
-        let (queue, outcome) = match verdict {
-            Verdict::Retry { step, .. } => match self.config.retry.get(step) {
-                Some(s) => (s.queue.as_str(), Outcome::Retried),
+        let (queue, outcome) = match route {
+            Route::Retry { step, .. } => match self.config.retry.get(step) {
+                Some(s) => (s.queue.as_str(), Settled::Retried),
                 None => (
                     self.config.dead_letter_queue.as_str(),
-                    Outcome::DeadLettered,
+                    Settled::DeadLettered,
                 ),
             },
-            Verdict::DeadLetter { .. } => (
+            Route::DeadLetter { .. } => (
                 self.config.dead_letter_queue.as_str(),
-                Outcome::DeadLettered,
+                Settled::DeadLettered,
             ),
         };
         let failure = Failure {
             class,
             reason,
-            attempt: verdict.attempt(),
+            attempt: route.attempt(),
         };
         let properties = headers::failure_copy(
             &delivery.properties,
