@@ -173,7 +173,7 @@ pub trait Autoscaler {
 
 /// What one policy achieved on one trace.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Outcome {
+pub struct TraceResult {
     /// Policy name.
     pub policy: &'static str,
     /// Trace name.
@@ -192,7 +192,7 @@ pub struct Outcome {
 }
 
 /// Replays `trace` through `policy`.
-pub fn run(trace: &Trace, config: &SimConfig, policy: &mut dyn Autoscaler) -> Outcome {
+pub fn run(trace: &Trace, config: &SimConfig, policy: &mut dyn Autoscaler) -> TraceResult {
     let dt = config.dt_s;
     let mut queue: VecDeque<(f64, f64)> = VecDeque::new();
     if trace.initial_backlog > 0.0 {
@@ -206,7 +206,7 @@ pub fn run(trace: &Trace, config: &SimConfig, policy: &mut dyn Autoscaler) -> Ou
     let mut ready_pods = initial;
     let mut stats = StatsSnapshot::default();
     let (mut published_since, mut acked_since, mut next_stats) = (0.0, 0.0, 0.0);
-    let mut outcome = Outcome {
+    let mut outcome = TraceResult {
         policy: policy.name(),
         trace: trace.name,
         max_age_s: 0.0,
@@ -492,7 +492,7 @@ impl Autoscaler for OracleModel {
 }
 
 /// Runs every trace through the three policies.
-pub fn benchmark(config: &SimConfig) -> Vec<Outcome> {
+pub fn benchmark(config: &SimConfig) -> Vec<TraceResult> {
     let mut results = Vec::new();
     for trace in traces() {
         results.push(run(&trace, config, &mut LogStreamModel::new(config)));
@@ -503,7 +503,7 @@ pub fn benchmark(config: &SimConfig) -> Vec<Outcome> {
 }
 
 /// The results as a Markdown table.
-pub fn markdown(config: &SimConfig, results: &[Outcome]) -> String {
+pub fn markdown(config: &SimConfig, results: &[TraceResult]) -> String {
     let s = &config.scaling;
     let mut out = format!(
         "Simulated with μ = {}/s per replica, pod start {} s, management statistics every {} s, \
@@ -545,7 +545,7 @@ pub fn markdown(config: &SimConfig, results: &[Outcome]) -> String {
 mod tests {
     use super::*;
 
-    fn outcome<'a>(results: &'a [Outcome], trace: &str, policy: &str) -> &'a Outcome {
+    fn outcome<'a>(results: &'a [TraceResult], trace: &str, policy: &str) -> &'a TraceResult {
         results
             .iter()
             .find(|r| r.trace == trace && r.policy == policy)
