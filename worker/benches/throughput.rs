@@ -36,6 +36,7 @@ use logstream_api::{
     worker_config::{AMQP_URI_ENV, WorkerConfig},
 };
 use logstream_broker::{BrokerAdmin, BrokerEndpoint, ManagementClient};
+use logstream_worker::metrics::sample;
 
 const BODY_BYTES: usize = 1024;
 
@@ -178,7 +179,12 @@ struct WorkerRun {
     peak_rss_kib: u64,
 }
 
-async fn metric(client: &reqwest::Client, listen: &str, name: &str, label: &str) -> Option<f64> {
+async fn metric(
+    client: &reqwest::Client,
+    listen: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
     let text = client
         .get(format!("http://{listen}/metrics"))
         .send()
@@ -187,9 +193,7 @@ async fn metric(client: &reqwest::Client, listen: &str, name: &str, label: &str)
         .text()
         .await
         .ok()?;
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .find_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+    sample(&text, name, labels)
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {
@@ -248,7 +252,7 @@ async fn worker(endpoint: &BrokerEndpoint, config: &WorkerConfig, n: u64) -> Wor
             &client,
             &listen,
             "logstream_messages_total",
-            "outcome=\"ok\"",
+            &[("outcome", "ok")],
         )
         .await;
         if ok.is_some_and(|ok| ok >= n as f64) {

@@ -192,22 +192,24 @@ impl Metrics {
     }
 }
 
+/// The value of sample `name` whose labels include `labels`, in an exposition such as
+/// [`Metrics::render`] writes (what a worker's `/metrics` answers). Labels are matched as a
+/// set: their order in the text is not fixed. Tests and the benchmark read the worker with it.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (set, value) = rest.strip_prefix('{')?.split_once("} ")?;
+        let pairs: Vec<&str> = set.split(',').collect();
+        labels
+            .iter()
+            .all(|(k, v)| pairs.contains(&format!("{k}=\"{v}\"").as_str()))
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The value of the sample `name` whose labels include `labels` (label order is not fixed).
-    fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        text.lines().find_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let (set, value) = rest.strip_prefix('{')?.split_once("} ")?;
-            let pairs: Vec<&str> = set.split(',').collect();
-            labels
-                .iter()
-                .all(|(k, v)| pairs.contains(&format!("{k}=\"{v}\"").as_str()))
-                .then(|| value.trim().parse().ok())?
-        })
-    }
 
     #[test]
     fn every_series_carries_pipeline_and_output_and_starts_at_zero() {

@@ -31,6 +31,7 @@ use logstream_api::{
 pub use logstream_testkit::{
     Taken, TestBroker as Broker, TestVhost, endpoint, eventually, free_port, unique,
 };
+use logstream_worker::metrics::sample;
 use nix::{sys::signal, unistd::Pid};
 use serde_json::Value;
 
@@ -542,19 +543,6 @@ impl Drop for WorkerProcess {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// The value of sample `name` whose labels include `labels` (label order is not fixed).
-pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?;
-        let (set, value) = rest.strip_prefix('{')?.split_once("} ")?;
-        let pairs: Vec<&str> = set.split(',').collect();
-        labels
-            .iter()
-            .all(|(k, v)| pairs.contains(&format!("{k}=\"{v}\"").as_str()))
-            .then(|| value.trim().parse().ok())?
-    })
 }
 
 /// Sends SIGKILL to process `pid` (a worker the test started), ignoring a process already gone.
