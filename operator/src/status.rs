@@ -14,11 +14,10 @@ use k8s_openapi::{
 };
 use logstream_api::{
     LogPipelineSpec, LogPipelineStatus, TopologyPlan, naming::PipelineNames,
-    pipeline::OutputStatus, topology::QueueRole, validate::ValidationErrors,
+    pipeline::OutputStatus, validate::ValidationErrors,
 };
+use logstream_broker::{OutputQueues, OutputReading, QueueStats, format_age};
 use serde_json::{Value, json};
-
-use logstream_broker::QueueStats;
 
 /// Condition types, in the order they are reported.
 pub mod types {
@@ -53,7 +52,7 @@ pub mod reasons {
 
 /// One condition's status, reason and message.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verdict {
+pub struct ConditionState {
     /// `True`, `False` or `Unknown`.
     pub status: &'static str,
     /// CamelCase reason.
@@ -62,18 +61,18 @@ pub struct Verdict {
     pub message: String,
 }
 
-impl Verdict {
-    /// A `True` verdict.
+impl ConditionState {
+    /// A `True` condition.
     pub fn yes(reason: &str, message: impl Into<String>) -> Self {
         Self::new("True", reason, message)
     }
 
-    /// A `False` verdict.
+    /// A `False` condition.
     pub fn no(reason: &str, message: impl Into<String>) -> Self {
         Self::new("False", reason, message)
     }
 
-    /// An `Unknown` verdict: not checked because `because` failed first.
+    /// An `Unknown` condition: not checked because `because` failed first.
     pub fn not_checked(because: &str) -> Self {
         Self::new(
             "Unknown",
@@ -99,11 +98,11 @@ impl Verdict {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Conditions {
     /// BrokerReachable.
-    pub broker: Verdict,
+    pub broker: ConditionState,
     /// TopologyReady.
-    pub topology: Verdict,
+    pub topology: ConditionState,
     /// WorkersReady.
-    pub workers: Verdict,
+    pub workers: ConditionState,
 }
 
 impl Conditions {
@@ -112,9 +111,9 @@ impl Conditions {
     pub fn invalid_spec(errors: &ValidationErrors) -> Self {
         let because = "the spec is invalid";
         Self {
-            broker: Verdict::not_checked(because),
-            topology: Verdict::no(reasons::INVALID_SPEC, errors.to_string()),
-            workers: Verdict::not_checked(because),
+            broker: ConditionState::not_checked(because),
+            topology: ConditionState::no(reasons::INVALID_SPEC, errors.to_string()),
+            workers: ConditionState::not_checked(because),
         }
     }
 
@@ -123,36 +122,45 @@ impl Conditions {
     pub fn broker_failed(reason: &str, message: impl Into<String>) -> Self {
         let because = "the broker is not reachable";
         Self {
-            broker: Verdict::no(reason, message),
-            topology: Verdict::not_checked(because),
-            workers: Verdict::not_checked(because),
+            broker: ConditionState::no(reason, message),
+            topology: ConditionState::not_checked(because),
+            workers: ConditionState::not_checked(because),
         }
     }
 
     /// Logged in, but the topology could not be applied (a conflict, a broker error).
     pub fn topology_failed(connected: &str, reason: &str, message: impl Into<String>) -> Self {
         Self {
-            broker: Verdict::yes(reasons::CONNECTED, connected),
-            topology: Verdict::no(reason, message),
-            workers: Verdict::not_checked("the topology is not ready"),
+            broker: ConditionState::yes(reasons::CONNECTED, connected),
+            topology: ConditionState::no(reason, message),
+            workers: ConditionState::not_checked("the topology is not ready"),
+        }
+    }
+
+    /// Logged in and the topology is in place; `workers` says how the workers are.
+    pub fn applied(connected: &str, topology: &str, workers: ConditionState) -> Self {
+        Self {
+            broker: ConditionState::yes(reasons::CONNECTED, connected),
+            topology: ConditionState::yes(reasons::TOPOLOGY_APPLIED, topology),
+            workers,
         }
     }
 
     /// The Ready condition: `True` when the other three are, else `False` with the reason
     /// and message of the first `False` one (or of the first `Unknown` one when none failed).
-    pub fn ready(&self) -> Verdict {
+    pub fn ready(&self) -> ConditionState {
         let all = [&self.broker, &self.topology, &self.workers];
         all.iter()
             .find(|v| v.status == "False")
             .or_else(|| all.iter().find(|v| !v.is_true()))
             .map_or_else(
                 || {
-                    Verdict::yes(
+                    ConditionState::yes(
                         reasons::READY,
                         "the topology is in place and every worker is ready",
                     )
                 },
-                |failing| Verdict {
+                |failing| ConditionState {
                     status: "False",
                     reason: failing.reason.clone(),
                     message: failing.message.clone(),
@@ -176,16 +184,16 @@ impl Conditions {
             (types::READY, &ready),
         ]
         .into_iter()
-        .map(|(kind, verdict)| {
+        .map(|(kind, state)| {
             let since = previous
                 .iter()
-                .find(|c| c.type_ == kind && c.status == verdict.status)
+                .find(|c| c.type_ == kind && c.status == state.status)
                 .map_or(Time(now), |c| c.last_transition_time.clone());
             Condition {
                 type_: kind.to_owned(),
-                status: verdict.status.to_owned(),
-                reason: verdict.reason.clone(),
-                message: verdict.message.clone(),
+                status: state.status.to_owned(),
+                reason: state.reason.clone(),
+                message: state.message.clone(),
                 observed_generation: generation,
                 last_transition_time: since,
             }
@@ -195,71 +203,71 @@ impl Conditions {
 }
 
 /// What is known about one output's Deployment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WorkerReplicas {
+    /// The output the Deployment works for.
+    pub output: String,
     /// `spec.replicas` as the API server (and the autoscaler) left it.
     pub wanted: u32,
     /// `status.readyReplicas`.
     pub ready: u32,
 }
 
-/// The WorkersReady verdict from each output's replicas.
-pub fn workers_verdict(outputs: &[(String, WorkerReplicas)]) -> Verdict {
-    let lagging: Vec<String> = outputs
+/// The WorkersReady condition from each output's replicas.
+pub fn workers_state(workers: &[WorkerReplicas]) -> ConditionState {
+    let lagging: Vec<String> = workers
         .iter()
-        .filter(|(_, r)| r.ready < r.wanted)
-        .map(|(name, r)| format!("output {name}: {}/{} replicas ready", r.ready, r.wanted))
+        .filter(|w| w.ready < w.wanted)
+        .map(|w| {
+            format!(
+                "output {}: {}/{} replicas ready",
+                w.output, w.ready, w.wanted
+            )
+        })
         .collect();
     if lagging.is_empty() {
-        Verdict::yes(
+        ConditionState::yes(
             reasons::WORKERS_AVAILABLE,
             format!(
                 "every replica of the {} output{} is ready",
-                outputs.len(),
-                if outputs.len() == 1 { "" } else { "s" }
+                workers.len(),
+                if workers.len() == 1 { "" } else { "s" }
             ),
         )
     } else {
-        Verdict::no(reasons::WORKERS_NOT_READY, lagging.join("; "))
+        ConditionState::no(reasons::WORKERS_NOT_READY, lagging.join("; "))
     }
 }
 
-/// The figures of every output of `plan`, from the vhost's queue statistics (`None` when
-/// the management API could not be read: figures stay absent, never zero) and the
-/// Deployments' replicas.
+/// The figures of every output of `plan`, read through [`OutputReading`] from the vhost's
+/// queue statistics (`None` when the management API could not be read: figures stay absent,
+/// never zero), and the Deployments' replicas.
 pub fn output_figures(
     plan: &TopologyPlan,
-    outputs: &[(String, WorkerReplicas)],
-    queues: Option<&[QueueStats]>,
+    workers: &[WorkerReplicas],
+    stats: Option<&[QueueStats]>,
     now: Timestamp,
 ) -> Vec<OutputStatus> {
-    let by_name: HashMap<&str, &QueueStats> = queues
-        .unwrap_or_default()
+    let stats = stats.unwrap_or_default();
+    workers
         .iter()
-        .map(|q| (q.name.as_str(), q))
-        .collect();
-    outputs
-        .iter()
-        .map(|(name, replicas)| {
-            let queue = plan
-                .queue(name, QueueRole::Main)
-                .map(|q| q.name.clone())
-                .unwrap_or_default();
-            let main = by_name.get(queue.as_str());
-            let dlq = plan
-                .queue(name, QueueRole::DeadLetter)
-                .and_then(|q| by_name.get(q.name.as_str()));
+        .map(|w| {
+            let queues = OutputQueues::of(plan, &w.output).unwrap_or_default();
+            let reading = OutputReading::read(stats, &queues, now);
+            // The reading counts a queue without `message_stats` (no traffic yet) as 0/s;
+            // the status leaves a rate the broker did not report out.
+            let main = stats.iter().find(|q| q.name == queues.main);
             OutputStatus {
-                name: name.clone(),
-                ready: main.and_then(|q| q.messages_ready),
-                unacked: main.and_then(|q| q.messages_unacknowledged),
-                consumers: main.and_then(|q| q.consumers),
-                oldest_message_age_seconds: main.and_then(|q| oldest_message_age(q, now)),
-                dead_lettered: dlq.and_then(|q| q.messages),
-                publish_rate: main.and_then(|q| q.publish_rate()),
-                ack_rate: main.and_then(|q| q.ack_rate()),
-                replicas: Some(replicas.ready),
-                queue,
+                name: w.output.clone(),
+                ready: reading.ready,
+                unacked: reading.unacked,
+                consumers: reading.consumers,
+                oldest_message_age_seconds: reading.oldest_age.map(|age| age.seconds),
+                dead_lettered: reading.dead_lettered,
+                publish_rate: main.and_then(QueueStats::publish_rate),
+                ack_rate: main.and_then(QueueStats::ack_rate),
+                replicas: Some(w.ready),
+                queue: queues.main,
                 ..OutputStatus::default()
             }
         })
@@ -281,36 +289,6 @@ pub fn bare_outputs(namespace: &str, pipeline: &str, spec: &LogPipelineSpec) -> 
         .collect()
 }
 
-/// Age of the oldest waiting message in seconds: from the broker's head message timestamp
-/// where it reports one, else estimated by Little's law (backlog ÷ drain rate); 0 for an
-/// empty queue; `None` when neither can be known.
-pub fn oldest_message_age(queue: &QueueStats, now: Timestamp) -> Option<f64> {
-    let ready = queue.messages_ready?;
-    if ready == 0 {
-        return Some(0.0);
-    }
-    if let Some(head) = queue.head_message_timestamp {
-        let age = now.as_second().saturating_sub(head).max(0);
-        return Some(age as f64);
-    }
-    let drain = queue.ack_rate().filter(|r| *r > 0.0)?;
-    Some(ready as f64 / drain)
-}
-
-/// A short age for the printer column: `0s`, `42s`, `3m12s`, `2h5m`.
-pub fn format_age(seconds: f64) -> String {
-    let s = if seconds.is_finite() && seconds > 0.0 {
-        seconds.round() as u64
-    } else {
-        0
-    };
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{}s", s / 60, s % 60),
-        _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
-    }
-}
-
 /// The whole status the operator applies. `workers` are the Deployments' replica counts.
 /// `previous` is the status as read with the pipeline: it gives the conditions their
 /// transition times and the autoscaler's desired replica counts for the `replicas` column
@@ -320,7 +298,7 @@ pub fn build(
     generation: Option<i64>,
     conditions: &Conditions,
     outputs: Vec<OutputStatus>,
-    workers: &[(String, WorkerReplicas)],
+    workers: &[WorkerReplicas],
     previous: Option<&LogPipelineStatus>,
     now: Timestamp,
 ) -> LogPipelineStatus {
@@ -361,8 +339,8 @@ pub fn build(
                         .or_else(|| {
                             workers
                                 .iter()
-                                .find(|(name, _)| *name == o.name)
-                                .map(|(_, r)| r.wanted)
+                                .find(|w| w.output == o.name)
+                                .map(|w| w.wanted)
                         })
                         .or(o.replicas)
                         .unwrap_or(0),
@@ -438,16 +416,16 @@ mod tests {
     fn transition_time_is_kept_while_the_status_holds() {
         let earlier: Timestamp = "2025-12-31T00:00:00Z".parse().unwrap();
         let healthy = Conditions {
-            broker: Verdict::yes(reasons::CONNECTED, "ok"),
-            topology: Verdict::yes(reasons::TOPOLOGY_APPLIED, "ok"),
-            workers: Verdict::no(reasons::WORKERS_NOT_READY, "0/1"),
+            broker: ConditionState::yes(reasons::CONNECTED, "ok"),
+            topology: ConditionState::yes(reasons::TOPOLOGY_APPLIED, "ok"),
+            workers: ConditionState::no(reasons::WORKERS_NOT_READY, "0/1"),
         };
         let first = healthy.to_k8s(Some(1), &[], earlier);
         let second = healthy.to_k8s(Some(2), &first, now());
         assert_eq!(second[0].last_transition_time, Time(earlier));
         assert_eq!(second[0].observed_generation, Some(2));
         let recovered = Conditions {
-            workers: Verdict::yes(reasons::WORKERS_AVAILABLE, "ok"),
+            workers: ConditionState::yes(reasons::WORKERS_AVAILABLE, "ok"),
             ..healthy
         };
         let third = recovered.to_k8s(Some(2), &second, now());
@@ -456,38 +434,57 @@ mod tests {
         assert_eq!(third[1].last_transition_time, Time(earlier));
     }
 
-    #[test]
-    fn ages_come_from_the_head_timestamp_or_littles_law() {
-        let t = now().as_second();
-        assert_eq!(
-            oldest_message_age(&queue("q", 0, None, None), now()),
-            Some(0.0)
-        );
-        assert_eq!(
-            oldest_message_age(&queue("q", 5, Some(t - 41), None), now()),
-            Some(41.0)
-        );
-        assert_eq!(
-            oldest_message_age(&queue("q", 500, None, Some(50.0)), now()),
-            Some(10.0)
-        );
-        assert_eq!(
-            oldest_message_age(&queue("q", 500, None, None), now()),
-            None
-        );
-        assert_eq!(format_age(4.2), "4s");
-        assert_eq!(format_age(192.0), "3m12s");
-        assert_eq!(format_age(7500.0), "2h5m");
-    }
-
-    #[test]
-    fn aggregates_sum_outputs_and_keep_the_autoscalers_desired_count() {
+    fn two_outputs() -> TopologyPlan {
         let spec = parse_pipeline(
             "apiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {name: p}\nspec:\n  broker: {secretRef: {name: r}}\n  outputs:\n    - name: a\n      sink: {stdout: {}}\n    - name: b\n      sink: {stdout: {}}\n",
         )
         .unwrap()
         .spec;
-        let plan = plan("ns", "p", &spec).unwrap();
+        plan("ns", "p", &spec).unwrap()
+    }
+
+    fn workers(output: &str, wanted: u32, ready: u32) -> WorkerReplicas {
+        WorkerReplicas {
+            output: output.into(),
+            wanted,
+            ready,
+        }
+    }
+
+    #[test]
+    fn figures_come_from_the_output_reading_and_unreported_rates_stay_absent() {
+        let t = now().as_second();
+        let queues = vec![
+            queue("logstream.ns.p.a", 5, Some(t - 41), None),
+            queue("logstream.ns.p.b", 500, None, Some(50.0)),
+        ];
+        let outputs = output_figures(
+            &two_outputs(),
+            &[workers("a", 1, 1), workers("b", 1, 1)],
+            Some(&queues),
+            now(),
+        );
+        assert_eq!(outputs[0].oldest_message_age_seconds, Some(41.0));
+        assert_eq!(
+            outputs[1].oldest_message_age_seconds,
+            Some(10.0),
+            "Little's law"
+        );
+        assert_eq!(
+            (outputs[0].publish_rate, outputs[0].ack_rate),
+            (None, None),
+            "no message_stats: not reported"
+        );
+        assert_eq!(
+            (outputs[1].publish_rate, outputs[1].ack_rate),
+            (None, Some(50.0))
+        );
+        assert_eq!(outputs[0].dead_lettered, None, "no DLQ statistics");
+    }
+
+    #[test]
+    fn aggregates_sum_outputs_and_keep_the_autoscalers_desired_count() {
+        let plan = two_outputs();
         let t = now().as_second();
         let queues = vec![
             queue("logstream.ns.p.a", 10, Some(t - 4), None),
@@ -495,22 +492,7 @@ mod tests {
             queue("logstream.ns.p.b", 5, Some(t - 70), None),
             queue("logstream.ns.p.b.dlq", 1, None, None),
         ];
-        let replicas = vec![
-            (
-                "a".to_owned(),
-                WorkerReplicas {
-                    wanted: 2,
-                    ready: 2,
-                },
-            ),
-            (
-                "b".to_owned(),
-                WorkerReplicas {
-                    wanted: 1,
-                    ready: 0,
-                },
-            ),
-        ];
+        let replicas = vec![workers("a", 2, 2), workers("b", 1, 0)];
         let outputs = output_figures(&plan, &replicas, Some(&queues), now());
         let previous = LogPipelineStatus {
             outputs: vec![OutputStatus {
@@ -521,9 +503,9 @@ mod tests {
             ..LogPipelineStatus::default()
         };
         let conditions = Conditions {
-            broker: Verdict::yes(reasons::CONNECTED, "ok"),
-            topology: Verdict::yes(reasons::TOPOLOGY_APPLIED, "ok"),
-            workers: workers_verdict(&replicas),
+            broker: ConditionState::yes(reasons::CONNECTED, "ok"),
+            topology: ConditionState::yes(reasons::TOPOLOGY_APPLIED, "ok"),
+            workers: workers_state(&replicas),
         };
         let status = build(
             Some(3),
@@ -563,7 +545,7 @@ mod tests {
         .unwrap()
         .spec;
         let plan = plan("ns", "p", &spec).unwrap();
-        let replicas = vec![("a".to_owned(), WorkerReplicas::default())];
+        let replicas = vec![workers("a", 0, 0)];
         let outputs = output_figures(&plan, &replicas, None, now());
         assert_eq!(outputs[0].ready, None);
         let status = build(

@@ -2,16 +2,17 @@
 //! finalizer; the Kubernetes children go by owner reference, not here.
 
 use kube::runtime::{controller::Action, events::EventType};
-use logstream_api::{LogPipeline, pipeline::DeletionPolicy, plan};
+use logstream_api::{LogPipeline, TopologyPlan, pipeline::DeletionPolicy, plan};
 use tracing::info;
 
+use logstream_broker::{BrokerAdmin, BrokerEndpoint, BrokerError, Report};
+
 use super::{
+    broker_secret,
     context::Context,
     error::Error,
-    reconcile::{load_credentials, read_secret, retained_note},
+    topology_notes::{changes_note, retained_note},
 };
-use logstream_broker::BrokerAdmin;
-
 use crate::children::{self, Owner};
 
 /// Cleans the broker up as the pipeline's `deletionPolicy` says. Returns an error (and so
@@ -59,9 +60,9 @@ pub async fn cleanup(pipeline: &LogPipeline, ctx: &Context) -> Result<Action, Er
 
     // The user's Secret, or else the derived one (it may outlive it during a namespace
     // deletion, and it names the pipeline's vhost).
-    let creds = match load_credentials(ctx, pipeline, ns).await {
+    let credentials = match broker_secret::read_named(ctx, pipeline, ns).await {
         Err(Error::SecretNotFound { secret, .. }) => {
-            match read_secret(ctx, ns, &children::broker_secret_name(name)).await {
+            match broker_secret::read(ctx, ns, &children::broker_secret_name(name)).await {
                 Ok(creds) => creds,
                 Err(Error::SecretNotFound { .. }) => {
                     let note = format!(
@@ -75,19 +76,18 @@ pub async fn cleanup(pipeline: &LogPipeline, ctx: &Context) -> Result<Action, Er
         }
         other => other?,
     };
-    plan.vhost = pipeline.spec.vhost_with(creds.vhost.as_deref()).to_owned();
+    plan.vhost = pipeline
+        .spec
+        .vhost_with(credentials.vhost.as_deref())
+        .to_owned();
+    let report = delete_topology(&credentials.endpoint, &plan, policy)
+        .await
+        .map_err(|source| Error::CleanUpTopology {
+            vhost: plan.vhost.clone(),
+            source,
+        })?;
 
-    let admin = BrokerAdmin::connect(&creds.endpoint, &plan.vhost).await?;
-    let deleted = admin.delete(&plan, policy).await;
-    admin.close().await;
-    let report = deleted?;
-
-    let changes = report
-        .changes
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ");
+    let changes = changes_note(&report);
     let note = if changes.is_empty() {
         format!("deletionPolicy {policy:?}: nothing left to delete on the broker")
     } else {
@@ -113,6 +113,17 @@ pub async fn cleanup(pipeline: &LogPipeline, ctx: &Context) -> Result<Action, Er
         .await;
     }
     Ok(Action::await_change())
+}
+
+async fn delete_topology(
+    endpoint: &BrokerEndpoint,
+    plan: &TopologyPlan,
+    policy: DeletionPolicy,
+) -> Result<Report, BrokerError> {
+    let admin = BrokerAdmin::connect(endpoint, &plan.vhost).await?;
+    let deleted = admin.delete(plan, policy).await;
+    admin.close().await;
+    deleted
 }
 
 async fn skipped(ctx: &Context, pipeline: &LogPipeline, note: String) {

@@ -134,9 +134,11 @@ impl Context {
             &Patch::Apply(status::apply_body(status)),
         )
         .await
-        .map_err(Error::kube(format!(
-            "apply the status of LogPipeline {namespace}/{name}"
-        )))?;
+        .map_err(|source| Error::ApplyStatus {
+            namespace,
+            name,
+            source,
+        })?;
         Ok(())
     }
 

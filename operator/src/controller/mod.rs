@@ -1,11 +1,24 @@
 //! The LogPipeline controller: watches LogPipelines and the children it owns, and runs
 //! [`reconcile`] for each pipeline that changed, whose children changed, or whose recheck
 //! interval has passed.
+//!
+//! - [`reconcile`]: the steps of one reconcile, and the retry policy;
+//! - `broker_secret`, `apply_topology`, `topology_notes`, `apply_children`, `prune_outputs`:
+//!   the steps that touch the broker or the API server;
+//! - `failure`: how a failed step is reported (status, Event, error);
+//! - `cleanup`: the broker cleanup behind the finalizer;
+//! - [`context`], [`error`]: what every reconcile shares, and why one failed.
 
+mod apply_children;
+mod apply_topology;
+mod broker_secret;
 mod cleanup;
 pub mod context;
 pub mod error;
+mod failure;
+mod prune_outputs;
 pub mod reconcile;
+mod topology_notes;
 
 use std::{future::Future, sync::Arc};
 
