@@ -31,9 +31,16 @@ pub enum TrackerError {
 /// Open deliveries of one channel, in tag order.
 #[derive(Debug, Default)]
 pub struct AckTracker {
-    /// (tag, acked here but not yet on the wire)
-    open: VecDeque<(DeliveryTag, bool)>,
+    open: VecDeque<Open>,
     last: DeliveryTag,
+}
+
+/// A delivery not yet settled on the wire.
+#[derive(Clone, Copy, Debug)]
+struct Open {
+    tag: DeliveryTag,
+    /// ACKed here, waiting for a multiple ACK to cover it.
+    acked: bool,
 }
 
 impl AckTracker {
@@ -51,15 +58,15 @@ impl AckTracker {
             });
         }
         self.last = tag;
-        self.open.push_back((tag, false));
+        self.open.push_back(Open { tag, acked: false });
         Ok(())
     }
 
     /// Marks `tag` as ready to be ACKed.
     pub fn ack(&mut self, tag: DeliveryTag) -> Result<(), TrackerError> {
         match self.find(tag) {
-            Some(i) if !self.open[i].1 => {
-                self.open[i].1 = true;
+            Some(i) if !self.open[i].acked => {
+                self.open[i].acked = true;
                 Ok(())
             }
             _ => Err(TrackerError::NotOpen(tag)),
@@ -69,7 +76,7 @@ impl AckTracker {
     /// Removes `tag`, which the caller gives back with `basic.nack` (requeue) right now.
     pub fn requeue(&mut self, tag: DeliveryTag) -> Result<(), TrackerError> {
         match self.find(tag) {
-            Some(i) if !self.open[i].1 => {
+            Some(i) if !self.open[i].acked => {
                 self.open.remove(i);
                 Ok(())
             }
@@ -81,7 +88,7 @@ impl AckTracker {
     /// whose predecessors are all ACKed. Those deliveries leave the tracker.
     pub fn take_ackable(&mut self) -> Option<DeliveryTag> {
         let mut upto = None;
-        while let Some(&(tag, true)) = self.open.front() {
+        while let Some(&Open { tag, acked: true }) = self.open.front() {
             upto = Some(tag);
             self.open.pop_front();
         }
@@ -94,7 +101,7 @@ impl AckTracker {
     }
 
     fn find(&self, tag: DeliveryTag) -> Option<usize> {
-        self.open.binary_search_by_key(&tag, |&(t, _)| t).ok()
+        self.open.binary_search_by_key(&tag, |o| o.tag).ok()
     }
 }
 

@@ -39,16 +39,19 @@ pub fn json_array(batch: &[LogRecord]) -> Vec<u8> {
 /// with the namespace, pipeline and output too; each value is `[<ns timestamp>, <JSON line>]`,
 /// in time order.
 pub fn loki(batch: &[LogRecord], labels: &SinkLabels) -> Vec<u8> {
-    let mut streams: BTreeMap<(&str, &str), Vec<(i128, &str)>> = BTreeMap::new();
+    let mut streams: BTreeMap<LokiStream<'_>, Vec<(i128, &str)>> = BTreeMap::new();
     for record in batch {
         streams
-            .entry((record.level.as_str(), record.service.as_str()))
+            .entry(LokiStream {
+                level: record.level.as_str(),
+                service: &record.service,
+            })
             .or_default()
             .push((record.ts.as_nanosecond(), record.json.as_str()));
     }
     let streams: Vec<Value> = streams
         .into_iter()
-        .map(|((level, service), mut values)| {
+        .map(|(LokiStream { level, service }, mut values)| {
             values.sort_by_key(|(ts, _)| *ts);
             serde_json::json!({
                 "stream": {
@@ -68,6 +71,13 @@ pub fn loki(batch: &[LogRecord], labels: &SinkLabels) -> Vec<u8> {
     serde_json::json!({ "streams": streams })
         .to_string()
         .into_bytes()
+}
+
+/// The labels that set one Loki stream apart from the others of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct LokiStream<'a> {
+    level: &'a str,
+    service: &'a str,
 }
 
 /// An Elasticsearch bulk request: an `index` action with `_id` = the log's id before each log,
