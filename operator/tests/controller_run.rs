@@ -162,12 +162,43 @@ async fn the_binary_fails_fast_with_an_install_hint_when_the_crd_is_missing() {
         .await
         .expect("fails fast")
         .unwrap();
-    assert!(!output.status.success());
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(i32::from(logstream_api::exit::FAILURE)),
+        "a runtime failure"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        "error: CRD logpipelines.logstream.io is not installed: kubectl apply -f crds/logstream.io_logpipelines.yaml, or helm install logstream charts/logstream",
+        "one line on stderr"
+    );
+}
+
+#[tokio::test]
+async fn the_binary_exits_2_with_one_error_line_when_its_port_is_in_use() {
+    let fake = FakeApi::start(vec![], vec![]).await;
+    let dir = tempdir();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_logstream-operator"))
+        .env("KUBECONFIG", fake.kubeconfig(&dir))
+        .env("NO_COLOR", "1")
+        .arg(format!("--listen={address}"))
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), output)
+        .await
+        .expect("fails fast")
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(i32::from(logstream_api::exit::FAILURE))
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        text.contains("CRD logpipelines.logstream.io is not installed: kubectl apply -f crds/logstream.io_logpipelines.yaml, or helm install logstream charts/logstream"),
-        "{text}"
+        stderr.starts_with(&format!("error: failed to listen on {address}: ")),
+        "{stderr}"
     );
 }
 

@@ -3,27 +3,47 @@
 //! `cargo run -p logstream-operator --bin crdgen` rewrites `crds/logstream.io_logpipelines.yaml`;
 //! `crdgen -` prints it instead. A test fails when the committed file is stale.
 
-use std::{env, fs, path::PathBuf, process::ExitCode};
+use std::{fs, path::PathBuf, process::ExitCode};
 
-use logstream_api::crd::{CRD_PATH, crd_yaml};
+use clap::Parser;
+use logstream_api::{
+    crd::{CRD_PATH, crd_yaml},
+    exit,
+};
+use logstream_operator::startup;
+
+/// Writes the LogPipeline CRD generated from the Rust types.
+#[derive(Debug, Parser)]
+#[command(name = "crdgen", version, after_help = exit::HELP)]
+struct Args {
+    /// Where to write it: a file, or `-` for stdout [default: crds/logstream.io_logpipelines.yaml
+    /// in the workspace]
+    target: Option<PathBuf>,
+}
 
 fn main() -> ExitCode {
+    let args = match startup::parse_args::<Args>() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
     let yaml = crd_yaml();
-    let target = env::args().nth(1);
-    if target.as_deref() == Some("-") {
-        print!("{yaml}");
-        return ExitCode::SUCCESS;
-    }
-    let path = target.map_or_else(|| workspace_root().join(CRD_PATH), PathBuf::from);
+    let path = match args.target {
+        Some(target) if target.as_os_str() == "-" => {
+            print!("{yaml}");
+            return ExitCode::SUCCESS;
+        }
+        Some(target) => target,
+        None => workspace_root().join(CRD_PATH),
+    };
     match fs::write(&path, yaml) {
         Ok(()) => {
             println!("wrote {}", path.display());
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("crdgen: failed to write {}: {e}", path.display());
-            ExitCode::FAILURE
-        }
+        Err(e) => startup::fail(
+            &format_args!("failed to write {}: {e}", path.display()),
+            exit::FAILURE,
+        ),
     }
 }
 

@@ -1,26 +1,27 @@
 //! `logstream-operator`: parses settings, checks the CRD, serves `/metrics`, `/healthz` and
 //! `/readyz`, and runs the LogPipeline controller while this replica holds the leader Lease.
-//! Everything else lives in the library.
+//! Everything else lives in the library. Exits 0 when stopped, 1 on a usage or configuration
+//! mistake, 2 on a runtime failure, with one `error: ...` line on stderr.
 
 use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
-use anyhow::Context as _;
 use clap::{ArgAction, Parser};
 use kube::{Api, Client};
+use logstream_api::exit;
 use logstream_autoscaler::{
     dashboard::{self, Dashboard},
     serve::{self, Health},
 };
 use logstream_operator::{
     controller::{self, Context, Scope},
-    leader::{self, LeaderElector, LeaseSettings},
+    leader::{self, LeaderElector, LeaderError, LeaseSettings},
     metrics::Metrics,
     scaling::Autoscalers,
     settings::{self, Settings},
-    startup,
+    startup::{self, StartupError},
 };
 use tokio::{net::TcpListener, sync::watch};
-use tracing::{error, info};
+use tracing::info;
 use tracing_subscriber::EnvFilter;
 
 /// The log filter without `RUST_LOG`. lapin logs every channel the broker closes as an error,
@@ -30,7 +31,7 @@ const DEFAULT_LOG: &str = "info,lapin::channel=off";
 
 /// Runs LogStream's LogPipeline controller.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = exit::HELP)]
 struct Args {
     /// Worker image for outputs that do not set `worker.image`.
     #[arg(long, env = "LOGSTREAM_WORKER_IMAGE", default_value = settings::DEFAULT_WORKER_IMAGE)]
@@ -84,32 +85,55 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 // peak (the 100-pipeline benchmark in docs/benchmarks.md).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    let args = match startup::parse_args::<Args>() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
         )
         .init();
-    let args = Args::parse();
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e:#}");
-            ExitCode::FAILURE
+        Err(e) => startup::fail(&e, e.exit_code()),
+    }
+}
+
+/// Why the operator stopped on its own.
+#[derive(Debug, thiserror::Error)]
+enum Failed {
+    /// It could not start.
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    /// It lost the leader Lease (Kubernetes restarts it as a standby).
+    #[error(transparent)]
+    Leading(#[from] LeaderError),
+}
+
+impl Failed {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Self::Startup(e) => e.exit_code(),
+            Self::Leading(_) => exit::FAILURE,
         }
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args) -> Result<(), Failed> {
     let client = Client::try_default()
         .await
-        .context("failed to configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
+        .map_err(StartupError::ClientConfig)?;
     startup::check_crd_installed(client.clone(), args.namespace.as_deref()).await?;
 
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let listener = TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("failed to listen on {}", args.listen))?;
+        .map_err(|source| StartupError::Listen {
+            address: args.listen,
+            source,
+        })?;
     // The autoscalers (started by the reconciles while this replica leads) feed the
     // dashboard served on the same port.
     let autoscalers = Arc::new(Autoscalers::new(client.clone()));
