@@ -1,13 +1,14 @@
 //! `logstream-worker --config <file> [--listen <addr:port>]`: consumes one LogStream output.
 //!
-//! Exit codes: 0 after a requested stop (SIGTERM, SIGINT), 2 when the configuration, the
-//! `LOGSTREAM_AMQP_URI` environment variable or the sink settings are unusable, 1 when the
-//! worker fails at run time (e.g. its HTTP port is taken).
+//! Exit codes ([`logstream_api::exit`]): 0 after a requested stop (SIGTERM, SIGINT); 1 when the
+//! command line, the configuration, the `LOGSTREAM_AMQP_URI` environment variable or the sink
+//! settings are unusable; 2 when the worker fails at run time (e.g. its HTTP port is taken).
+//! Every failure is one `error: ...` line on stderr, without the broker's password.
 
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+use std::{fmt::Display, io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use clap::Parser;
-use logstream_api::worker_config::AMQP_URI_ENV;
+use logstream_api::{exit, worker_config::AMQP_URI_ENV};
 use logstream_worker::{
     runtime,
     settings::Settings,
@@ -17,7 +18,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Consumes one LogStream output's queue and writes its logs to the output's sink.
 #[derive(Debug, Parser)]
-#[command(name = "logstream-worker", version, about, long_about = None)]
+#[command(name = "logstream-worker", version, about, long_about = None, after_help = exit::HELP)]
 struct Args {
     /// Worker configuration file (YAML or JSON), as rendered by the operator. The broker URI
     /// comes from the environment variable LOGSTREAM_AMQP_URI.
@@ -29,7 +30,19 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            // `--help` and `--version` print to stdout and succeed; clap's code for a usage
+            // mistake, 2, is LogStream's runtime failure.
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::SUCCESS
+            });
+        }
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -41,7 +54,7 @@ fn main() -> ExitCode {
     let uri = std::env::var(AMQP_URI_ENV).ok();
     let settings = match Settings::load(&args.config, args.listen.as_deref(), uri.as_deref()) {
         Ok(settings) => settings,
-        Err(e) => return usage_error(&e),
+        Err(e) => return fail(&e, exit::USAGE),
     };
     let labels = SinkLabels {
         namespace: settings.config.namespace.clone(),
@@ -50,7 +63,7 @@ fn main() -> ExitCode {
     };
     let sink = match sink::build(&settings.config.sink, labels) {
         Ok(sink) => sink,
-        Err(e) => return usage_error(&e),
+        Err(e) => return fail(&e, exit::USAGE),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -58,20 +71,20 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("logstream-worker: failed to start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return fail(
+                &format!("failed to start the async runtime: {e}"),
+                exit::FAILURE,
+            );
         }
     };
     match runtime.block_on(runtime::run(settings, sink)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("logstream-worker: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(&e, exit::FAILURE),
     }
 }
 
-fn usage_error(e: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("logstream-worker: {e}");
-    ExitCode::from(2)
+/// Prints `error` as the one `error: ...` line on stderr and returns exit code `code`.
+fn fail(error: &dyn Display, code: u8) -> ExitCode {
+    eprintln!("error: {}", error.to_string().replace('\n', " "));
+    ExitCode::from(code)
 }

@@ -70,3 +70,37 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn metrics_are_openmetrics_text_and_readiness_follows_the_flag() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let health = Health {
+            metrics: Arc::new(Metrics::new("app", "out")),
+            ready: Arc::new(AtomicBool::new(false)),
+        };
+        let ready = Arc::clone(&health.ready);
+        let server = tokio::spawn(serve(listener, health, std::future::pending()));
+        let get = |path: &str| reqwest::get(format!("http://{address}{path}"));
+
+        let metrics = get("/metrics").await.unwrap();
+        assert_eq!(
+            metrics.headers()[header::CONTENT_TYPE].to_str().unwrap(),
+            OPENMETRICS_TEXT
+        );
+        let text = metrics.text().await.unwrap();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(get("/healthz").await.unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            get("/readyz").await.unwrap().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        ready.store(true, Ordering::Relaxed);
+        assert_eq!(get("/readyz").await.unwrap().status(), StatusCode::OK);
+        server.abort();
+    }
+}

@@ -1,12 +1,13 @@
-//! The worker process before and around its broker connection: unusable settings exit 2 with
-//! one line on stderr; `/healthz` answers at once; `/readyz` only once the topology exists and
-//! the consumer runs.
+//! The worker process before and around its broker connection: unusable settings exit 1 with
+//! one `error: ...` line on stderr (LogStream's exit codes, `logstream_api::exit`), a port
+//! that cannot be bound exits 2; `/healthz` answers at once; `/readyz` only once the topology
+//! exists and the consumer runs.
 
 mod support;
 
 use std::{process::Command, time::Duration};
 
-use logstream_api::worker_config::AMQP_URI_ENV;
+use logstream_api::{exit, worker_config::AMQP_URI_ENV};
 use support::{
     PipelineOptions, SinkServer, TestDir, TestPipeline, TestVhost, WorkerProcess, eventually,
 };
@@ -15,9 +16,17 @@ fn worker_command() -> Command {
     Command::new(env!("CARGO_BIN_EXE_logstream-worker"))
 }
 
+/// The one line a failure leaves on stderr.
+fn error_line(stderr: &[u8]) -> String {
+    let stderr = String::from_utf8_lossy(stderr).into_owned();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}
+
 #[test]
-fn a_missing_broker_uri_or_config_exits_2_with_one_line() {
-    let dir = TestDir::new("exit-2");
+fn a_missing_or_invalid_config_exits_1_with_one_error_line() {
+    let dir = TestDir::new("exit-1");
     let config = dir.path().join("worker.yaml");
     std::fs::write(&config, "not: [a, worker, config").unwrap();
 
@@ -27,9 +36,8 @@ fn a_missing_broker_uri_or_config_exits_2_with_one_line() {
         .env_remove(AMQP_URI_ENV)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(out.status.code(), Some(i32::from(exit::USAGE)));
+    let stderr = error_line(&out.stderr);
     assert!(
         stderr.contains("failed to load configuration file"),
         "{stderr}"
@@ -41,18 +49,66 @@ fn a_missing_broker_uri_or_config_exits_2_with_one_line() {
         .env(AMQP_URI_ENV, "amqp://guest:guest@127.0.0.1:5672/%2f")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("failed to read configuration file"));
+    assert_eq!(out.status.code(), Some(i32::from(exit::USAGE)));
+    assert!(error_line(&out.stderr).contains("failed to read configuration file"));
+}
 
+#[test]
+fn a_command_line_mistake_exits_1_and_help_tells_the_exit_codes() {
     let out = worker_command().output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "--config is required");
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(exit::USAGE)),
+        "--config is required"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
+
+    let out = worker_command()
+        .args(["--config", "w.yaml", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(i32::from(exit::USAGE)));
+
+    for flag in ["--help", "-h"] {
+        let out = worker_command().arg(flag).output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.trim_end().ends_with(exit::HELP), "{help}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_or_secretless_environment_exits_2_without_showing_the_password() {
-    let vhost = TestVhost::new("exit-2-env").await;
+async fn a_port_that_cannot_be_bound_exits_2_with_one_error_line() {
+    let vhost = TestVhost::new("exit-2-listen").await;
     let pipeline = TestPipeline::declare(&vhost, &PipelineOptions::default()).await;
-    let dir = TestDir::new("exit-2-env");
+    let dir = TestDir::new("exit-2-listen");
+    let config = dir.path().join("worker.yaml");
+    std::fs::write(&config, pipeline.config.to_yaml()).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+
+    let out = worker_command()
+        .arg("--config")
+        .arg(&config)
+        .arg("--listen")
+        .arg(&address)
+        .env(AMQP_URI_ENV, vhost.uri())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(i32::from(exit::FAILURE)));
+    let stderr = error_line(&out.stderr);
+    assert!(
+        stderr.contains(&format!("failed to listen on {address}")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_invalid_broker_uri_exits_1_without_showing_the_password() {
+    let vhost = TestVhost::new("exit-1-env").await;
+    let pipeline = TestPipeline::declare(&vhost, &PipelineOptions::default()).await;
+    let dir = TestDir::new("exit-1-env");
     let config = dir.path().join("worker.yaml");
     std::fs::write(&config, pipeline.config.to_yaml()).unwrap();
     for (uri, expected) in [
@@ -69,9 +125,8 @@ async fn a_missing_or_secretless_environment_exits_2_without_showing_the_passwor
             None => command.env_remove(AMQP_URI_ENV),
         };
         let out = command.output().unwrap();
-        assert_eq!(out.status.code(), Some(2));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert_eq!(out.status.code(), Some(i32::from(exit::USAGE)));
+        let stderr = error_line(&out.stderr);
         assert!(
             stderr.contains(expected) && !stderr.contains("s3cret"),
             "{stderr}"
