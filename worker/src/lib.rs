@@ -2,9 +2,15 @@
 //! sink, and settles every delivery exactly once (ACK after the write; a confirmed copy to the
 //! retry ladder or the dead-letter queue, then ACK, when it failed).
 //!
-//! The binary (`logstream-worker --config <file>`) wires these modules together; the pure
-//! decisions (envelope decoding, failure classification, attempt arithmetic, dedup, ACK
-//! bookkeeping, copy headers) are plain functions on plain data, tested without a broker.
+//! The binary (`logstream-worker --config <file>`) wires these modules together:
+//!
+//! - [`delivery`]: one delivery's life as plain rules (decoding, dedup, batching, attempt
+//!   arithmetic, copies, ACK bookkeeping), tested without a broker;
+//! - [`session`]: one broker connection that runs those rules: connect, receive, process,
+//!   and the settle loop that sends every ACK and NACK;
+//! - [`sink`]: where logs are written (stdout, file, HTTP) and how a failed write is classified;
+//! - [`runtime`] (the reconnect loop and signals), [`server`] (`/metrics`, `/healthz`,
+//!   `/readyz`), [`metrics`], [`settings`].
 
 pub mod delivery;
 pub mod metrics;
