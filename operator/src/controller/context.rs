@@ -42,7 +42,8 @@ pub struct Context {
     pub autoscalers: Option<Arc<Autoscalers>>,
     recorder: Recorder,
     clock: Clock,
-    failures: Mutex<HashMap<(String, String), u32>>,
+    /// Consecutive failures by pipeline `namespace/name`.
+    failures: Mutex<HashMap<String, u32>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -169,10 +170,12 @@ impl Context {
     }
 }
 
-fn key(pipeline: &LogPipeline) -> (String, String) {
-    (
+/// `namespace/name` of `pipeline`.
+fn key(pipeline: &LogPipeline) -> String {
+    format!(
+        "{}/{}",
         pipeline.namespace().unwrap_or_default(),
-        pipeline.name_any(),
+        pipeline.name_any()
     )
 }
 

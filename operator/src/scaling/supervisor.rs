@@ -191,7 +191,8 @@ impl Autoscalers {
             },
         );
         let mut records = self.subscribe();
-        let mut missing: HashMap<(String, String), bool> = HashMap::new();
+        // Whether each output's readings were missing at its last record.
+        let mut missing: HashMap<OutputKey, bool> = HashMap::new();
         loop {
             let record = match records.recv().await {
                 Ok(record) => record,
@@ -205,8 +206,7 @@ impl Autoscalers {
                 continue;
             };
             let is_missing = metrics.autoscaled(&record);
-            let was_missing =
-                missing.insert((record.pipeline.clone(), record.output.clone()), is_missing);
+            let was_missing = missing.insert(OutputKey::of(&record), is_missing);
             let missing_changed = was_missing != Some(is_missing);
             if !record.scaled() && !missing_changed {
                 continue;
@@ -231,6 +231,22 @@ impl Autoscalers {
             {
                 warn!(error = %e, "failed to publish a scaling event");
             }
+        }
+    }
+}
+
+/// One output of one pipeline (`namespace/name`), as records name them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct OutputKey {
+    pipeline: String,
+    output: String,
+}
+
+impl OutputKey {
+    fn of(record: &ScaleRecord) -> Self {
+        Self {
+            pipeline: record.pipeline.clone(),
+            output: record.output.clone(),
         }
     }
 }
