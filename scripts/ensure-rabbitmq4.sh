@@ -13,7 +13,7 @@
 # The tests reach it with
 #   AMQP_ADDR=amqp://guest:guest@127.0.0.1:5682/%2f MANAGEMENT_ADDR=http://guest:guest@127.0.0.1:15682
 # and scripts/rabbitmq4.sh runs rabbitmqctl (and the other CLI tools) against it.
-# Needs root or passwordless sudo the first time it installs or starts the node.
+# Needs root (or passwordless sudo) to install or start the node.
 set -euo pipefail
 export RMQ4_LOG_PREFIX=ensure-rabbitmq4
 # shellcheck source-path=SCRIPTDIR source=lib/rabbitmq4.sh
@@ -39,6 +39,7 @@ if rmq4_management_answers "$RMQ4_MANAGEMENT_PORT"; then
   exit 0
 fi
 
+rmq4_require_root "$0" "$@"
 started=$SECONDS
 rmq4_install
 
@@ -84,6 +85,7 @@ if node rabbitmqctl status >/dev/null 2>&1; then
   echo "ensure-rabbitmq4: $RMQ4_NODENAME runs but its management API does not answer yet"
 else
   echo "ensure-rabbitmq4: starting $RMQ4_NODENAME"
+  rmq4_ensure_epmd "$user"
   rmq4_as_root install -d -o "${user%%:*}" -g "${user#*:}" "$RMQ4_ROOT/var/log/rabbitmq"
   node /bin/sh -c 'cd /var/lib/rabbitmq && exec rabbitmq-server -detached' \
     >"$RMQ4_ROOT.startup.log" 2>&1 || {

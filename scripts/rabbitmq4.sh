@@ -17,6 +17,7 @@ case "${1:-}" in
     exit 64
     ;;
 esac
+rmq4_require_root "$0" "$@"
 if ! rmq4_installed; then
   rmq4_log "RabbitMQ 4 is not installed in $RMQ4_ROOT; run scripts/ensure-rabbitmq4.sh"
   exit 1

@@ -193,3 +193,30 @@ except Exception:
     sys.exit(1)
 PY
 }
+
+# Re-runs the calling script as root through sudo when it is not root (the scripts write
+# under the root and run nodes in it). Call as: rmq4_require_root "$0" "$@".
+rmq4_require_root() {
+  [ "$(id -u)" -eq 0 ] && return 0
+  if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    exec sudo -n --preserve-env=LOGSTREAM_RABBITMQ4_ROOT,LOGSTREAM_DEBIAN_MIRROR,LOGSTREAM_RABBITMQ_VERSION,LOGSTREAM_NODE_COOKIE,AMQP_ADDR,AMQP_ADDR_RABBITMQ4 "$@"
+  fi
+  rmq4_log "RabbitMQ 4 runs in a chroot: run this as root (or with passwordless sudo)"
+  exit 1
+}
+
+# Makes sure an epmd answers on 127.0.0.1:4369. Usually the 3.10 node's is there; otherwise one
+# from the root is started (loopback only, in a mount namespace of its own, so that it does not
+# pin a node's bind mounts), rather than letting the first node start one inside its own.
+rmq4_ensure_epmd() {
+  local user=${1:-0:0}
+  if (exec 3<>/dev/tcp/127.0.0.1/4369) 2>/dev/null; then return 0; fi
+  rmq4_log "no epmd answers on 127.0.0.1:4369: starting one from the RabbitMQ 4 root"
+  rmq4_chroot --user "$user" -- ERL_EPMD_ADDRESS=127.0.0.1 HOME=/ /usr/bin/epmd -daemon
+  for _ in $(seq 1 50); do
+    if (exec 3<>/dev/tcp/127.0.0.1/4369) 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  rmq4_log "epmd did not start"
+  return 1
+}
