@@ -10,8 +10,9 @@
 # Everything the node writes lives under <dir>: its database, logs, pid file, config, plugin
 # list and a private HOME holding the Erlang cookie (the shared node's cookie when it is
 # readable, as the brief of issue 3 asks, else a fresh random one; LOGSTREAM_NODE_COOKIE, when
-# set, is used instead, so that the nodes of a cluster share one). The node has its own name,
-# AMQP, management and distribution ports, and listens on 127.0.0.1 only. It shares nothing
+# set, is used instead, so that the nodes of a cluster share one). The node has its own name
+# (logstream-private-<amqp-port>@localhost, or LOGSTREAM_NODE_NAME), AMQP, management and
+# distribution ports, and listens on 127.0.0.1 only. It shares nothing
 # with the shared node but the epmd daemon, which only maps node names to ports.
 #
 # Which RabbitMQ: the version of the broker under test, so that a test run against RabbitMQ 4
@@ -143,7 +144,7 @@ EOF
 
   cat >"$dir/node.env" <<EOF
 HOME=$base/home
-RABBITMQ_NODENAME=logstream-private-$amqp_port@localhost
+RABBITMQ_NODENAME=${LOGSTREAM_NODE_NAME:-logstream-private-$amqp_port@localhost}
 RABBITMQ_USE_LONGNAME=false
 RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
 RABBITMQ_NODE_PORT=$amqp_port

@@ -199,7 +199,7 @@ PY
 rmq4_require_root() {
   [ "$(id -u)" -eq 0 ] && return 0
   if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-    exec sudo -n --preserve-env=LOGSTREAM_RABBITMQ4_ROOT,LOGSTREAM_DEBIAN_MIRROR,LOGSTREAM_RABBITMQ_VERSION,LOGSTREAM_NODE_COOKIE,AMQP_ADDR,AMQP_ADDR_RABBITMQ4 "$@"
+    exec sudo -n --preserve-env=LOGSTREAM_RABBITMQ4_ROOT,LOGSTREAM_DEBIAN_MIRROR,LOGSTREAM_RABBITMQ_VERSION,LOGSTREAM_NODE_COOKIE,LOGSTREAM_NODE_NAME,AMQP_ADDR,AMQP_ADDR_RABBITMQ4 "$@"
   fi
   rmq4_log "RabbitMQ 4 runs in a chroot: run this as root (or with passwordless sudo)"
   exit 1
