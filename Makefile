@@ -14,8 +14,9 @@ test: broker broker4 redis chart-tools chromium lint
 	@CARGO="$(CARGO)" scripts/test-cluster.sh
 	$(CARGO) test --workspace --doc
 
-## The node-loss tests (#[ignore]d tests in */tests/cluster*.rs) on a three-node RabbitMQ 4
-## cluster started for them and stopped afterwards (scripts/test-cluster.sh has the convention).
+## The node-loss tests (#[ignore]d integration tests named cluster_*) on a three-node
+## RabbitMQ 4 cluster started for them and stopped afterwards (scripts/test-cluster.sh has the
+## convention).
 test-cluster:
 	@CARGO="$(CARGO)" scripts/test-cluster.sh
 

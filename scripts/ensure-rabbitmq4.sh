@@ -11,7 +11,7 @@
 #   25682, all on 127.0.0.1; guest/guest (loopback only), statistics every second.
 #
 # The tests reach it with
-#   AMQP_ADDR=amqp://guest:guest@127.0.0.1:5682/%2f MANAGEMENT_ADDR=http://guest:guest@127.0.0.1:15682
+#   AMQP_ADDR=amqp://guest:guest@127.0.0.1:5682/%2f MANAGEMENT_ADDR=http://127.0.0.1:15682
 # and scripts/rabbitmq4.sh runs rabbitmqctl (and the other CLI tools) against it.
 # Needs root (or passwordless sudo) to install or start the node.
 set -euo pipefail

@@ -6,7 +6,7 @@
 #   RabbitMQ 3.10 of ensure-rabbitmq.sh on 5672).
 # - rabbitmq4: AMQP_ADDR_RABBITMQ4 / MANAGEMENT_ADDR_RABBITMQ4, by default the RabbitMQ 4.0.5
 #   node of ensure-rabbitmq4.sh (amqp://guest:guest@127.0.0.1:5682/%2f, management
-#   http://guest:guest@127.0.0.1:15682). When only AMQP_ADDR_RABBITMQ4 is set, the management
+#   http://127.0.0.1:15682, with the AMQP URI's credentials). When only AMQP_ADDR_RABBITMQ4 is set, the management
 #   API is derived from it as for AMQP_ADDR (same host, port 15672).
 #
 # Each run exports LOGSTREAM_RABBITMQ_VERSION, the version the broker's management API reports
@@ -83,7 +83,10 @@ for broker in "${brokers[@]}"; do
         fi
       else
         export AMQP_ADDR=amqp://guest:guest@127.0.0.1:5682/%2f
-        export MANAGEMENT_ADDR=${MANAGEMENT_ADDR_RABBITMQ4:-http://guest:guest@127.0.0.1:15682}
+        # Without credentials: the management API then takes the AMQP URI's, as it does for
+        # a URI the tests build (a test that uses a wrong AMQP password expects the management
+        # API to refuse it too).
+        export MANAGEMENT_ADDR=${MANAGEMENT_ADDR_RABBITMQ4:-http://127.0.0.1:15682}
       fi
       ;;
     *)

@@ -3,8 +3,9 @@
 # (scripts/rabbitmq-cluster.sh) and stopped afterwards, pass or fail.
 #
 # The convention for such a test:
-# - it lives in an integration-test file whose name starts with `cluster` (e.g.
-#   worker/tests/cluster_node_loss.rs, test binary `cluster_node_loss`), and it is
+# - it is an integration test (in <crate>/tests/, e.g. worker/tests/cluster.rs) whose function
+#   name starts with `cluster_` (e.g. `async fn cluster_leader_loss_loses_nothing()`, at the
+#   top of its file, not in a module), and it is
 #   `#[ignore = "needs a RabbitMQ cluster: make test-cluster"]`, so that plain runs skip it;
 # - it reads the nodes from `$LOGSTREAM_CLUSTER_DIR/nodes`, one line per node:
 #     node1 amqp=5691 management=15691 dist=25691 name=logstream-cluster-5691@localhost
@@ -26,11 +27,17 @@ dir=${LOGSTREAM_CLUSTER_DIR:-$PWD/target/rabbitmq-cluster}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
-shopt -s nullglob
-tests=(*/tests/cluster*)
-if [ ${#tests[@]} -eq 0 ]; then
-  echo "==== cluster tests: none yet (*/tests/cluster*.rs); no cluster started"
-  exit 0
+filter='kind(test) & test(/^cluster_/)'
+if $CARGO nextest --version >/dev/null 2>&1; then
+  # No such test yet: no cluster either.
+  if ! listing=$($CARGO nextest list --workspace --run-ignored only -E "$filter" --message-format oneline 2>"$dir/list.err"); then
+    cat "$dir/list.err" >&2
+    exit 1
+  fi
+  if [ -z "$listing" ]; then
+    echo "==== cluster tests: none yet (#[ignore]d integration tests named cluster_*); no cluster started"
+    exit 0
+  fi
 fi
 
 # A run that was interrupted left its cluster behind.
@@ -56,8 +63,7 @@ export LOGSTREAM_RABBITMQ_VERSION
 
 echo "==== cluster tests (RabbitMQ $LOGSTREAM_RABBITMQ_VERSION, 3 nodes; AMQP_ADDR is node1)"
 if $CARGO nextest --version >/dev/null 2>&1; then
-  $CARGO nextest run --workspace --no-fail-fast --run-ignored only \
-    -E 'kind(test) & binary(/^cluster/)' "$@"
+  $CARGO nextest run --workspace --no-fail-fast --run-ignored only -E "$filter" "$@"
 else
-  $CARGO test --workspace --no-fail-fast --test 'cluster*' -- --ignored "$@"
+  $CARGO test --workspace --no-fail-fast --tests -- --ignored cluster_ "$@"
 fi
