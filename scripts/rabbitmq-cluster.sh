@@ -32,7 +32,7 @@ export LOGSTREAM_RABBITMQ_VERSION=4
 NODES=3
 
 usage() {
-  sed -n '6,14p' "$0" >&2
+  sed -n '6,13p' "$0" >&2
   exit 64
 }
 

@@ -13,7 +13,7 @@ export RMQ4_LOG_PREFIX=rabbitmq4
 case "${1:-}" in
   rabbitmqctl | rabbitmq-diagnostics | rabbitmq-queues | rabbitmq-plugins | rabbitmq-streams | rabbitmq-upgrade) ;;
   *)
-    sed -n '2,8p' "$0" >&2
+    sed -n '2,7p' "$0" >&2
     exit 64
     ;;
 esac
