@@ -2,17 +2,23 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test broker chromium lint fmt crds unit rbac bench-scaling bench-worker bench-operator
+.PHONY: test broker broker4 redis test-cluster chromium lint fmt crds unit rbac bench-scaling bench-worker bench-operator
 
-## Everything CI checks: a broker, the chart tools, Chromium, formatting, clippy, then every
-## test of the workspace (the chart tests use helm and kubernetes-validate from .tools/).
-test: broker chart-tools chromium lint
-	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --workspace --no-fail-fast; \
-	else \
-		$(CARGO) test --workspace --no-fail-fast; \
-	fi
+## Everything CI checks: the brokers, Redis, the chart tools, Chromium, formatting, clippy,
+## then every test of the workspace twice, against RabbitMQ 3.10 (AMQP_ADDR) and RabbitMQ 4
+## (AMQP_ADDR_RABBITMQ4), with the test counts per broker at the end (scripts/test-brokers.sh;
+## TEST_BROKERS=rabbitmq3 or rabbitmq4 runs one), the node-loss tests on a RabbitMQ 4
+## cluster, and the doc tests. The chart tests use helm and kubernetes-validate from .tools/.
+test: broker broker4 redis chart-tools chromium lint
+	@CARGO="$(CARGO)" scripts/test-brokers.sh
+	@CARGO="$(CARGO)" scripts/test-cluster.sh
 	$(CARGO) test --workspace --doc
+
+## The node-loss tests (#[ignore]d integration tests named cluster_*) on a three-node
+## RabbitMQ 4 cluster started for them and stopped afterwards (scripts/test-cluster.sh has the
+## convention).
+test-cluster:
+	@CARGO="$(CARGO)" scripts/test-cluster.sh
 
 ## Headless Chromium for the dashboard's browser test (Debian's chromium when missing).
 chromium:
@@ -21,6 +27,15 @@ chromium:
 ## A RabbitMQ broker on loopback (installed from Debian when missing), or AMQP_ADDR.
 broker:
 	@scripts/ensure-rabbitmq.sh
+
+## RabbitMQ 4.0.5 on loopback (AMQP 5682, management 15682; Debian trixie's, in a shared
+## debootstrap root installed when missing), or AMQP_ADDR_RABBITMQ4.
+broker4:
+	@scripts/ensure-rabbitmq4.sh
+
+## Redis on 127.0.0.1:6379 (Debian's, installed when missing), or REDIS_URL.
+redis:
+	@scripts/ensure-redis.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
