@@ -11,6 +11,7 @@ use std::{
 };
 
 use k8s_openapi::ByteString;
+use logstream_api::exit;
 use logstream_autoscaler::serve::MetricsText;
 use logstream_operator::{
     controller::{self, Context, Scope},
@@ -148,57 +149,41 @@ async fn the_controller_reconciles_every_pipeline_and_repairs_drift_on_its_own()
     assert!(!logs::text().contains(&user.password));
 }
 
-#[tokio::test]
-async fn the_binary_fails_fast_with_an_install_hint_when_the_crd_is_missing() {
-    let fake = FakeApi::without_crd().await;
+/// Runs the operator binary against `fake`, listening on `listen`, until it exits on its own.
+async fn run_until_it_exits(fake: &FakeApi, listen: &str) -> std::process::Output {
     let dir = tempdir();
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_logstream-operator"))
         .env("KUBECONFIG", fake.kubeconfig(&dir))
-        .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
-        .arg("--listen=127.0.0.1:0")
+        .arg(format!("--listen={listen}"))
         .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), output)
+    tokio::time::timeout(Duration::from_secs(30), output)
         .await
         .expect("fails fast")
-        .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(i32::from(logstream_api::exit::FAILURE)),
-        "a runtime failure"
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        stderr.trim_end(),
-        "error: CRD logpipelines.logstream.io is not installed: kubectl apply -f crds/logstream.io_logpipelines.yaml, or helm install logstream charts/logstream",
-        "one line on stderr"
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_binary_fails_fast_with_an_install_hint_when_the_crd_is_missing() {
+    let fake = FakeApi::without_crd().await;
+    let output = run_until_it_exits(&fake, "127.0.0.1:0").await;
+    support::assert_failed(
+        &output,
+        exit::FAILURE,
+        "CRD logpipelines.logstream.io is not installed: kubectl apply -f crds/logstream.io_logpipelines.yaml, or helm install logstream charts/logstream",
     );
 }
 
 #[tokio::test]
 async fn the_binary_exits_2_with_one_error_line_when_its_port_is_in_use() {
     let fake = FakeApi::start(vec![], vec![]).await;
-    let dir = tempdir();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = taken.local_addr().unwrap();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_logstream-operator"))
-        .env("KUBECONFIG", fake.kubeconfig(&dir))
-        .env("NO_COLOR", "1")
-        .arg(format!("--listen={address}"))
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), output)
-        .await
-        .expect("fails fast")
-        .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(i32::from(logstream_api::exit::FAILURE))
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with(&format!("error: failed to listen on {address}: ")),
-        "{stderr}"
+    let address = taken.local_addr().unwrap().to_string();
+    let output = run_until_it_exits(&fake, &address).await;
+    support::assert_failed(
+        &output,
+        exit::FAILURE,
+        &format!("failed to listen on {address}: "),
     );
 }
 

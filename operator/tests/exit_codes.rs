@@ -2,9 +2,12 @@
 //! (`logstream_api::exit`): 0 done, 1 usage or configuration mistake, 2 runtime failure, one
 //! `error: ...` line on stderr, and `--help` ending with the line that says so.
 
+mod support;
+
 use std::process::{Command, Output};
 
 use logstream_api::exit;
+use support::assert_failed;
 
 const BINARIES: [&str; 3] = [
     env!("CARGO_BIN_EXE_logstream-operator"),
@@ -54,24 +57,20 @@ fn an_unusable_kubeconfig_is_a_configuration_mistake() {
         &["--listen=127.0.0.1:0"],
         &[("KUBECONFIG", "/nonexistent/kubeconfig")],
     );
-    assert_eq!(out.status.code(), code(exit::USAGE));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with("error: failed to configure the Kubernetes client"),
-        "{stderr}"
+    assert_failed(
+        &out,
+        exit::USAGE,
+        "failed to configure the Kubernetes client",
     );
 }
 
 #[test]
 fn a_failed_write_is_a_runtime_failure_on_one_line() {
     let out = run(BINARIES[1], &["/nonexistent/dir/crd.yaml"], &[]);
-    assert_eq!(out.status.code(), code(exit::FAILURE));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with("error: failed to write /nonexistent/dir/crd.yaml: "),
-        "{stderr}"
+    assert_failed(
+        &out,
+        exit::FAILURE,
+        "failed to write /nonexistent/dir/crd.yaml: ",
     );
 }
 

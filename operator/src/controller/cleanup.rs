@@ -11,7 +11,7 @@ use super::{
     broker_secret,
     context::Context,
     error::Error,
-    topology_notes::{changes_note, retained_note},
+    topology_notes::{changes_note, publish_retained},
 };
 use crate::children::{self, Owner};
 
@@ -102,16 +102,8 @@ pub async fn cleanup(pipeline: &LogPipeline, ctx: &Context) -> Result<Action, Er
         note,
     )
     .await;
-    if !report.retained.is_empty() {
-        ctx.publish(
-            pipeline,
-            EventType::Warning,
-            "QueuesRetained",
-            "Cleanup",
-            format!("deletionPolicy {policy:?}: {}", retained_note(&report)),
-        )
-        .await;
-    }
+    let context = format!("deletionPolicy {policy:?}: ");
+    publish_retained(ctx, pipeline, &report, "Cleanup", &context).await;
     Ok(Action::await_change())
 }
 

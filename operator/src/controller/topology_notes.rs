@@ -1,5 +1,5 @@
-//! Events for what a broker apply changed or had to keep, and the words for a broker
-//! [`Report`] that the cleanup's Events share.
+//! Events for what a broker apply changed or had to keep. The cleanup's Events say what a
+//! delete did with the same words ([`changes_note`], [`publish_retained`]).
 
 use kube::runtime::events::EventType;
 use logstream_api::LogPipeline;
@@ -24,16 +24,39 @@ pub async fn publish(ctx: &Context, pipeline: &LogPipeline, report: &Report) {
         )
         .await;
     }
-    if !report.retained.is_empty() {
-        ctx.publish(
-            pipeline,
-            EventType::Warning,
-            "QueuesRetained",
-            "ApplyTopology",
-            retained_note(report),
-        )
-        .await;
+    publish_retained(ctx, pipeline, report, "ApplyTopology", "").await;
+}
+
+/// Publishes a Warning `QueuesRetained` Event naming the queues `report` kept because they
+/// hold messages (nothing when it kept none), its note starting with `context`, as Event
+/// `action`.
+pub async fn publish_retained(
+    ctx: &Context,
+    pipeline: &LogPipeline,
+    report: &Report,
+    action: &str,
+    context: &str,
+) {
+    if report.retained.is_empty() {
+        return;
     }
+    let kept = report
+        .retained
+        .iter()
+        .map(|q| {
+            let plural = if q.messages == 1 { "" } else { "s" };
+            format!("{} ({} message{plural})", q.name, q.messages)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    ctx.publish(
+        pipeline,
+        EventType::Warning,
+        "QueuesRetained",
+        action,
+        format!("{context}kept queues that still hold messages: {kept}"),
+    )
+    .await;
 }
 
 /// Every change of `report`, in order, separated by `; ` (empty when nothing changed).
@@ -44,18 +67,4 @@ pub fn changes_note(report: &Report) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// Words for the queues an apply or delete kept because they hold messages.
-pub fn retained_note(report: &Report) -> String {
-    let kept = report
-        .retained
-        .iter()
-        .map(|q| {
-            let plural = if q.messages == 1 { "" } else { "s" };
-            format!("{} ({} message{plural})", q.name, q.messages)
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!("kept queues that still hold messages: {kept}")
 }

@@ -31,3 +31,12 @@ pub fn terminate(pid: u32) {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid fits in i32"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("send SIGTERM");
 }
+
+/// Asserts that a binary exited with `code` and said why in one stderr line starting with
+/// `error: {start}`.
+pub fn assert_failed(output: &std::process::Output, code: u8, start: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(i32::from(code)), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line on stderr: {stderr}");
+    assert!(stderr.starts_with(&format!("error: {start}")), "{stderr}");
+}
