@@ -91,6 +91,7 @@ async fn apply(pipeline: &LogPipeline, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
+/// The steps, in order; the first that fails ends the reconcile with its [`Failure`].
 async fn apply_steps(pipeline: &LogPipeline, ctx: &Context) -> Result<(), Failure> {
     let owner = Owner::of(pipeline)
         .ok_or(Error::MissingMetadata("namespace, name or uid"))
