@@ -17,5 +17,4 @@ pub const USAGE: u8 = 1;
 pub const FAILURE: u8 = 2;
 
 /// The end of every binary's `--help`.
-pub const HELP: &str =
-    "Exit codes: 0 done, 1 usage or configuration mistake, 2 runtime failure (one line on stderr, never a password).";
+pub const HELP: &str = "Exit codes: 0 done, 1 usage or configuration mistake, 2 runtime failure (one line on stderr, never a password).";

@@ -1,9 +1,13 @@
-//! Reading LogPipeline manifests (YAML, one or more documents) with errors that name the field.
+//! Reading LogPipeline manifests (YAML, one or more documents) with errors that name the field,
+//! and the `kind: Secret` documents beside them ([`parse_secrets`], for `logstream dev`).
 //!
 //! `kubectl apply` gets its errors from the API server; `logstream dev` and the tests read the
 //! same files here and should be as precise: a wrong type, an unknown enum value or a misspelled
 //! field is reported with its path (`spec.outputs[0].scaling.maxReplicas`).
 
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -50,6 +54,16 @@ pub enum ManifestError {
         doc: usize,
         /// What the document says.
         found: String,
+    },
+    /// A Secret document that cannot be read. Values are never repeated.
+    #[error("document {doc}: Secret {name}: {message}")]
+    Secret {
+        /// 1-based document number.
+        doc: usize,
+        /// The Secret's name (empty when it has none).
+        name: String,
+        /// What is wrong.
+        message: String,
     },
     /// No LogPipeline in the input.
     #[error("no {KIND} document found (expected apiVersion: {API_VERSION}, kind: {KIND})")]
@@ -100,6 +114,61 @@ pub fn parse_pipeline(yaml: &str) -> Result<LogPipeline, ManifestError> {
             message: format!("expected one {KIND}, found {n}"),
         }),
     }
+}
+
+/// A Secret's data: each key's value, decoded.
+pub type SecretData = BTreeMap<String, Vec<u8>>;
+
+/// Reads every `kind: Secret` document (`apiVersion: v1`) in `yaml`, by name: `data` (base64)
+/// and `stringData` (text, which wins for a key in both, as the API server does). Other
+/// documents are skipped.
+pub fn parse_secrets(yaml: &str) -> Result<BTreeMap<String, SecretData>, ManifestError> {
+    let mut secrets = BTreeMap::new();
+    for (i, document) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
+        let doc = i + 1;
+        let value =
+            Value::deserialize(document).map_err(|source| ManifestError::Yaml { doc, source })?;
+        if value.get("kind").and_then(Value::as_str) != Some("Secret") {
+            continue;
+        }
+        let name = value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let fail = |message: String| ManifestError::Secret {
+            doc,
+            name: name.clone(),
+            message,
+        };
+        if name.is_empty() {
+            return Err(fail("metadata.name is missing".into()));
+        }
+        let mut data = SecretData::new();
+        for (field, base64) in [("data", true), ("stringData", false)] {
+            let Some(entries) = value.get(field) else {
+                continue;
+            };
+            let Some(entries) = entries.as_object() else {
+                return Err(fail(format!("{field} must be a map of keys to values")));
+            };
+            for (key, v) in entries {
+                let Some(text) = v.as_str() else {
+                    return Err(fail(format!("{field}.{key} must be a string")));
+                };
+                let bytes = if base64 {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(text.trim())
+                        .map_err(|_| fail(format!("{field}.{key} is not base64")))?
+                } else {
+                    text.as_bytes().to_vec()
+                };
+                data.insert(key.clone(), bytes);
+            }
+        }
+        secrets.insert(name, data);
+    }
+    Ok(secrets)
 }
 
 fn parse_value(doc: usize, mut value: Value) -> Result<LogPipeline, ManifestError> {
@@ -155,6 +224,30 @@ fn bracket_indices(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_read_from_data_and_string_data_without_repeating_values() {
+        let yaml = "apiVersion: v1\nkind: Secret\nmetadata: {name: loki-auth}\ndata: {username: YWxpY2U=, password: b2xk}\nstringData: {password: s3cret}\n---\napiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {name: p}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: token}\nstringData: {token: abc}\n";
+        let secrets = parse_secrets(yaml).unwrap();
+        assert_eq!(secrets.len(), 2);
+        assert_eq!(secrets["loki-auth"]["username"], b"alice");
+        assert_eq!(
+            secrets["loki-auth"]["password"], b"s3cret",
+            "stringData wins"
+        );
+        assert_eq!(secrets["token"]["token"], b"abc");
+
+        let bad = parse_secrets(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {password: \"not base64 s3cret!\"}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(bad, "document 1: Secret s: data.password is not base64");
+        let unnamed = parse_secrets("apiVersion: v1\nkind: Secret\nstringData: {a: b}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(unnamed.contains("metadata.name is missing"), "{unnamed}");
+    }
 
     const MINIMAL: &str = r#"
 apiVersion: logstream.io/v1alpha1

@@ -1,8 +1,14 @@
 //! The worker's configuration: one file, rendered by the operator into a ConfigMap (and by
 //! `logstream dev` into a local file), read by `logstream-worker --config <file>`.
 //!
-//! The broker credentials are not in it: the worker reads them from the environment variable
-//! [`AMQP_URI_ENV`], which the operator fills from the broker Secret.
+//! No credential is in it. The worker reads the broker's from the environment variable
+//! [`AMQP_URI_ENV`], which the operator fills from the broker Secret, and every other Secret
+//! it needs (a sink's password or token, secret headers, certificates, the dedup store's URL)
+//! as files: one directory per Secret, one file per key ([`SecretFiles`]). In the cluster the
+//! directory is a Secret volume; under `logstream dev` it is written from the manifest's
+//! `kind: Secret` documents. The configuration names only the Secret and the directory.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +27,61 @@ pub const AMQP_URI_ENV: &str = "LOGSTREAM_AMQP_URI";
 pub const CONFIG_FILE_NAME: &str = "worker.yaml";
 /// Where the worker container mounts its ConfigMap.
 pub const CONFIG_DIR: &str = "/etc/logstream";
+
+/// Where the worker container finds the Secrets it reads as files: `<SECRETS_DIR>/<use>`.
+pub const SECRETS_DIR: &str = "/var/run/secrets/logstream";
+
+/// What a Secret the worker reads is for; also the name of its directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretUse {
+    /// The shared dedup store (key `url`).
+    DedupRedis,
+    /// An HTTP sink's credentials (`username` + `password`, or `token`).
+    SinkAuth,
+    /// Headers an HTTP sink sends, one per key.
+    SinkHeaders,
+    /// The CA an HTTP sink's certificate is checked against (`ca.crt`).
+    SinkCa,
+    /// The client certificate shown to an HTTP sink (`tls.crt`, `tls.key`).
+    SinkClientCert,
+    /// The broker's CA and optional client certificate (`ca.crt`, `tls.crt`, `tls.key`).
+    BrokerTls,
+}
+
+impl SecretUse {
+    /// The directory name: `dedup-redis`, `sink-auth`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DedupRedis => "dedup-redis",
+            Self::SinkAuth => "sink-auth",
+            Self::SinkHeaders => "sink-headers",
+            Self::SinkCa => "sink-ca",
+            Self::SinkClientCert => "sink-client-cert",
+            Self::BrokerTls => "broker-tls",
+        }
+    }
+}
+
+/// A Secret the worker reads as files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretFiles {
+    /// The Secret's name (for messages; never its values).
+    pub secret: String,
+    /// The directory holding one file per key.
+    pub dir: String,
+}
+
+impl SecretFiles {
+    /// Secret `secret` at its place in the worker container: `<SECRETS_DIR>/<use>`.
+    pub fn mounted(secret: &str, use_: SecretUse) -> Self {
+        Self {
+            secret: secret.to_owned(),
+            dir: format!("{SECRETS_DIR}/{}", use_.as_str()),
+        }
+    }
+}
 
 /// One step of the retry ladder.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +137,9 @@ pub struct WorkerConfig {
     pub listen: String,
     /// Longest time to settle in-flight work after SIGTERM.
     pub shutdown_grace: Duration,
+    /// The Secrets the worker reads as files, by use.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<SecretUse, SecretFiles>,
 }
 
 /// Why a worker configuration could not be read.
@@ -141,6 +205,7 @@ impl WorkerConfig {
             sink: o.sink.clone(),
             listen: format!("0.0.0.0:{}", defaults::WORKER_PORT),
             shutdown_grace: defaults::WORKER_SHUTDOWN_GRACE,
+            secrets: BTreeMap::new(),
         })
     }
 

@@ -15,6 +15,7 @@
 pub mod delivery;
 pub mod metrics;
 pub mod runtime;
+pub mod secrets;
 pub mod server;
 pub mod session;
 pub mod settings;

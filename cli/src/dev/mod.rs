@@ -4,6 +4,7 @@
 //! `--listen`. Ctrl-C (or SIGTERM) stops the autoscalers, then the workers, each settling its
 //! in-flight messages.
 
+pub mod secrets;
 pub mod workers;
 
 use std::{
@@ -12,7 +13,12 @@ use std::{
     sync::Arc,
 };
 
-use logstream_api::{LogPipeline, manifest::parse_pipelines, plan, worker_config::WorkerConfig};
+use logstream_api::{
+    LogPipeline,
+    manifest::{parse_pipelines, parse_secrets},
+    plan,
+    worker_config::WorkerConfig,
+};
 use logstream_autoscaler::{
     OutputScaling, PipelineAutoscaler, ScaleRecord,
     dashboard::{self, Dashboard},
@@ -21,7 +27,7 @@ use logstream_autoscaler::{
     shared::SharedAdmins,
     shutdown, supervise,
 };
-use logstream_broker::BrokerAdmin;
+use logstream_broker::{BrokerAdmin, BrokerEndpoint};
 use prometheus_client::{encoding::text::encode, registry::Registry};
 use tokio::{
     net::TcpListener,
@@ -29,6 +35,7 @@ use tokio::{
 };
 
 use crate::{Context, args::DevArgs, error::CliError};
+use secrets::SecretStore;
 use workers::{LocalWorkers, WorkerCommand, worker_binary};
 
 /// Records kept for slow readers before the oldest are dropped.
@@ -64,6 +71,9 @@ struct Planned {
     pipeline: LogPipeline,
     plan: logstream_api::TopologyPlan,
     namespace: String,
+    /// The broker, on the plan's vhost: from the pipeline's broker Secret when the manifest
+    /// holds it, else from the command line.
+    endpoint: BrokerEndpoint,
 }
 
 /// Runs `logstream dev` until Ctrl-C or SIGTERM.
@@ -71,7 +81,7 @@ pub async fn run(ctx: &Context, args: &DevArgs) -> Result<(), CliError> {
     let path = ctx.broker.file.clone().ok_or_else(|| {
         CliError::Usage("logstream dev needs a manifest: -f pipeline.yaml".into())
     })?;
-    let planned = read(ctx, &path)?;
+    let (planned, store) = read(ctx, &path)?;
     let binary = worker_binary(args.worker_binary.as_deref());
     let work_dir = args.work_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("logstream-dev-{}", std::process::id()))
@@ -85,8 +95,7 @@ pub async fn run(ctx: &Context, args: &DevArgs) -> Result<(), CliError> {
 
     // The topology first: a broker that refuses stops here, with one line.
     for p in &planned {
-        let endpoint = ctx.endpoint(&p.plan.vhost);
-        let admin = BrokerAdmin::connect(&endpoint, &p.plan.vhost).await?;
+        let admin = BrokerAdmin::connect(&p.endpoint, &p.plan.vhost).await?;
         let report = admin.apply(&p.plan).await;
         admin.close().await;
         let report = report?;
@@ -136,10 +145,10 @@ pub async fn run(ctx: &Context, args: &DevArgs) -> Result<(), CliError> {
     let mut tasks = Vec::new();
     let admins = Arc::new(SharedAdmins::default());
     for p in &planned {
-        let endpoint = ctx.endpoint(&p.plan.vhost);
+        let endpoint = p.endpoint.clone();
         let mut outputs = Vec::new();
         for output in &p.pipeline.spec.outputs {
-            let config = WorkerConfig::from_plan(
+            let mut config = WorkerConfig::from_plan(
                 &p.plan,
                 &p.namespace,
                 &p.pipeline.metadata.name.clone().unwrap_or_default(),
@@ -152,6 +161,11 @@ pub async fn run(ctx: &Context, args: &DevArgs) -> Result<(), CliError> {
                 p.pipeline.metadata.name.clone().unwrap_or_default(),
                 output.name
             );
+            store.materialize(
+                &mut config,
+                &work_dir.join("secrets").join(&name),
+                &format!("output {}/{}", p.key, output.name),
+            )?;
             let config_path = work_dir.join(format!("{name}.yaml"));
             write_config(&config_path, &config.to_yaml())?;
             let workers = Arc::new(LocalWorkers::new(WorkerCommand {
@@ -221,8 +235,8 @@ pub async fn run(ctx: &Context, args: &DevArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Reads and plans every pipeline of the manifest.
-fn read(ctx: &Context, path: &Path) -> Result<Vec<Planned>, CliError> {
+/// Reads and plans every pipeline of the manifest, and its Secrets.
+fn read(ctx: &Context, path: &Path) -> Result<(Vec<Planned>, SecretStore), CliError> {
     let manifest_error = |reason: String| CliError::Manifest {
         path: path.display().to_string(),
         reason,
@@ -232,7 +246,8 @@ fn read(ctx: &Context, path: &Path) -> Result<Vec<Planned>, CliError> {
     if pipelines.is_empty() {
         return Err(manifest_error("it holds no LogPipeline".into()));
     }
-    pipelines
+    let store = SecretStore::new(parse_secrets(&text).map_err(|e| manifest_error(e.to_string()))?);
+    let planned = pipelines
         .into_iter()
         .map(|pipeline| {
             let name = pipeline.metadata.name.clone().unwrap_or_default();
@@ -244,20 +259,35 @@ fn read(ctx: &Context, path: &Path) -> Result<Vec<Planned>, CliError> {
                 .unwrap_or_else(|| crate::args::DEFAULT_NAMESPACE.to_owned());
             let mut planned = plan(&namespace, &name, &pipeline.spec)
                 .map_err(|e| manifest_error(format!("LogPipeline {name} is invalid: {e}")))?;
-            // --vhost, else the manifest's, else the AMQP URI's.
-            let uri_vhost = ctx.default_vhost();
+            // The broker Secret of the manifest, as in a cluster; else the command line.
+            let (endpoint, secret_vhost) = match store.broker(&pipeline)? {
+                Some(secret) => {
+                    say!(
+                        "{namespace}/{name}: broker {} from the manifest's Secret",
+                        secret.endpoint
+                    );
+                    (secret.endpoint, secret.vhost)
+                }
+                None => (
+                    ctx.endpoint(&ctx.default_vhost()),
+                    Some(ctx.default_vhost()),
+                ),
+            };
+            // --vhost, else the manifest's, else the broker URI's.
             planned.vhost = match &ctx.broker.vhost {
                 Some(vhost) => vhost.clone(),
-                None => pipeline.spec.vhost_with(Some(&uri_vhost)).to_owned(),
+                None => pipeline.spec.vhost_with(secret_vhost.as_deref()).to_owned(),
             };
             Ok(Planned {
                 key: format!("{namespace}/{name}"),
+                endpoint: endpoint.with_vhost(&planned.vhost),
                 pipeline,
                 plan: planned,
                 namespace,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, CliError>>()?;
+    Ok((planned, store))
 }
 
 fn write_config(path: &PathBuf, yaml: &str) -> Result<(), CliError> {
