@@ -1,33 +1,13 @@
 //! A dead letter as a person reads it (reason, class, attempts, first failure, routing key,
-//! body), the replay filters, and the properties a replayed copy is published with. Pure.
+//! body) and the replay filters. Pure; the headers are read with the broker crate's codec.
 
-use std::collections::BTreeMap;
-
-use lapin::{
-    BasicProperties,
-    types::{AMQPValue, FieldTable, LongString, ShortString},
-};
+use lapin::{BasicProperties, types::FieldTable};
 use logstream_api::contract::{
     ErrorClass, HEADER_ATTEMPT, HEADER_ERROR, HEADER_ERROR_CLASS, HEADER_FIRST_FAILED_AT,
-    HEADER_ORIGIN_ROUTING_KEY, HEADER_REPLAY_COUNT,
+    HEADER_REPLAY_COUNT,
 };
+use logstream_broker::headers::{self, deaths, origin_routing_key};
 use serde::Serialize;
-
-/// The broker's dead-lettering history header.
-pub const X_DEATH: &str = "x-death";
-
-/// Headers a replayed copy loses so that it starts fresh: LogStream's failure record and the
-/// broker's dead-lettering history (`x-death` would otherwise keep growing and be counted).
-pub const CLEARED_ON_REPLAY: [&str; 8] = [
-    HEADER_ATTEMPT,
-    HEADER_ERROR,
-    HEADER_ERROR_CLASS,
-    HEADER_FIRST_FAILED_AT,
-    X_DEATH,
-    "x-first-death-queue",
-    "x-first-death-reason",
-    "x-first-death-exchange",
-];
 
 /// Characters of the body `dlq list` shows in its table.
 pub const PREVIEW_CHARS: usize = 60;
@@ -62,11 +42,11 @@ impl DeadLetter {
         Self {
             message_id: properties.message_id().as_ref().map(|s| s.to_string()),
             error: error(headers, main_queue),
-            class: header_string(headers, HEADER_ERROR_CLASS),
-            attempts: header_int(headers, HEADER_ATTEMPT),
-            first_failed_at: header_string(headers, HEADER_FIRST_FAILED_AT),
+            class: headers::string(headers, HEADER_ERROR_CLASS),
+            attempts: headers::int(headers, HEADER_ATTEMPT),
+            first_failed_at: headers::string(headers, HEADER_FIRST_FAILED_AT),
             routing_key: origin_routing_key(headers, main_queue, prefix),
-            replay_count: header_int(headers, HEADER_REPLAY_COUNT).unwrap_or(0),
+            replay_count: headers::int(headers, HEADER_REPLAY_COUNT).unwrap_or(0),
             body: String::from_utf8_lossy(body).into_owned(),
         }
     }
@@ -128,12 +108,12 @@ impl Filter {
 /// because the main queue was full (`maxBacklog`) as the letter's retry wait ended, that (it
 /// did not run out of attempts).
 fn error(headers: &FieldTable, main_queue: &str) -> Option<String> {
-    let worker = header_string(headers, HEADER_ERROR);
+    let worker = headers::string(headers, HEADER_ERROR);
     let Some(latest) = deaths(headers).next() else {
         return worker;
     };
-    if header_string(latest, "queue").as_deref() != Some(main_queue)
-        || header_string(latest, "reason").as_deref() != Some("maxlen")
+    if headers::string(latest, "queue").as_deref() != Some(main_queue)
+        || headers::string(latest, "reason").as_deref() != Some("maxlen")
     {
         return worker;
     }
@@ -145,101 +125,11 @@ fn error(headers: &FieldTable, main_queue: &str) -> Option<String> {
     })
 }
 
-/// The routing key the producer used: the worker's `x-logstream-origin-routing-key`, else the
-/// oldest key the broker recorded in `x-death` when it dead-lettered the message from the main
-/// queue, skipping the pipeline's own queue names (the keys of the retry ladder).
-pub fn origin_routing_key(headers: &FieldTable, main_queue: &str, prefix: &str) -> Option<String> {
-    if let Some(key) = header_string(headers, HEADER_ORIGIN_ROUTING_KEY) {
-        return Some(key);
-    }
-    // The producer's key is on the oldest death.
-    deaths(headers).rev().find_map(|death| {
-        if header_string(death, "queue").as_deref() != Some(main_queue) {
-            return None;
-        }
-        let Some(AMQPValue::FieldArray(keys)) = death.inner().get("routing-keys") else {
-            return None;
-        };
-        keys.as_slice()
-            .iter()
-            .filter_map(value_string)
-            .find(|key| !key.starts_with(prefix))
-    })
-}
-
-/// The broker's `x-death` records of a message, most recent first.
-fn deaths(headers: &FieldTable) -> impl DoubleEndedIterator<Item = &FieldTable> {
-    let all = match headers.inner().get(X_DEATH) {
-        Some(AMQPValue::FieldArray(deaths)) => deaths.as_slice(),
-        _ => &[],
-    };
-    all.iter().filter_map(|death| match death {
-        AMQPValue::FieldTable(death) => Some(death),
-        _ => None,
-    })
-}
-
-/// The properties of a replayed copy: the original's (priority, message id, timestamp, ...),
-/// without the failure headers, with the replay counter one higher, and with the origin routing
-/// key recorded so a later dead-lettering still knows it.
-pub fn replay_properties(original: &BasicProperties, routing_key: &str) -> BasicProperties {
-    let mut headers: BTreeMap<ShortString, AMQPValue> = original
-        .headers()
-        .as_ref()
-        .map(|h| h.inner().clone())
-        .unwrap_or_default();
-    let replays = headers
-        .get(HEADER_REPLAY_COUNT)
-        .and_then(value_int)
-        .unwrap_or(0);
-    headers.retain(|k, _| !CLEARED_ON_REPLAY.contains(&k.as_str()));
-    headers.insert(
-        HEADER_REPLAY_COUNT.into(),
-        AMQPValue::LongLongInt(replays.saturating_add(1)),
-    );
-    headers.insert(
-        HEADER_ORIGIN_ROUTING_KEY.into(),
-        AMQPValue::LongString(LongString::from(routing_key)),
-    );
-    original.clone().with_headers(FieldTable::from(headers))
-}
-
-fn header_string(headers: &FieldTable, key: &str) -> Option<String> {
-    headers.inner().get(key).and_then(value_string)
-}
-
-fn header_int(headers: &FieldTable, key: &str) -> Option<i64> {
-    headers.inner().get(key).and_then(value_int)
-}
-
-fn value_string(value: &AMQPValue) -> Option<String> {
-    match value {
-        AMQPValue::LongString(s) => Some(s.to_string()),
-        AMQPValue::ShortString(s) => Some(s.to_string()),
-        AMQPValue::ByteArray(b) => Some(String::from_utf8_lossy(b.as_slice()).into_owned()),
-        _ => None,
-    }
-}
-
-fn value_int(value: &AMQPValue) -> Option<i64> {
-    match value {
-        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongLongInt(n) => Some(*n),
-        AMQPValue::Timestamp(n) => i64::try_from(*n).ok(),
-        // Producers in other languages sometimes send numbers as strings.
-        AMQPValue::LongString(s) => s.to_string().trim().parse().ok(),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use lapin::types::FieldArray;
+    use lapin::types::{AMQPValue, FieldArray};
+    use logstream_api::contract::HEADER_ORIGIN_ROUTING_KEY;
+    use logstream_broker::headers::X_DEATH;
 
     use super::*;
 
@@ -256,10 +146,6 @@ mod tests {
 
     fn text(s: &str) -> AMQPValue {
         AMQPValue::LongString(s.into())
-    }
-
-    fn death(queue: &str, keys: &[&str]) -> AMQPValue {
-        death_for("rejected", queue, keys)
     }
 
     fn death_for(reason: &str, queue: &str, keys: &[&str]) -> AMQPValue {
@@ -366,39 +252,6 @@ mod tests {
     }
 
     #[test]
-    fn without_the_origin_header_the_key_comes_from_the_main_queue_death() {
-        // Most recent first: the main queue's second death (after a retry, keyed by the main
-        // queue's own name), the retry step, then the main queue's first death.
-        let headers = table(&[(
-            X_DEATH,
-            AMQPValue::FieldArray(FieldArray::from(vec![
-                death(MAIN, &["logstream.ns.app.out"]),
-                death(
-                    "logstream.ns.app.out.retry.0",
-                    &["logstream.ns.app.out.retry.0"],
-                ),
-                death(MAIN, &["game.auth.error"]),
-            ])),
-        )]);
-        assert_eq!(
-            origin_routing_key(&headers, MAIN, PREFIX).as_deref(),
-            Some("game.auth.error")
-        );
-        let only_ladder = table(&[(
-            X_DEATH,
-            AMQPValue::FieldArray(FieldArray::from(vec![death(
-                "logstream.ns.app.out.retry.0",
-                &["logstream.ns.app.out.retry.0"],
-            )])),
-        )]);
-        assert_eq!(origin_routing_key(&only_ladder, MAIN, PREFIX), None);
-        assert_eq!(
-            origin_routing_key(&FieldTable::default(), MAIN, PREFIX),
-            None
-        );
-    }
-
-    #[test]
     fn filters_match_reason_substring_and_class() {
         let letter = DeadLetter::read(&worker_dead_letter(), b"", MAIN, PREFIX);
         assert!(Filter::default().matches(&letter));
@@ -409,31 +262,6 @@ mod tests {
         let bare = DeadLetter::read(&BasicProperties::default(), b"", MAIN, PREFIX);
         assert!(!Filter::new(Some("503"), None).matches(&bare));
         assert!(!Filter::new(None, Some(ErrorClass::Transient)).matches(&bare));
-    }
-
-    #[test]
-    fn a_replayed_copy_starts_fresh_and_counts_the_replay() {
-        let mut original = worker_dead_letter();
-        let mut headers = original.headers().clone().unwrap();
-        headers.insert(X_DEATH.into(), AMQPValue::FieldArray(FieldArray::default()));
-        headers.insert(HEADER_REPLAY_COUNT.into(), AMQPValue::LongInt(2));
-        original = original.with_headers(headers);
-
-        let copy = replay_properties(&original, "api.critical");
-        let h = copy.headers().as_ref().unwrap().inner();
-        for cleared in CLEARED_ON_REPLAY {
-            assert!(!h.contains_key(cleared), "{cleared} kept");
-        }
-        assert_eq!(h[HEADER_REPLAY_COUNT], AMQPValue::LongLongInt(3));
-        assert_eq!(h[HEADER_ORIGIN_ROUTING_KEY], text("api.critical"));
-        assert_eq!(h["trace-id"], text("t-9"));
-        assert_eq!(copy.message_id(), original.message_id());
-        assert_eq!(copy.priority(), &Some(3));
-        assert_eq!(copy.timestamp(), &Some(1_700_000_000));
-
-        let first = replay_properties(&BasicProperties::default(), "a.info");
-        let h = first.headers().as_ref().unwrap().inner();
-        assert_eq!(h[HEADER_REPLAY_COUNT], AMQPValue::LongLongInt(1));
     }
 
     #[test]

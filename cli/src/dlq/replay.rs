@@ -19,12 +19,13 @@ use tokio::time::Instant;
 
 use logstream_broker::{
     error::short_string,
+    headers,
     publish::{ConfirmWindow, MainProblem, PublishOutcome},
 };
 
 use super::{
     OpenDlq,
-    dead_letter::{DeadLetter, Filter, replay_properties},
+    dead_letter::{DeadLetter, Filter},
 };
 use crate::{
     Context,
@@ -148,7 +149,7 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
             () = pacer.wait_for(counts.taken - 1) => {}
             () = stop.stopped() => {}
         }
-        let properties = replay_properties(&delivery.properties, &routing_key);
+        let properties = headers::replay_copy(&delivery.properties, &routing_key);
         let publish_key = if args.direct {
             &main_queue
         } else {
