@@ -1013,6 +1013,68 @@ async fn an_output_removed_from_the_spec_loses_its_worker_children() {
     api.done().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_prune_is_reported_like_a_failed_child_and_retried_with_backoff() {
+    let f = Fixture::new("ctl-prune-fails").await;
+    let spec = spec();
+    let mut scenario = expect_created(&f, &spec, vec![]);
+    let list = scenario
+        .pop()
+        .expect("the list of worker Deployments comes last");
+    let prefix = format!("failed to list the worker Deployments of {NS}/{NAME}: ");
+    let messages = [
+        "/status/conditions/2/message",
+        "/status/conditions/3/message",
+    ];
+    let check_prefix = prefix.clone();
+    scenario.extend([
+        Expect::new("GET", list.uri).respond(
+            403,
+            status_error(403, "Forbidden", "deployments.apps is forbidden"),
+        ),
+        expect_status(
+            &spec,
+            json!({
+                "observedGeneration": 1,
+                "conditions": [
+                    condition("BrokerReachable", "True", "Connected",
+                        &format!("logged in to {} as user {}", f.shown(), f.user.name)),
+                    condition("TopologyReady", "True", "TopologyApplied",
+                        &format!("exchange logstream.games.game-logs, 5 queues and 2 bindings are in place on vhost {}", f.vhost.name)),
+                    condition("WorkersReady", "False", "KubernetesApiError", "(checked)"),
+                    condition("Ready", "False", "KubernetesApiError", "(checked)"),
+                ],
+                "outputs": [{"name": "security", "queue": QUEUE}]
+            }),
+        )
+        .ignoring(&messages)
+        .checking(move |body| {
+            for pointer in messages {
+                let message = body.pointer(pointer).and_then(Value::as_str).unwrap();
+                assert!(message.starts_with(&check_prefix), "{message}");
+            }
+        }),
+        Expect::new("POST", EVENTS)
+            .body(event("Warning", "KubernetesApiError", "ApplyWorkers", ""))
+            .ignoring(&["/note"])
+            .checking(move |body| {
+                let note = body["note"].as_str().unwrap();
+                assert!(note.starts_with(&prefix), "{note}");
+            })
+            .reply_with(Value::clone),
+    ]);
+    let api = f.serve(scenario);
+    let ctx = context(api.client.clone());
+    let p = pipeline(&object(&spec, true, false, None));
+    let err = reconcile(p.clone(), ctx.clone()).await.unwrap_err();
+    api.done().await;
+    assert_eq!(err.category(), "KubernetesApiError", "{err}");
+    assert_eq!(
+        error_policy(p, &err, ctx),
+        Action::requeue(Duration::from_secs(5))
+    );
+}
+
 /// Declares the topology of [`spec`] with `policy` on the test vhost, as an earlier
 /// reconcile would have, and puts one message into the main queue.
 async fn existing_topology(f: &Fixture, spec: &Value) {
