@@ -296,6 +296,46 @@ fn expect_status(spec: &Value, status: Value) -> Expect {
         .reply_with(move |body| object(&answer_spec, true, false, body.get("status")))
 }
 
+/// The status and Warning Event of a reconcile that failed at `action` with `reason`:
+/// `status` as expected, except the failing condition's (at `failing`) and Ready's message,
+/// which, like the Event's note, only have to start with `prefix` (they end in a broker's or
+/// API server's own words).
+fn expect_failure(
+    spec: &Value,
+    status: Value,
+    failing: usize,
+    reason: &str,
+    action: &str,
+    prefix: &str,
+) -> [Expect; 2] {
+    const MESSAGES: [&str; 4] = [
+        "/status/conditions/0/message",
+        "/status/conditions/1/message",
+        "/status/conditions/2/message",
+        "/status/conditions/3/message",
+    ];
+    let messages = [MESSAGES[failing], MESSAGES[3]];
+    let (check_prefix, prefix) = (prefix.to_owned(), prefix.to_owned());
+    [
+        expect_status(spec, status)
+            .ignoring(&messages)
+            .checking(move |body| {
+                for pointer in messages {
+                    let message = body.pointer(pointer).and_then(Value::as_str).unwrap();
+                    assert!(message.starts_with(&check_prefix), "{message}");
+                }
+            }),
+        Expect::new("POST", EVENTS)
+            .body(event("Warning", reason, action, ""))
+            .ignoring(&["/note"])
+            .checking(move |body| {
+                let note = body["note"].as_str().unwrap();
+                assert!(note.starts_with(&prefix), "{note}");
+            })
+            .reply_with(Value::clone),
+    ]
+}
+
 fn expect_secret_read(fixture: &Fixture, password: &str) -> Expect {
     Expect::new("GET", format!("/api/v1/namespaces/{NS}/secrets/rabbitmq"))
         .respond(200, fixture.secret(password))
@@ -770,47 +810,25 @@ async fn a_refused_password_makes_the_broker_unreachable_without_showing_the_pas
         f.user.name
     );
     let not_checked = "not checked: the broker is not reachable";
-    let messages = [
-        "/status/conditions/0/message",
-        "/status/conditions/3/message",
-    ];
-    let check_prefix = prefix.clone();
-    let api = f.serve(vec![
-        expect_secret_read(&f, &wrong),
-        expect_status(
-            &spec,
-            json!({
-                "observedGeneration": 1,
-                "conditions": [
-                    condition("BrokerReachable", "False", "AccessRefused", "(checked below)"),
-                    condition("TopologyReady", "Unknown", "NotChecked", not_checked),
-                    condition("WorkersReady", "Unknown", "NotChecked", not_checked),
-                    condition("Ready", "False", "AccessRefused", "(checked below)"),
-                ],
-                "outputs": [{"name": "security", "queue": QUEUE}]
-            }),
-        )
-        .ignoring(&messages)
-        .checking(move |body| {
-            for pointer in messages {
-                let message = body.pointer(pointer).and_then(Value::as_str).unwrap();
-                assert!(message.starts_with(&check_prefix), "{message}");
-            }
+    let mut scenario = vec![expect_secret_read(&f, &wrong)];
+    scenario.extend(expect_failure(
+        &spec,
+        json!({
+            "observedGeneration": 1,
+            "conditions": [
+                condition("BrokerReachable", "False", "AccessRefused", "(checked)"),
+                condition("TopologyReady", "Unknown", "NotChecked", not_checked),
+                condition("WorkersReady", "Unknown", "NotChecked", not_checked),
+                condition("Ready", "False", "AccessRefused", "(checked)"),
+            ],
+            "outputs": [{"name": "security", "queue": QUEUE}]
         }),
-        Expect::new("POST", EVENTS)
-            .body(event(
-                "Warning",
-                "AccessRefused",
-                "ApplyTopology",
-                "(checked below)",
-            ))
-            .ignoring(&["/note"])
-            .checking(move |body| {
-                let note = body["note"].as_str().unwrap();
-                assert!(note.starts_with(&prefix), "{note}");
-            })
-            .reply_with(Value::clone),
-    ]);
+        0,
+        "AccessRefused",
+        "ApplyTopology",
+        &prefix,
+    ));
+    let api = f.serve(scenario);
     let ctx = context(api.client.clone());
     let p = pipeline(&object(&spec, true, false, None));
     let err = reconcile(p.clone(), ctx.clone()).await.unwrap_err();
@@ -1021,48 +1039,29 @@ async fn a_failed_prune_is_reported_like_a_failed_child_and_retried_with_backoff
     let list = scenario
         .pop()
         .expect("the list of worker Deployments comes last");
-    let prefix = format!("failed to list the worker Deployments of {NS}/{NAME}: ");
-    let messages = [
-        "/status/conditions/2/message",
-        "/status/conditions/3/message",
-    ];
-    let check_prefix = prefix.clone();
-    scenario.extend([
-        Expect::new("GET", list.uri).respond(
-            403,
-            status_error(403, "Forbidden", "deployments.apps is forbidden"),
-        ),
-        expect_status(
-            &spec,
-            json!({
-                "observedGeneration": 1,
-                "conditions": [
-                    condition("BrokerReachable", "True", "Connected",
-                        &format!("logged in to {} as user {}", f.shown(), f.user.name)),
-                    condition("TopologyReady", "True", "TopologyApplied",
-                        &format!("exchange logstream.games.game-logs, 5 queues and 2 bindings are in place on vhost {}", f.vhost.name)),
-                    condition("WorkersReady", "False", "KubernetesApiError", "(checked)"),
-                    condition("Ready", "False", "KubernetesApiError", "(checked)"),
-                ],
-                "outputs": [{"name": "security", "queue": QUEUE}]
-            }),
-        )
-        .ignoring(&messages)
-        .checking(move |body| {
-            for pointer in messages {
-                let message = body.pointer(pointer).and_then(Value::as_str).unwrap();
-                assert!(message.starts_with(&check_prefix), "{message}");
-            }
+    scenario.push(Expect::new("GET", list.uri).respond(
+        403,
+        status_error(403, "Forbidden", "deployments.apps is forbidden"),
+    ));
+    scenario.extend(expect_failure(
+        &spec,
+        json!({
+            "observedGeneration": 1,
+            "conditions": [
+                condition("BrokerReachable", "True", "Connected",
+                    &format!("logged in to {} as user {}", f.shown(), f.user.name)),
+                condition("TopologyReady", "True", "TopologyApplied",
+                    &format!("exchange logstream.games.game-logs, 5 queues and 2 bindings are in place on vhost {}", f.vhost.name)),
+                condition("WorkersReady", "False", "KubernetesApiError", "(checked)"),
+                condition("Ready", "False", "KubernetesApiError", "(checked)"),
+            ],
+            "outputs": [{"name": "security", "queue": QUEUE}]
         }),
-        Expect::new("POST", EVENTS)
-            .body(event("Warning", "KubernetesApiError", "ApplyWorkers", ""))
-            .ignoring(&["/note"])
-            .checking(move |body| {
-                let note = body["note"].as_str().unwrap();
-                assert!(note.starts_with(&prefix), "{note}");
-            })
-            .reply_with(Value::clone),
-    ]);
+        2,
+        "KubernetesApiError",
+        "ApplyWorkers",
+        &format!("failed to list the worker Deployments of {NS}/{NAME}: "),
+    ));
     let api = f.serve(scenario);
     let ctx = context(api.client.clone());
     let p = pipeline(&object(&spec, true, false, None));
