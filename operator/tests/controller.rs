@@ -75,11 +75,17 @@ impl Fixture {
 
     /// The user's broker Secret `rabbitmq`, holding `uri` with `password`.
     fn secret(&self, password: &str) -> Value {
+        let mut data = json!({"uri": b64(&self.uri(password))});
+        // A broker under test whose management API is not at <AMQP host>:15672 (the RabbitMQ 4
+        // run) is named in the Secret, as a user would name it.
+        if logstream_testkit::management_addr().is_some() {
+            data["managementUri"] = b64(endpoint().management().base.as_str());
+        }
         json!({
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": "rabbitmq", "namespace": NS, "resourceVersion": "3"},
-            "data": {"uri": b64(&self.uri(password))}
+            "data": data
         })
     }
 

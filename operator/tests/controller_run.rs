@@ -35,11 +35,18 @@ fn uri(vhost: &TestVhost, user: &TestUser) -> String {
 }
 
 fn secret(namespace: &str, uri: &str) -> Value {
+    let bytes = |s: &str| serde_json::to_value(ByteString(s.as_bytes().to_vec())).unwrap();
+    let mut data = json!({"uri": bytes(uri)});
+    // A broker under test whose management API is not at <AMQP host>:15672 (the RabbitMQ 4
+    // run) is named in the Secret, as a user would name it.
+    if logstream_testkit::management_addr().is_some() {
+        data["managementUri"] = bytes(endpoint().management().base.as_str());
+    }
     json!({
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": "rabbitmq", "namespace": namespace},
-        "data": {"uri": serde_json::to_value(ByteString(uri.as_bytes().to_vec())).unwrap()}
+        "data": data
     })
 }
 

@@ -14,7 +14,8 @@ use k8s_openapi::{
         core::v1::{
             Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
             EnvVar, EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec,
-            Probe, SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+            Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume,
+            VolumeMount,
         },
     },
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
@@ -23,7 +24,7 @@ use kube::api::ObjectMeta;
 use logstream_api::{
     defaults::{WORKER_PORT, WORKER_SHUTDOWN_GRACE},
     pipeline::{OutputSpec, SinkSpec},
-    worker_config::{AMQP_URI_ENV, CONFIG_DIR, CONFIG_FILE_NAME},
+    worker_config::{AMQP_URI_ENV, CONFIG_DIR, CONFIG_FILE_NAME, SecretFiles, SecretUse},
 };
 
 use super::{Owner, broker_secret_name, file_sink_dir, labels, worker_name};
@@ -42,6 +43,8 @@ pub const CONFIG_DIGEST_ANNOTATION: &str = "logstream.io/config-digest";
 /// Pod template annotation with the resourceVersion of the broker Secret: changed
 /// credentials roll the pods, which read them only at start.
 pub const SECRET_VERSION_ANNOTATION: &str = "logstream.io/broker-secret-version";
+/// Mode of the files of a Secret volume: readable by the worker's user and group only.
+pub const SECRET_FILE_MODE: i32 = 0o440;
 
 /// What the worker pod of one output is made of, besides the output's spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +55,9 @@ pub struct WorkerPod<'a> {
     pub config_digest: &'a str,
     /// resourceVersion of the broker Secret, when known.
     pub secret_version: Option<&'a str>,
+    /// The Secrets the worker reads as files (from its configuration): each is a Secret
+    /// volume mounted read-only at its directory. The operator never reads them.
+    pub secret_files: &'a BTreeMap<SecretUse, SecretFiles>,
 }
 
 /// The Deployment `<pipeline>-<output>`.
@@ -90,6 +96,25 @@ pub fn deployment(owner: &Owner, output: &OutputSpec, pod: &WorkerPod<'_>) -> De
         volumes.push(Volume {
             name: "sink".into(),
             empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+    }
+
+    for (use_, files) in pod.secret_files {
+        let volume = format!("secret-{}", use_.as_str());
+        mounts.push(VolumeMount {
+            name: volume.clone(),
+            mount_path: files.dir.clone(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: volume,
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(files.secret.clone()),
+                default_mode: Some(SECRET_FILE_MODE),
+                ..SecretVolumeSource::default()
+            }),
             ..Volume::default()
         });
     }
@@ -217,6 +242,7 @@ mod tests {
                 image: "registry.example/worker:2",
                 config_digest: "0123456789abcdef",
                 secret_version: Some("4711"),
+                secret_files: &BTreeMap::new(),
             },
         );
         let probe = |path: &str, period: i64, failures: i64| {
@@ -307,6 +333,7 @@ mod tests {
                 image: "img",
                 config_digest: "d",
                 secret_version: None,
+                secret_files: &BTreeMap::new(),
             },
         );
         let pod = serde_json::to_value(d.spec.unwrap().template).unwrap();
@@ -326,5 +353,33 @@ mod tests {
             json!({"logstream.io/config-digest": "d"})
         );
         assert!(pod["spec"]["containers"][0].get("resources").is_none());
+    }
+
+    #[test]
+    fn secrets_the_worker_reads_are_read_only_secret_volumes_at_their_directories() {
+        let o = output("{name: security, sink: {stdout: {}}}");
+        let secrets = BTreeMap::from([(
+            SecretUse::SinkAuth,
+            SecretFiles::mounted("loki-auth", SecretUse::SinkAuth),
+        )]);
+        let d = deployment(
+            &owner(),
+            &o,
+            &WorkerPod {
+                image: "img",
+                config_digest: "d",
+                secret_version: None,
+                secret_files: &secrets,
+            },
+        );
+        let pod = serde_json::to_value(d.spec.unwrap().template).unwrap();
+        assert_eq!(
+            pod["spec"]["containers"][0]["volumeMounts"][1],
+            json!({"name": "secret-sink-auth", "mountPath": "/var/run/secrets/logstream/sink-auth", "readOnly": true})
+        );
+        assert_eq!(
+            pod["spec"]["volumes"][1],
+            json!({"name": "secret-sink-auth", "secret": {"secretName": "loki-auth", "defaultMode": 0o440}})
+        );
     }
 }

@@ -59,6 +59,7 @@ pub async fn apply_children(
             image,
             config_digest: &digest,
             secret_version: secret_version.as_deref(),
+            secret_files: &config.secrets,
         };
         let deployment = apply
             .apply(
