@@ -6,6 +6,7 @@
 
 use std::{env, fs, process::ExitCode};
 
+mod models;
 mod simulate;
 
 use simulate::{SimConfig, benchmark, markdown};
