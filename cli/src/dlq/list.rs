@@ -10,7 +10,7 @@
 //! RabbitMQ 4.3+ from counting the return as a failed delivery. If the command dies half-way,
 //! closing the connection returns the messages the same way.
 
-use lapin::options::{BasicGetOptions, BasicNackOptions};
+use lapin::options::BasicGetOptions;
 use serde_json::json;
 
 use super::{
@@ -63,16 +63,7 @@ pub async fn run(
         }
     }
     if let Some(tag) = last_tag {
-        channel
-            .basic_nack(
-                tag,
-                BasicNackOptions {
-                    multiple: true,
-                    requeue: true,
-                },
-            )
-            .await
-            .map_err(|e| CliError::amqp("return the listed messages to", &dlq.queue, &e))?;
+        super::give_back(&channel, &dlq.queue, tag, "return the listed messages to").await?;
     }
     let _ = channel.close(200, "listed".into()).await;
     dlq.connection.close().await;

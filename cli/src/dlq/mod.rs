@@ -72,3 +72,23 @@ impl OpenDlq {
         self.target.names.main_queue(&self.output)
     }
 }
+
+/// Returns every message up to `tag` that `channel` holds of `queue` to it, in its order, in
+/// one go (a multiple NACK with requeue); `action` says what that is for in an error.
+pub async fn give_back(
+    channel: &lapin::Channel,
+    queue: &str,
+    tag: u64,
+    action: &'static str,
+) -> Result<(), CliError> {
+    channel
+        .basic_nack(
+            tag,
+            lapin::options::BasicNackOptions {
+                multiple: true,
+                requeue: true,
+            },
+        )
+        .await
+        .map_err(|e| CliError::amqp(action, queue, &e))
+}

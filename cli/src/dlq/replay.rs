@@ -14,7 +14,7 @@
 //! messages at the back; there a run stopped by `--limit` still takes and returns the rest of
 //! the queue, so that the rotation is complete and the order unchanged.)
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicQosOptions};
 use tokio::time::Instant;
 
 use logstream_broker::{
@@ -94,6 +94,11 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
         }
     };
 
+    let ledger = Ledger {
+        channel: &get_channel,
+        queue: &dlq.queue,
+        destination: &shown_destination,
+    };
     for _ in 0..dlq.messages {
         let limit_reached = args.limit.is_some_and(|limit| counts.taken >= limit);
         if stop.is_stopped() || window.is_closed() || (limit_reached && !dlq.requeue_may_reorder) {
@@ -166,48 +171,23 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
             .await?;
         // The next step waits for the broker (basic.get): send the copy first.
         settled.extend(window.flush());
-        for ((tag, id), outcome) in settled {
-            settle(
-                &get_channel,
-                &dlq.queue,
-                tag,
-                &outcome,
-                &mut counts,
-                &mut held,
-            )
+        ledger
+            .settle(settled, &mut counts, &mut held, &mut fail)
             .await?;
-            if let Some(why) = failure_text(&outcome, &shown_destination) {
-                fail(&mut counts, &id, Some(&outcome), why);
-            }
-        }
     }
-    for ((tag, id), outcome) in window.drain().await {
-        settle(
-            &get_channel,
-            &dlq.queue,
-            tag,
-            &outcome,
-            &mut counts,
-            &mut held,
-        )
+    ledger
+        .settle(window.drain().await, &mut counts, &mut held, &mut fail)
         .await?;
-        if let Some(why) = failure_text(&outcome, &shown_destination) {
-            fail(&mut counts, &id, Some(&outcome), why);
-        }
-    }
     // Everything still unacknowledged is held: return it, in its order, in one go. (Naming a
     // tag already acknowledged would fail the channel with "unknown delivery tag".)
     if let Some(tag) = held {
-        get_channel
-            .basic_nack(
-                tag,
-                BasicNackOptions {
-                    multiple: true,
-                    requeue: true,
-                },
-            )
-            .await
-            .map_err(|e| CliError::amqp("return skipped dead letters to", &dlq.queue, &e))?;
+        super::give_back(
+            &get_channel,
+            &dlq.queue,
+            tag,
+            "return skipped dead letters to",
+        )
+        .await?;
     }
     progress.set(counts.examined);
     progress.finish();
@@ -254,25 +234,42 @@ pub async fn run(ctx: &Context, args: &ReplayArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Acknowledges the dead letter whose copy was confirmed; any other outcome keeps it held.
-async fn settle(
-    channel: &lapin::Channel,
-    queue: &str,
-    tag: u64,
-    outcome: &PublishOutcome,
-    counts: &mut Counts,
-    held: &mut Option<u64>,
-) -> Result<(), CliError> {
-    if *outcome == PublishOutcome::Confirmed {
-        channel
-            .basic_ack(tag, BasicAckOptions::default())
-            .await
-            .map_err(|e| CliError::amqp("acknowledge a replayed dead letter of", queue, &e))?;
-        counts.replayed += 1;
-    } else {
-        hold(held, tag);
+/// Where the outcomes of replayed copies are settled: the dead letters' channel and queue, and
+/// where the copies went (for the words of a failure).
+struct Ledger<'a> {
+    channel: &'a lapin::Channel,
+    queue: &'a str,
+    destination: &'a str,
+}
+
+impl Ledger<'_> {
+    /// Acknowledges each dead letter whose copy was confirmed; any other outcome keeps it held
+    /// and is told through `fail`.
+    async fn settle(
+        &self,
+        outcomes: Vec<((u64, Option<String>), PublishOutcome)>,
+        counts: &mut Counts,
+        held: &mut Option<u64>,
+        fail: &mut impl FnMut(&mut Counts, &Option<String>, Option<&PublishOutcome>, String),
+    ) -> Result<(), CliError> {
+        for ((tag, id), outcome) in outcomes {
+            if outcome.is_confirmed() {
+                self.channel
+                    .basic_ack(tag, BasicAckOptions::default())
+                    .await
+                    .map_err(|e| {
+                        CliError::amqp("acknowledge a replayed dead letter of", self.queue, &e)
+                    })?;
+                counts.replayed += 1;
+            } else {
+                hold(held, tag);
+            }
+            if let Some(why) = failure_text(&outcome, self.destination) {
+                fail(counts, &id, Some(&outcome), why);
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Keeps dead letter `tag` unacknowledged until the end of the run.
