@@ -86,10 +86,10 @@ demo:
 chart-tools:
 	@scripts/install-chart-tools.sh
 
-## Regenerate the chart's ClusterRole rules from operator/src/rbac.rs (a chart test fails when
-## they are stale).
+## Regenerate the chart's RBAC rules (ClusterRole or per-namespace Roles, and the leader
+## Lease's Role) from operator/src/rbac.rs (a chart test fails when they are stale).
 rbac:
-	$(CARGO) run -q -p logstream-operator --bin rbacgen > charts/logstream/files/clusterrole.yaml
+	$(CARGO) run -q -p logstream-operator --bin rbacgen > charts/logstream/files/rbac.yaml
 
 ## Container images: $(REGISTRY)logstream-{operator,worker,cli}:$(IMAGE_TAG). REGISTRY, when
 ## set, ends with a slash (e.g. REGISTRY=ghcr.io/logstream-io/).

@@ -66,6 +66,38 @@ impl PipelineNames {
     pub fn dead_letter_routing_key(&self, output: &str) -> String {
         component(output)
     }
+
+    /// The RabbitMQ user of `output`'s workers when the pipeline asks for a user per output
+    /// (`spec.broker.workerUsers`): `logstream.<ns>.<pipeline>.<output>.worker@<vhost>`.
+    /// Users are broker-wide, so the vhost is part of the name.
+    pub fn worker_user(&self, output: &str, vhost: &str) -> String {
+        format!("{}.worker@{vhost}", self.main_queue(output))
+    }
+}
+
+/// Longest Kubernetes name of a worker child (a Service name is a DNS-1035 label).
+pub const MAX_CHILD_NAME_BYTES: usize = 63;
+
+/// Name of an output's worker children (ConfigMap, Deployment, Service), unique for every
+/// pair of valid pipeline and output names:
+///
+/// - `<pipeline>-<output>` when the output name has no `-` (the name then splits back at its
+///   last `-`, so no two such pairs share it: `game-logs` + `security` is
+///   `game-logs-security`);
+/// - else `<pipeline>-<output>--<hash>`, with 8 hex digits of a hash of the pair and the
+///   front cut so the whole fits 63 characters (`a` + `b-c` is `a-b-c--<hash>`, `a-b` + `c`
+///   stays `a-b-c`). Split at its last `-`, such a name leaves a pipeline part that ends in
+///   `-`, which no valid pipeline name does, so it never equals a name of the first form;
+///   two names of this form differ unless their 32-bit hashes collide, which the operator
+///   catches: it never takes over an object it did not create (`NameConflict`).
+pub fn worker_child_name(pipeline: &str, output: &str) -> String {
+    let joined = format!("{pipeline}-{output}");
+    if !output.contains('-') {
+        return joined;
+    }
+    let hash = fnv1a(format!("{pipeline}/{output}").as_bytes());
+    let keep = joined.len().min(MAX_CHILD_NAME_BYTES - 10);
+    format!("{}--{hash:08x}", &joined[..keep])
 }
 
 /// Sanitizes one name component: characters outside `[A-Za-z0-9_-]` become `_`; a component
@@ -132,6 +164,56 @@ mod tests {
         let nested = PipelineNames::new("ns.a", "b").main_queue("o");
         assert_ne!(dotted, nested);
         assert_eq!(dotted.split('.').count(), 4);
+    }
+
+    #[test]
+    fn worker_child_names_keep_dashless_outputs_and_tell_ambiguous_pairs_apart() {
+        assert_eq!(worker_child_name("game-logs", "security"), "game-logs-security");
+        let (a, b) = (worker_child_name("a", "b-c"), worker_child_name("a-b", "c"));
+        assert_eq!(b, "a-b-c");
+        assert!(a.starts_with("a-b-c--") && a.len() == "a-b-c--".len() + 8, "{a}");
+        assert_ne!(a, b);
+        assert_ne!(a, worker_child_name("a-b-c-", "x"));
+        // The longest pair still fits a DNS label.
+        let p = format!("p{}", "-x".repeat(11));
+        let o = format!("o{}", "-y".repeat(19));
+        assert_eq!(p.len() + 1 + o.len(), 63);
+        let long = worker_child_name(&p, &o);
+        assert_eq!(long.len(), 63, "{long}");
+        assert_ne!(long, worker_child_name(&p, &format!("{}z", &o[..o.len() - 1])));
+    }
+
+    #[test]
+    fn worker_child_names_are_unique_for_every_split_of_a_dashed_name() {
+        // Every (pipeline, output) pair whose `-` join is the same string, for several
+        // strings: all their child names differ, and differ from every other string's.
+        let mut seen = std::collections::BTreeMap::new();
+        for joined in ["a-b-c", "a-b-c-d", "x--y-z", "log-s-t-r-e-a-m-9", "a-b-c--e"] {
+            for (i, _) in joined.match_indices('-') {
+                let (p, o) = (&joined[..i], &joined[i + 1..]);
+                let valid = |s: &str| {
+                    !s.is_empty() && !s.starts_with('-') && !s.ends_with('-')
+                };
+                if !valid(p) || !valid(o) || !p.starts_with(|c: char| c.is_ascii_lowercase()) {
+                    continue;
+                }
+                let name = worker_child_name(p, o);
+                assert!(name.len() <= MAX_CHILD_NAME_BYTES);
+                if let Some(other) = seen.insert(name.clone(), (p.to_owned(), o.to_owned())) {
+                    panic!("{name} is the name of both {other:?} and ({p:?}, {o:?})");
+                }
+            }
+        }
+        assert!(seen.len() >= 10, "{seen:?}");
+    }
+
+    #[test]
+    fn worker_users_name_their_output_and_vhost() {
+        let n = PipelineNames::new("games", "game-logs");
+        assert_eq!(
+            n.worker_user("security", "/"),
+            "logstream.games.game-logs.security.worker@/"
+        );
     }
 
     #[test]

@@ -120,6 +120,15 @@ pub struct BrokerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255))]
     pub vhost: Option<String>,
+
+    /// Give each output's workers a RabbitMQ user of their own instead of the Secret's user:
+    /// it may consume only the output's main queue and publish only through the default
+    /// exchange (its retry and dead-letter copies), and may declare, bind or delete nothing.
+    /// The operator creates the users through the management API (the Secret's user needs
+    /// the `administrator` tag), keeps each password in a Secret it owns, and deletes the
+    /// user with its output or pipeline. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_users: Option<bool>,
 }
 
 /// A reference to an object in the LogPipeline's namespace.

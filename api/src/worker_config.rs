@@ -23,6 +23,12 @@ use crate::{
 
 /// Environment variable holding the worker's AMQP URI (with credentials).
 pub const AMQP_URI_ENV: &str = "LOGSTREAM_AMQP_URI";
+/// Environment variable with the worker's broker user name; when it and
+/// [`AMQP_PASSWORD_ENV`] are set they replace the user and password of [`AMQP_URI_ENV`]
+/// (the operator fills both from a Secret's `username` and `password` keys).
+pub const AMQP_USERNAME_ENV: &str = "LOGSTREAM_AMQP_USERNAME";
+/// Environment variable with the worker's broker password (see [`AMQP_USERNAME_ENV`]).
+pub const AMQP_PASSWORD_ENV: &str = "LOGSTREAM_AMQP_PASSWORD";
 /// Key of the configuration file in the worker's ConfigMap.
 pub const CONFIG_FILE_NAME: &str = "worker.yaml";
 /// Where the worker container mounts its ConfigMap.

@@ -44,6 +44,23 @@ fn prefix_regex(prefix: &str) -> String {
     regex
 }
 
+/// A regular expression matching exactly `name` (for permissions, which RabbitMQ matches as
+/// regular expressions).
+pub fn exact_regex(name: &str) -> String {
+    format!("{}$", prefix_regex(name))
+}
+
+/// A user's permissions on one vhost: three regular expressions over resource names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Permissions {
+    /// Declare and delete queues and exchanges.
+    pub configure: String,
+    /// Publish to exchanges, bind queues to and from.
+    pub write: String,
+    /// Consume from queues, get, purge; bind from exchanges.
+    pub read: String,
+}
+
 /// Why a management API call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ManagementError {
@@ -345,6 +362,20 @@ impl ManagementClient {
         .await
     }
 
+    /// The bindings of queue `queue` of `vhost` (its default-exchange binding included).
+    pub async fn queue_bindings(
+        &self,
+        vhost: &str,
+        queue: &str,
+    ) -> Result<Vec<BindingInfo>, ManagementError> {
+        self.get(&format!(
+            "queues/{}/{}/bindings",
+            segment(vhost),
+            segment(queue)
+        ))
+        .await
+    }
+
     /// Every binding of `vhost`.
     pub async fn bindings(&self, vhost: &str) -> Result<Vec<BindingInfo>, ManagementError> {
         self.get(&format!("bindings/{}", segment(vhost))).await
@@ -415,6 +446,26 @@ impl ManagementClient {
             Ok(_) | Err(ManagementError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Sets `user`'s permissions on `vhost` (replacing what it had there).
+    pub async fn put_permissions(
+        &self,
+        vhost: &str,
+        user: &str,
+        permissions: &Permissions,
+    ) -> Result<(), ManagementError> {
+        self.call(
+            Method::PUT,
+            &format!("permissions/{}/{}", segment(vhost), segment(user)),
+            Some(json!({
+                "configure": permissions.configure,
+                "write": permissions.write,
+                "read": permissions.read,
+            })),
+        )
+        .await
+        .map(drop)
     }
 
     /// Grants `user` full configure/write/read permissions on `vhost`.

@@ -191,6 +191,63 @@ impl BrokerAdmin {
         plan: &TopologyPlan,
     ) -> Result<(Report, Option<Vec<QueueStats>>), BrokerError> {
         let mut report = Report::default();
+        self.declare_objects(plan, &mut report).await?;
+
+        let existing = match self.bindings_of(plan.bindings.iter().map(|b| &b.queue)).await {
+            Ok(listed) => Some(owned_bindings(plan, listed)),
+            Err(e) => {
+                report.warnings.push(format!(
+                    "bindings were declared but stale ones could not be looked for: {e}"
+                ));
+                None
+            }
+        };
+        for binding in &plan.bindings {
+            let known = existing.as_ref().is_some_and(|set| set.contains(binding));
+            if known {
+                continue;
+            }
+            self.bind(binding).await?;
+            if existing.is_some() {
+                report.changes.push(Change::BindingCreated(binding.clone()));
+            }
+        }
+        if let Some(existing) = &existing {
+            let wanted: BTreeSet<&BindingPlan> = plan.bindings.iter().collect();
+            for stale in existing.iter().filter(|b| !wanted.contains(b)) {
+                self.unbind(stale).await?;
+                report.changes.push(Change::BindingRemoved(stale.clone()));
+            }
+        }
+
+        let queues = self.remove_orphans(plan, &mut report).await?;
+        Ok((report, queues))
+    }
+
+    /// Declares `plan` again without listing anything through the management API: for a
+    /// plan already applied, to repair drift (a queue, exchange or binding deleted by hand
+    /// comes back; immutable arguments are checked again by the broker). Bindings are
+    /// declared again as they are idempotent; a binding of a queue that had to be created is
+    /// reported as created, the others cannot be told apart without a listing.
+    pub async fn redeclare(&self, plan: &TopologyPlan) -> Result<Report, BrokerError> {
+        let mut report = Report::default();
+        let created = self.declare_objects(plan, &mut report).await?;
+        for binding in &plan.bindings {
+            self.bind(binding).await?;
+            if created.contains(&binding.queue) {
+                report.changes.push(Change::BindingCreated(binding.clone()));
+            }
+        }
+        Ok(report)
+    }
+
+    /// Declares every exchange and queue of `plan`, reporting what was created; returns the
+    /// names of the queues created.
+    async fn declare_objects(
+        &self,
+        plan: &TopologyPlan,
+        report: &mut Report,
+    ) -> Result<BTreeSet<String>, BrokerError> {
         for exchange in &plan.exchanges {
             let existed = self.exchange_exists(&exchange.name).await?;
             let ch = self.channel().await?;
@@ -212,6 +269,7 @@ impl BrokerAdmin {
             }
         }
 
+        let mut created = BTreeSet::new();
         for queue in &plan.queues {
             let existed = self.queue_depth(&queue.name).await?.is_some();
             let ch = self.channel().await?;
@@ -226,47 +284,37 @@ impl BrokerAdmin {
                 report
                     .changes
                     .push(Change::QueueCreated(queue.name.clone()));
+                created.insert(queue.name.clone());
             }
         }
+        Ok(created)
+    }
 
-        let existing = match self.management.bindings(self.vhost()).await {
-            Ok(all) => Some(owned_bindings(plan, all)),
-            Err(e) => {
-                report.warnings.push(format!(
-                    "bindings were declared but stale ones could not be looked for: {e}"
-                ));
-                None
-            }
-        };
-        for binding in &plan.bindings {
-            let known = existing.as_ref().is_some_and(|set| set.contains(binding));
-            if known {
-                continue;
-            }
-            let ch = self.channel().await?;
-            ch.queue_bind(
-                binding.queue.as_str().into(),
-                binding.exchange.as_str().into(),
-                binding.routing_key.as_str().into(),
-                QueueBindOptions::default(),
-                field_table(&binding.arguments),
-            )
-            .await
-            .map_err(|e| self.amqp_error("bind queue", &binding.queue, &e))?;
-            if existing.is_some() {
-                report.changes.push(Change::BindingCreated(binding.clone()));
-            }
+    /// The bindings of `queues` (each listed once), through the management API: one small
+    /// request per queue instead of every binding of a shared vhost.
+    async fn bindings_of<'a>(
+        &self,
+        queues: impl IntoIterator<Item = &'a String>,
+    ) -> Result<Vec<BindingInfo>, crate::management::ManagementError> {
+        let queues: BTreeSet<&String> = queues.into_iter().collect();
+        let mut all = Vec::new();
+        for queue in queues {
+            all.extend(self.management.queue_bindings(self.vhost(), queue).await?);
         }
-        if let Some(existing) = &existing {
-            let wanted: BTreeSet<&BindingPlan> = plan.bindings.iter().collect();
-            for stale in existing.iter().filter(|b| !wanted.contains(b)) {
-                self.unbind(stale).await?;
-                report.changes.push(Change::BindingRemoved(stale.clone()));
-            }
-        }
+        Ok(all)
+    }
 
-        let queues = self.remove_orphans(plan, &mut report).await;
-        Ok((report, queues))
+    async fn bind(&self, binding: &BindingPlan) -> Result<(), BrokerError> {
+        let ch = self.channel().await?;
+        ch.queue_bind(
+            binding.queue.as_str().into(),
+            binding.exchange.as_str().into(),
+            binding.routing_key.as_str().into(),
+            QueueBindOptions::default(),
+            field_table(&binding.arguments),
+        )
+        .await
+        .map_err(|e| self.amqp_error("bind queue", &binding.queue, &e))
     }
 
     async fn unbind(&self, binding: &BindingPlan) -> Result<(), BrokerError> {
@@ -288,7 +336,7 @@ impl BrokerAdmin {
         &self,
         plan: &TopologyPlan,
         report: &mut Report,
-    ) -> Option<Vec<QueueStats>> {
+    ) -> Result<Option<Vec<QueueStats>>, BrokerError> {
         let prefix = plan.names.prefix();
         let queues = match self
             .management
@@ -300,10 +348,11 @@ impl BrokerAdmin {
                 report
                     .warnings
                     .push(format!("orphaned queues could not be looked for: {e}"));
-                return None;
+                return Ok(None);
             }
         };
         let mut remaining = Vec::with_capacity(queues.len());
+        let mut retained = Vec::new();
         for queue in queues {
             if plan.has_queue(&queue.name) {
                 remaining.push(queue);
@@ -321,6 +370,7 @@ impl BrokerAdmin {
                         name: orphan.name.clone(),
                         messages: orphan.messages.unwrap_or_default(),
                     });
+                    retained.push(orphan.name.clone());
                     remaining.push(orphan);
                 }
                 Err(e) => {
@@ -332,7 +382,19 @@ impl BrokerAdmin {
                 }
             }
         }
-        Some(remaining)
+        // A kept queue stops receiving: its bindings are the plan's no more.
+        match self.bindings_of(&retained).await {
+            Ok(listed) => {
+                for stale in owned_bindings(plan, listed) {
+                    self.unbind(&stale).await?;
+                    report.changes.push(Change::BindingRemoved(stale));
+                }
+            }
+            Err(e) => report.warnings.push(format!(
+                "bindings of kept orphaned queues could not be looked for: {e}"
+            )),
+        }
+        Ok(Some(remaining))
     }
 
     /// Deletes `queue`; with `if_empty`, the broker refuses when it holds messages. `Ok(None)`

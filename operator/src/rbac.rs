@@ -1,11 +1,28 @@
 //! Every Kubernetes API call the operator makes, written down once.
 //!
 //! The controller tests check each call they see against [`PERMISSIONS`], and the Helm chart's
-//! ClusterRole is rendered from (or checked against) [`cluster_role`], so the operator asks for
-//! exactly what it uses: least privilege that cannot drift from the code.
+//! rules are generated from [`rules_file`] (`make rbac`): a ClusterRole (or, with
+//! `operator.watchNamespaces`, a Role in each of those namespaces) with
+//! [`Place::Pipelines`]' rules, and a Role in the operator's own namespace with
+//! [`Place::OperatorNamespace`]' rules. The operator asks for exactly what it uses: least
+//! privilege that cannot drift from the code.
+//!
+//! Secrets: `get` (the broker Secret a pipeline names, and the worker-user Secrets the
+//! operator made) and `create` (those worker-user Secrets). No `list`, `watch`, `patch` or
+//! `delete`: the operator cannot enumerate, follow or rewrite anybody's Secrets.
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use kube::api::ObjectMeta;
+use serde::Serialize;
+
+/// Where a permission is granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// In every namespace whose LogPipelines the operator manages.
+    Pipelines,
+    /// In the operator's own namespace (the leader Lease).
+    OperatorNamespace,
+}
 
 /// One resource and the verbs the operator uses on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,14 +33,17 @@ pub struct Permission {
     pub resource: &'static str,
     /// Verbs, as RBAC spells them.
     pub verbs: &'static [&'static str],
+    /// Where.
+    pub place: Place,
 }
 
 /// What the operator calls, and why:
 /// - LogPipelines: watched; patched to add and remove the finalizer; status applied.
-/// - Secrets: the broker Secret is read; the derived per-pipeline Secret is applied and
-///   watched (as an owned child).
-/// - ConfigMaps, Deployments, Services: applied, watched, listed to prune outputs that were
-///   removed from the spec, and deleted then.
+/// - Secrets: the broker Secret a pipeline names is read; an output's worker-user Secret is
+///   created once and read (`spec.broker.workerUsers`).
+/// - ConfigMaps, Deployments, Services: read before each apply (to leave alone an object
+///   of that name the operator did not make), applied, watched, listed to prune outputs that
+///   were removed from the spec, and deleted then.
 /// - Events: published and, when repeated, patched as a series.
 /// - Deployments' scale subresource: read and patched by the autoscaler.
 /// - Leases: leader election.
@@ -32,46 +52,55 @@ pub const PERMISSIONS: &[Permission] = &[
         group: "logstream.io",
         resource: "logpipelines",
         verbs: &["get", "list", "watch", "patch"],
+        place: Place::Pipelines,
     },
     Permission {
         group: "logstream.io",
         resource: "logpipelines/status",
         verbs: &["patch"],
+        place: Place::Pipelines,
     },
     Permission {
         group: "",
         resource: "secrets",
-        verbs: &["get", "list", "watch", "patch"],
+        verbs: &["get", "create"],
+        place: Place::Pipelines,
     },
     Permission {
         group: "",
         resource: "configmaps",
-        verbs: &["list", "watch", "patch", "delete"],
+        verbs: &["get", "list", "watch", "patch", "delete"],
+        place: Place::Pipelines,
     },
     Permission {
         group: "",
         resource: "services",
-        verbs: &["list", "watch", "patch", "delete"],
+        verbs: &["get", "list", "watch", "patch", "delete"],
+        place: Place::Pipelines,
     },
     Permission {
         group: "apps",
         resource: "deployments",
-        verbs: &["list", "watch", "patch", "delete"],
+        verbs: &["get", "list", "watch", "patch", "delete"],
+        place: Place::Pipelines,
     },
     Permission {
         group: "apps",
         resource: "deployments/scale",
         verbs: &["get", "patch"],
+        place: Place::Pipelines,
     },
     Permission {
         group: "events.k8s.io",
         resource: "events",
         verbs: &["create", "patch"],
+        place: Place::Pipelines,
     },
     Permission {
         group: "coordination.k8s.io",
         resource: "leases",
         verbs: &["get", "create", "update"],
+        place: Place::OperatorNamespace,
     },
 ];
 
@@ -85,27 +114,55 @@ pub fn allows(verb: &str, group: &str, resource: &str) -> bool {
         .any(|p| p.group == group && p.resource == resource && p.verbs.contains(&verb))
 }
 
-/// The ClusterRole granting exactly [`PERMISSIONS`].
+/// The rules of [`PERMISSIONS`] granted at `place`.
+pub fn rules(place: Place) -> Vec<PolicyRule> {
+    PERMISSIONS
+        .iter()
+        .filter(|p| p.place == place)
+        .map(|p| PolicyRule {
+            api_groups: Some(vec![p.group.to_owned()]),
+            resources: Some(vec![p.resource.to_owned()]),
+            verbs: p.verbs.iter().map(|v| (*v).to_owned()).collect(),
+            ..PolicyRule::default()
+        })
+        .collect()
+}
+
+/// The ClusterRole of a cluster-wide install: the rules of [`Place::Pipelines`].
 pub fn cluster_role() -> ClusterRole {
     ClusterRole {
         metadata: ObjectMeta {
             name: Some(CLUSTER_ROLE_NAME.to_owned()),
             ..ObjectMeta::default()
         },
-        rules: Some(
-            PERMISSIONS
-                .iter()
-                .map(|p| PolicyRule {
-                    api_groups: Some(vec![p.group.to_owned()]),
-                    resources: Some(vec![p.resource.to_owned()]),
-                    verbs: p.verbs.iter().map(|v| (*v).to_owned()).collect(),
-                    ..PolicyRule::default()
-                })
-                .collect(),
-        ),
+        rules: Some(rules(Place::Pipelines)),
         ..ClusterRole::default()
     }
 }
+
+/// What `make rbac` writes to `charts/logstream/files/rbac.yaml`, which the chart's RBAC
+/// templates read.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RulesFile {
+    /// Rules in each namespace whose LogPipelines the operator manages (a ClusterRole when
+    /// it manages all).
+    pub pipelines: Vec<PolicyRule>,
+    /// Rules in the operator's own namespace.
+    pub operator_namespace: Vec<PolicyRule>,
+}
+
+/// The rules the chart grants.
+pub fn rules_file() -> RulesFile {
+    RulesFile {
+        pipelines: rules(Place::Pipelines),
+        operator_namespace: rules(Place::OperatorNamespace),
+    }
+}
+
+/// The first line of the generated rules file.
+pub const RULES_FILE_HEADER: &str =
+    "# Generated from operator/src/rbac.rs by `make rbac` (cargo run -p logstream-operator --bin rbacgen).";
 
 /// An API call as RBAC sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,10 +263,18 @@ mod tests {
     }
 
     #[test]
-    fn the_cluster_role_grants_exactly_the_listed_permissions() {
-        let role = cluster_role();
-        let rules = role.rules.unwrap();
+    fn the_roles_grant_exactly_the_listed_permissions_and_no_secret_listing() {
+        let file = rules_file();
+        let rules: Vec<PolicyRule> = file
+            .pipelines
+            .into_iter()
+            .chain(file.operator_namespace)
+            .collect();
         assert_eq!(rules.len(), PERMISSIONS.len());
+        assert_eq!(cluster_role().rules.unwrap().len(), PERMISSIONS.len() - 1);
+        for verb in ["list", "watch", "patch", "update", "delete"] {
+            assert!(!allows(verb, "", "secrets"), "{verb} on Secrets");
+        }
         for (rule, p) in rules.iter().zip(PERMISSIONS) {
             assert_eq!(rule.api_groups.as_deref(), Some(&[p.group.to_owned()][..]));
             assert_eq!(

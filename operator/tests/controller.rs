@@ -128,19 +128,13 @@ impl Fixture {
         names
     }
 
-    /// The password appears in no call the operator made (but the derived Secret, whose
-    /// whole point is to carry it, base64-encoded) and in no log line.
+    /// The password appears in no call the operator made (it copies no credential: the
+    /// workers read the user's Secret by key) and in no log line.
     fn assert_password_never_shown(&self) {
         let password = &self.user.password;
         let forms = [password.clone(), encode(password), b64_text(password)];
         let calls = self.calls.lock().unwrap().clone();
         for call in &calls {
-            if call
-                .uri
-                .starts_with("/api/v1/namespaces/games/secrets/game-logs-broker")
-            {
-                continue;
-            }
             for form in &forms {
                 assert!(
                     !call.text.contains(form.as_str()) && !call.uri.contains(form.as_str()),
@@ -159,16 +153,7 @@ impl Fixture {
                 "the logs show the password"
             );
         }
-        // The scan does see the bodies: the derived Secret carries the URI.
-        for call in calls
-            .iter()
-            .filter(|c| c.method == "PATCH" && c.uri.contains("game-logs-broker"))
-        {
-            assert!(
-                call.text
-                    .contains(b64(&self.uri(password)).as_str().unwrap())
-            );
-        }
+        assert!(!calls.is_empty(), "the operator made no call to scan");
     }
 }
 
@@ -348,8 +333,9 @@ fn expect_secret_read(fixture: &Fixture, password: &str) -> Expect {
 }
 
 /// The bodies the reconcile applies for output `security` of [`spec`], and their answers:
-/// the derived Secret, the ConfigMap, the Deployment (answered with 1 wanted, 0 ready) and
-/// the Service; then the list of worker Deployments (for pruning).
+/// the ConfigMap, the Deployment (answered with 1 wanted, 0 ready) and the Service, each read
+/// first (not found: nobody else's object has the name); then the list of worker Deployments
+/// (for pruning).
 fn expect_children(fixture: &Fixture, spec_value: &Value, listed: Vec<Value>) -> Vec<Expect> {
     let lp: LogPipeline = serde_json::from_value(object(spec_value, true, false, None)).unwrap();
     let mut p = plan(NS, NAME, &lp.spec).unwrap();
@@ -361,24 +347,6 @@ fn expect_children(fixture: &Fixture, spec_value: &Value, listed: Vec<Value>) ->
         "the vhost comes from the Secret's URI:\n{worker_yaml}"
     );
     let probe = |path: &str, period: i64, failures: i64| json!({"httpGet": {"path": path, "port": "metrics"}, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": failures});
-    let secret = json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {
-            "name": "game-logs-broker",
-            "namespace": NS,
-            "labels": {
-                "app.kubernetes.io/component": "broker-credentials",
-                "app.kubernetes.io/instance": NAME,
-                "app.kubernetes.io/managed-by": "logstream-operator",
-                "app.kubernetes.io/name": "logstream-worker",
-                "logstream.io/pipeline": NAME
-            },
-            "ownerReferences": owner_references()
-        },
-        "data": {"uri": b64(&fixture.uri(&fixture.user.password))}
-    });
     let config_map = json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -405,7 +373,7 @@ fn expect_children(fixture: &Fixture, spec_value: &Value, listed: Vec<Value>) ->
                 "metadata": {
                     "labels": worker_labels("security"),
                     "annotations": {
-                        "logstream.io/broker-secret-version": "7",
+                        "logstream.io/broker-secret-version": "3",
                         "logstream.io/config-digest": logstream_api::digest::hex(&worker_yaml)
                     }
                 },
@@ -426,7 +394,7 @@ fn expect_children(fixture: &Fixture, spec_value: &Value, listed: Vec<Value>) ->
                         "args": ["--config", "/etc/logstream/worker.yaml"],
                         "env": [{
                             "name": "LOGSTREAM_AMQP_URI",
-                            "valueFrom": {"secretKeyRef": {"name": "game-logs-broker", "key": "uri"}}
+                            "valueFrom": {"secretKeyRef": {"name": "rabbitmq", "key": "uri"}}
                         }],
                         "ports": [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}],
                         "livenessProbe": probe("/healthz", 10, 3),
@@ -463,18 +431,14 @@ fn expect_children(fixture: &Fixture, spec_value: &Value, listed: Vec<Value>) ->
         }
     });
     vec![
-        Expect::new(
-            "PATCH",
-            format!("/api/v1/namespaces/{NS}/secrets/game-logs-broker{SSA}"),
-        )
-        .body(secret)
-        .reply_with(|body| with_version(body, "7")),
+        expect_absent("/api/v1", "configmaps", "game-logs-security"),
         Expect::new(
             "PATCH",
             format!("/api/v1/namespaces/{NS}/configmaps/game-logs-security{SSA}"),
         )
         .body(config_map)
         .reply_with(|body| with_version(body, "8")),
+        expect_absent("/apis/apps/v1", "deployments", "game-logs-security"),
         Expect::new(
             "PATCH",
             format!("/apis/apps/v1/namespaces/{NS}/deployments/game-logs-security{SSA}"),
@@ -486,6 +450,7 @@ fn expect_children(fixture: &Fixture, spec_value: &Value, listed: Vec<Value>) ->
             d["status"] = json!({"replicas": 1, "readyReplicas": 0, "updatedReplicas": 1});
             d
         }),
+        expect_absent("/api/v1", "services", "game-logs-security"),
         Expect::new(
             "PATCH",
             format!("/api/v1/namespaces/{NS}/services/game-logs-security{SSA}"),
@@ -508,6 +473,14 @@ fn expect_children(fixture: &Fixture, spec_value: &Value, listed: Vec<Value>) ->
             }),
         ),
     ]
+}
+
+/// The read of child `kind/name` before its apply, answered "not found".
+fn expect_absent(api: &str, kind: &str, name: &str) -> Expect {
+    Expect::new("GET", format!("{api}/namespaces/{NS}/{kind}/{name}")).respond(
+        404,
+        status_error(404, "NotFound", &format!("{kind} \"{name}\" not found")),
+    )
 }
 
 fn with_version(body: &Value, version: &str) -> Value {
@@ -1249,37 +1222,34 @@ async fn deleting_with_delete_removes_every_broker_object() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_after_the_secret_is_gone_uses_the_derived_secret() {
-    let f = Fixture::new("ctl-derived").await;
+async fn deleting_after_the_secret_is_gone_uses_the_credentials_the_pipeline_was_applied_with() {
+    // A namespace being deleted: the Secret goes before the LogPipeline's finalizer runs.
+    let f = Fixture::new("ctl-gone").await;
     let spec = deleting_spec("Delete");
-    existing_topology(&f, &spec).await;
-    let derived = json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "game-logs-broker", "namespace": NS},
-        "data": {"uri": b64(&f.uri(&f.user.password))}
-    });
-    delete(
-        &f,
-        &spec,
-        vec![
-            Expect::new("GET", format!("/api/v1/namespaces/{NS}/secrets/rabbitmq")).respond(
-                404,
-                status_error(404, "NotFound", "secrets \"rabbitmq\" not found"),
-            ),
-            Expect::new(
-                "GET",
-                format!("/api/v1/namespaces/{NS}/secrets/game-logs-broker"),
-            )
-            .respond(200, derived),
-            Expect::new("POST", EVENTS)
-                .body(event("Normal", "BrokerCleanedUp", "Cleanup", ""))
-                .ignoring(&["/note"])
-                .reply_with(Value::clone),
-            expect_finalizer_removed(&spec),
-        ],
-    )
-    .await;
+    let mut scenario = expect_created(&f, &spec, vec![listed_deployment("security")]);
+    scenario.push(expect_healthy_status(&f, &spec));
+    scenario.extend([
+        Expect::new("GET", format!("/api/v1/namespaces/{NS}/secrets/rabbitmq")).respond(
+            404,
+            status_error(404, "NotFound", "secrets \"rabbitmq\" not found"),
+        ),
+        Expect::new("POST", EVENTS)
+            .body(event("Normal", "BrokerCleanedUp", "Cleanup", ""))
+            .ignoring(&["/note"])
+            .reply_with(Value::clone),
+        expect_finalizer_removed(&spec),
+    ]);
+    let api = f.serve(scenario);
+    let ctx = context(api.client.clone());
+    reconcile(pipeline(&object(&spec, true, false, None)), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(f.queues().await.len(), 5);
+    let action = reconcile(pipeline(&object(&spec, true, true, None)), ctx)
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    api.done().await;
     assert!(f.queues().await.is_empty());
     f.assert_password_never_shown();
 }

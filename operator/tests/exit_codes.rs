@@ -75,7 +75,7 @@ fn a_failed_write_is_a_runtime_failure_on_one_line() {
 }
 
 #[test]
-fn crdgen_prints_to_stdout_and_rbacgen_prints_the_cluster_role() {
+fn crdgen_prints_to_stdout_and_rbacgen_prints_the_rbac_rules() {
     let crd = run(BINARIES[1], &["-"], &[]);
     assert_eq!(crd.status.code(), code(exit::SUCCESS));
     assert_eq!(
@@ -84,5 +84,9 @@ fn crdgen_prints_to_stdout_and_rbacgen_prints_the_cluster_role() {
     );
     let rbac = run(BINARIES[2], &[], &[]);
     assert_eq!(rbac.status.code(), code(exit::SUCCESS));
-    assert!(String::from_utf8_lossy(&rbac.stdout).contains("kind: ClusterRole"));
+    let text = String::from_utf8_lossy(&rbac.stdout);
+    assert!(
+        text.contains("\npipelines:\n") && text.contains("\noperatorNamespace:\n"),
+        "{text}"
+    );
 }

@@ -8,7 +8,10 @@
 use std::{fmt::Display, io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use clap::Parser;
-use logstream_api::{exit, worker_config::AMQP_URI_ENV};
+use logstream_api::{
+    exit,
+    worker_config::{AMQP_PASSWORD_ENV, AMQP_URI_ENV, AMQP_USERNAME_ENV},
+};
 use logstream_worker::{
     runtime,
     settings::Settings,
@@ -21,7 +24,8 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "logstream-worker", version, about, long_about = None, after_help = exit::HELP)]
 struct Args {
     /// Worker configuration file (YAML or JSON), as rendered by the operator. The broker URI
-    /// comes from the environment variable LOGSTREAM_AMQP_URI.
+    /// comes from the environment variable LOGSTREAM_AMQP_URI; LOGSTREAM_AMQP_USERNAME and
+    /// LOGSTREAM_AMQP_PASSWORD, when both are set, replace its user and password.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
     /// Address of /metrics, /healthz and /readyz; overrides the configuration's `listen`.
@@ -52,8 +56,12 @@ fn main() -> ExitCode {
         .init();
 
     let uri = std::env::var(AMQP_URI_ENV).ok();
+    let (username, password) = (
+        std::env::var(AMQP_USERNAME_ENV).ok(),
+        std::env::var(AMQP_PASSWORD_ENV).ok(),
+    );
     let settings = match Settings::load(&args.config, args.listen.as_deref(), uri.as_deref()) {
-        Ok(settings) => settings,
+        Ok(settings) => settings.with_broker_user(username.as_deref(), password.as_deref()),
         Err(e) => return fail(&e, exit::USAGE),
     };
     let labels = SinkLabels {

@@ -80,6 +80,20 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// The same settings, logged in as `username` with `password` when both are given (the
+    /// values of `LOGSTREAM_AMQP_USERNAME` and `LOGSTREAM_AMQP_PASSWORD`): the operator hands a
+    /// Secret's `username` and `password` keys over separately, and the URI then names only
+    /// where the broker is.
+    #[must_use]
+    pub fn with_broker_user(mut self, username: Option<&str>, password: Option<&str>) -> Self {
+        if let (Some(username), Some(password)) = (username, password) {
+            self.broker = self.broker.with_credentials(username, password);
+        }
+        self
+    }
+}
+
 /// Reads `ip:port`, or `:port` for every interface.
 fn parse_listen(raw: &str) -> Result<SocketAddr, SettingsError> {
     let raw = raw.trim();
@@ -111,6 +125,24 @@ mod tests {
         ));
         std::fs::write(&path, config.to_yaml()).unwrap();
         path
+    }
+
+    #[test]
+    fn a_separate_user_and_password_replace_the_uris() {
+        let path = config_file("0.0.0.0:9090");
+        let s = Settings::load(&path, None, Some("amqps://rabbit.example:5671/"))
+            .unwrap()
+            .with_broker_user(Some("worker"), Some("p@ss:/w"));
+        let uri = s.broker.amqp();
+        assert_eq!(uri.authority.userinfo.username, "worker");
+        assert_eq!(uri.authority.userinfo.password, "p@ss:/w");
+        assert_eq!(uri.authority.port, 5671);
+        assert_eq!(s.broker.vhost(), "logs");
+        assert!(s.broker.is_tls());
+        let kept = Settings::load(&path, None, Some("amqp://u:p@h/"))
+            .unwrap()
+            .with_broker_user(Some("only-a-name"), None);
+        assert_eq!(kept.broker.amqp().authority.userinfo.username, "u");
     }
 
     #[test]

@@ -41,9 +41,10 @@ struct Args {
     #[arg(long, env = "LOGSTREAM_LISTEN", default_value = settings::LISTEN)]
     listen: SocketAddr,
 
-    /// Manage LogPipelines of this namespace only (default: every namespace).
-    #[arg(long, env = "LOGSTREAM_WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Manage LogPipelines of these namespaces only, comma-separated or repeated (default:
+    /// every namespace). The operator then needs Roles in these namespaces only.
+    #[arg(long, env = "LOGSTREAM_WATCH_NAMESPACE", value_delimiter = ',')]
+    namespace: Vec<String>,
 
     /// How often a healthy pipeline is checked again to repair drift on the broker.
     #[arg(long, env = "LOGSTREAM_RECHECK_INTERVAL", default_value = "30s", value_parser = parse_duration)]
@@ -124,7 +125,8 @@ async fn run(args: Args) -> Result<(), Failed> {
     let client = Client::try_default()
         .await
         .map_err(StartupError::ClientConfig)?;
-    startup::check_crd_installed(client.clone(), args.namespace.as_deref()).await?;
+    startup::check_crd_installed(client.clone(), args.namespace.first().map(String::as_str))
+        .await?;
 
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
@@ -188,10 +190,7 @@ async fn run(args: Args) -> Result<(), Failed> {
         )
         .with_autoscalers(autoscalers.clone()),
     );
-    let scope = args
-        .namespace
-        .clone()
-        .map_or(Scope::Cluster, Scope::Namespace);
+    let scope = Scope::of(args.namespace.clone());
     let controller = controller::run(ctx, scope, args.concurrency, shutdown());
     health.set_ready(true);
 

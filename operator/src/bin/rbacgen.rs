@@ -1,5 +1,6 @@
-//! Prints the operator's ClusterRole (from `logstream_operator::rbac::PERMISSIONS`) as YAML,
-//! for the Helm chart to render or be checked against.
+//! Prints the operator's RBAC rules (from `logstream_operator::rbac::PERMISSIONS`) as YAML:
+//! the file `make rbac` writes to `charts/logstream/files/rbac.yaml`, which the chart's
+//! ClusterRole and Roles read.
 
 use std::process::ExitCode;
 
@@ -7,7 +8,7 @@ use clap::Parser;
 use logstream_api::exit;
 use logstream_operator::{rbac, startup};
 
-/// Prints the operator's ClusterRole as YAML.
+/// Prints the operator's RBAC rules as YAML.
 #[derive(Debug, Parser)]
 #[command(name = "rbacgen", version, after_help = exit::HELP)]
 struct Args {}
@@ -16,15 +17,13 @@ fn main() -> ExitCode {
     if let Err(code) = startup::parse_args::<Args>() {
         return code;
     }
-    match serde_yaml::to_string(&rbac::cluster_role()) {
+    match serde_yaml::to_string(&rbac::rules_file()) {
         Ok(yaml) => {
-            print!(
-                "# Generated from operator/src/rbac.rs by `cargo run -p logstream-operator --bin rbacgen`.\n{yaml}"
-            );
+            print!("{}\n{yaml}", rbac::RULES_FILE_HEADER);
             ExitCode::SUCCESS
         }
         Err(e) => startup::fail(
-            &format_args!("failed to render the ClusterRole: {e}"),
+            &format_args!("failed to render the RBAC rules: {e}"),
             exit::FAILURE,
         ),
     }

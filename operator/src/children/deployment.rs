@@ -24,10 +24,17 @@ use kube::api::ObjectMeta;
 use logstream_api::{
     defaults::{WORKER_PORT, WORKER_SHUTDOWN_GRACE},
     pipeline::{OutputSpec, SinkSpec},
-    worker_config::{AMQP_URI_ENV, CONFIG_DIR, CONFIG_FILE_NAME, SecretFiles, SecretUse},
+    worker_config::{
+        AMQP_PASSWORD_ENV, AMQP_URI_ENV, AMQP_USERNAME_ENV, CONFIG_DIR, CONFIG_FILE_NAME,
+        SecretFiles, SecretUse,
+    },
 };
 
-use super::{Owner, broker_secret_name, file_sink_dir, labels, worker_name};
+use super::{
+    Owner, file_sink_dir, labels,
+    secret::{PASSWORD_KEY, URI_KEY, USERNAME_KEY},
+    worker_name,
+};
 
 /// Name of the worker container.
 pub const CONTAINER: &str = "worker";
@@ -40,11 +47,62 @@ pub const TERMINATION_GRACE_SECONDS: i64 = WORKER_SHUTDOWN_GRACE.as_std().as_sec
 /// Pod template annotation with the digest of the worker configuration: a changed
 /// configuration rolls the pods, which read it only at start.
 pub const CONFIG_DIGEST_ANNOTATION: &str = "logstream.io/config-digest";
-/// Pod template annotation with the resourceVersion of the broker Secret: changed
-/// credentials roll the pods, which read them only at start.
+/// Pod template annotation with the resourceVersion of the Secret the worker's broker
+/// credentials come from: a changed Secret rolls the pods, which read it only at start.
 pub const SECRET_VERSION_ANNOTATION: &str = "logstream.io/broker-secret-version";
 /// Mode of the files of a Secret volume: readable by the worker's user and group only.
 pub const SECRET_FILE_MODE: i32 = 0o440;
+
+/// Where a worker's broker credentials come from: Secrets and keys, never a copied value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerBroker {
+    /// `LOGSTREAM_AMQP_URI` from key `uri` of Secret `secret` (a broker Secret of the `uri`
+    /// shape; the worker's configuration sets the vhost).
+    UriKey {
+        /// The Secret.
+        secret: String,
+    },
+    /// `LOGSTREAM_AMQP_URI` is `uri`, which names only where the broker is, and
+    /// `LOGSTREAM_AMQP_USERNAME` and `LOGSTREAM_AMQP_PASSWORD` come from keys `username` and
+    /// `password` of Secret `secret` (a broker Secret of the `host`/`username`/`password`
+    /// shape, or the output's worker-user Secret).
+    UserKeys {
+        /// `amqp(s)://host:port/`, without credentials.
+        uri: String,
+        /// The Secret.
+        secret: String,
+    },
+}
+
+impl WorkerBroker {
+    /// The worker's environment variables.
+    fn env(&self) -> Vec<EnvVar> {
+        let from_key = |name: &str, secret: &str, key: &str| EnvVar {
+            name: name.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.into(),
+                    key: key.into(),
+                    optional: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        };
+        match self {
+            Self::UriKey { secret } => vec![from_key(AMQP_URI_ENV, secret, URI_KEY)],
+            Self::UserKeys { uri, secret } => vec![
+                EnvVar {
+                    name: AMQP_URI_ENV.into(),
+                    value: Some(uri.clone()),
+                    ..EnvVar::default()
+                },
+                from_key(AMQP_USERNAME_ENV, secret, USERNAME_KEY),
+                from_key(AMQP_PASSWORD_ENV, secret, PASSWORD_KEY),
+            ],
+        }
+    }
+}
 
 /// What the worker pod of one output is made of, besides the output's spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,7 +111,9 @@ pub struct WorkerPod<'a> {
     pub image: &'a str,
     /// Digest of the worker configuration file.
     pub config_digest: &'a str,
-    /// resourceVersion of the broker Secret, when known.
+    /// Where the broker credentials come from.
+    pub broker: &'a WorkerBroker,
+    /// resourceVersion of the Secret the broker credentials come from, when known.
     pub secret_version: Option<&'a str>,
     /// The Secrets the worker reads as files (from its configuration): each is a Secret
     /// volume mounted read-only at its directory. The operator never reads them.
@@ -138,18 +198,7 @@ pub fn deployment(owner: &Owner, output: &OutputSpec, pod: &WorkerPod<'_>) -> De
             "--config".into(),
             format!("{CONFIG_DIR}/{CONFIG_FILE_NAME}"),
         ]),
-        env: Some(vec![EnvVar {
-            name: AMQP_URI_ENV.into(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: broker_secret_name(&owner.pipeline),
-                    key: super::secret::URI_KEY.into(),
-                    optional: None,
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }]),
+        env: Some(pod.broker.env()),
         ports: Some(vec![ContainerPort {
             name: Some(METRICS_PORT_NAME.into()),
             container_port: i32::from(WORKER_PORT),
@@ -220,6 +269,12 @@ mod tests {
     use super::*;
     use crate::children::fixtures::{owner, owner_references, worker_labels};
 
+    fn uri_key() -> WorkerBroker {
+        WorkerBroker::UriKey {
+            secret: "rabbitmq".into(),
+        }
+    }
+
     fn output(yaml: &str) -> OutputSpec {
         parse_pipeline(&format!(
             "apiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {{name: game-logs, namespace: games}}\nspec:\n  broker: {{secretRef: {{name: rabbitmq}}}}\n  outputs:\n    - {yaml}\n"
@@ -241,6 +296,9 @@ mod tests {
             &WorkerPod {
                 image: "registry.example/worker:2",
                 config_digest: "0123456789abcdef",
+                broker: &WorkerBroker::UriKey {
+                    secret: "rabbitmq".into(),
+                },
                 secret_version: Some("4711"),
                 secret_files: &BTreeMap::new(),
             },
@@ -294,7 +352,7 @@ mod tests {
                                 "args": ["--config", "/etc/logstream/worker.yaml"],
                                 "env": [{
                                     "name": "LOGSTREAM_AMQP_URI",
-                                    "valueFrom": {"secretKeyRef": {"name": "game-logs-broker", "key": "uri"}}
+                                    "valueFrom": {"secretKeyRef": {"name": "rabbitmq", "key": "uri"}}
                                 }],
                                 "ports": [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}],
                                 "livenessProbe": probe("/healthz", 10, 3),
@@ -332,6 +390,7 @@ mod tests {
             &WorkerPod {
                 image: "img",
                 config_digest: "d",
+                broker: &uri_key(),
                 secret_version: None,
                 secret_files: &BTreeMap::new(),
             },
@@ -368,6 +427,7 @@ mod tests {
             &WorkerPod {
                 image: "img",
                 config_digest: "d",
+                broker: &uri_key(),
                 secret_version: None,
                 secret_files: &secrets,
             },
@@ -380,6 +440,40 @@ mod tests {
         assert_eq!(
             pod["spec"]["volumes"][1],
             json!({"name": "secret-sink-auth", "secret": {"secretName": "loki-auth", "defaultMode": 0o440}})
+        );
+    }
+
+    #[test]
+    fn user_keys_give_the_worker_a_uri_without_credentials_and_the_user_by_secret_key() {
+        let o = output("{name: security, sink: {stdout: {}}}");
+        let broker = WorkerBroker::UserKeys {
+            uri: "amqps://rabbit.games.svc:5671/".into(),
+            secret: "game-logs-security-broker-user".into(),
+        };
+        let d = deployment(
+            &owner(),
+            &o,
+            &WorkerPod {
+                image: "img",
+                config_digest: "d",
+                broker: &broker,
+                secret_version: Some("12"),
+                secret_files: &BTreeMap::new(),
+            },
+        );
+        let pod = serde_json::to_value(d.spec.unwrap().template).unwrap();
+        let key = |name: &str, key: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": "game-logs-security-broker-user", "key": key}}});
+        assert_eq!(
+            pod["spec"]["containers"][0]["env"],
+            json!([
+                {"name": "LOGSTREAM_AMQP_URI", "value": "amqps://rabbit.games.svc:5671/"},
+                key("LOGSTREAM_AMQP_USERNAME", "username"),
+                key("LOGSTREAM_AMQP_PASSWORD", "password")
+            ])
+        );
+        assert_eq!(
+            pod["metadata"]["annotations"]["logstream.io/broker-secret-version"],
+            "12"
         );
     }
 }

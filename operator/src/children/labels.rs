@@ -43,9 +43,18 @@ pub fn selector(pipeline: &str, output: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// Labels of the pipeline's broker Secret.
-pub fn broker_secret(pipeline: &str) -> BTreeMap<String, String> {
-    common(pipeline, "broker-credentials")
+/// Labels of an output's broker-user Secret.
+pub fn worker_user(pipeline: &str, output: &str) -> BTreeMap<String, String> {
+    let mut labels = common(pipeline, "broker-user");
+    labels.insert(OUTPUT.into(), output.into());
+    labels
+}
+
+/// True when `labels` are those of a child the operator made for `output` of `pipeline`:
+/// managed by the operator, naming that pipeline and output.
+pub fn belong_to(labels: &BTreeMap<String, String>, pipeline: &str, output: &str) -> bool {
+    let is = |key: &str, value: &str| labels.get(key).is_some_and(|v| v == value);
+    is(MANAGED_BY, MANAGED_BY_VALUE) && is(PIPELINE, pipeline) && is(OUTPUT, output)
 }
 
 fn common(pipeline: &str, component: &str) -> BTreeMap<String, String> {

@@ -2,8 +2,9 @@
 //! I/O, so each builder is tested by comparing its whole JSON.
 //!
 //! Per output: a ConfigMap with the worker configuration, a worker Deployment and a metrics
-//! Service, all named `<pipeline>-<output>`. Per pipeline: a Secret `<pipeline>-broker` with
-//! the normalized AMQP URI the workers read through `secretKeyRef`.
+//! Service, all named [`worker_name`]; with `spec.broker.workerUsers`, also a Secret with the
+//! output's broker user. The workers read the broker credentials from the user's own Secret
+//! (or that one) by `secretKeyRef`: the operator copies no credential.
 
 pub mod config_map;
 pub mod deployment;
@@ -21,8 +22,8 @@ use logstream_api::{
 };
 
 pub use config_map::config_map;
-pub use deployment::{WorkerPod, deployment};
-pub use secret::broker_secret;
+pub use deployment::{WorkerBroker, WorkerPod, deployment};
+pub use secret::worker_user_secret;
 pub use service::service;
 
 /// Where the children go and who owns them.
@@ -63,14 +64,16 @@ impl Owner {
     }
 }
 
-/// Name of an output's ConfigMap, Deployment and Service.
+/// Name of an output's ConfigMap, Deployment and Service: `<pipeline>-<output>`, with a
+/// hash suffix where that could be another pair's name
+/// ([`logstream_api::naming::worker_child_name`]).
 pub fn worker_name(pipeline: &str, output: &str) -> String {
-    format!("{pipeline}-{output}")
+    logstream_api::naming::worker_child_name(pipeline, output)
 }
 
-/// Name of the pipeline's derived broker Secret.
-pub fn broker_secret_name(pipeline: &str) -> String {
-    format!("{pipeline}-broker")
+/// Name of the Secret with an output's broker user (`spec.broker.workerUsers`).
+pub fn worker_user_secret_name(pipeline: &str, output: &str) -> String {
+    format!("{}-broker-user", worker_name(pipeline, output))
 }
 
 /// Checks what only matters on Kubernetes (beyond [`logstream_api::validate`]): a file sink

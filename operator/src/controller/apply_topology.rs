@@ -1,11 +1,22 @@
-//! Applies a pipeline's topology plan to the broker: log in to its vhost, declare what is
-//! missing, and list the vhost's queue statistics for the status, on one administrative
-//! connection closed at the end.
+//! Applies a pipeline's topology plan to the broker on the reconciles' shared administrative
+//! connection of its vhost ([`super::broker_connections`]), and reads the queue statistics
+//! for the status.
+//!
+//! The first apply of a plan in this process (a new or changed pipeline, or the first pass
+//! after a start) is the full one: declare what is missing, list the pipeline's queues and
+//! bindings through the management API (filtered: its own queues only) to remove stale
+//! bindings and empty orphaned queues. A recheck of a plan already applied only declares
+//! everything again over AMQP, which repairs drift (a queue deleted by hand comes back) and
+//! lists nothing: its figures come from the vhost's statistics the autoscalers share
+//! (`SharedQueueStats`, one paged listing per vhost and refresh), so a thousand pipelines
+//! rechecked every 30 s add no management API request.
 
-use logstream_api::TopologyPlan;
-use logstream_broker::{BrokerAdmin, BrokerError, BrokerSecret, QueueStats, Report};
+use std::sync::Arc;
 
-use super::failure::Failure;
+use logstream_api::{TopologyPlan, digest};
+use logstream_broker::{BrokerError, BrokerSecret, QueueStats, Report};
+
+use super::{context::Context, failure::Failure};
 use crate::status::{ConditionState, Conditions};
 
 /// A topology in place on the broker.
@@ -17,9 +28,9 @@ pub struct AppliedTopology {
     pub summary: String,
     /// What the apply changed or kept.
     pub report: Report,
-    /// The vhost's queue statistics after the apply; `None` when the management API could
-    /// not be read (the report then carries the warning).
-    pub stats: Option<Vec<QueueStats>>,
+    /// Queue statistics after the apply (the pipeline's, or the whole vhost's); `None` when
+    /// the management API could not be read (the report then carries the warning).
+    pub stats: Option<Arc<Vec<QueueStats>>>,
 }
 
 impl AppliedTopology {
@@ -29,14 +40,19 @@ impl AppliedTopology {
     }
 }
 
-/// Logs in with `credentials`, applies `plan` and reads the vhost's queue statistics. The
-/// failure tells a broker that refused or could not be reached (BrokerReachable) from a
-/// topology that could not be applied after the login worked (TopologyReady).
+/// Logs in with `credentials`, applies `plan` of pipeline `key` (`namespace/name`) and
+/// reads the queue statistics. The failure tells a broker that refused or could not be
+/// reached (BrokerReachable) from a topology that could not be applied after the login
+/// worked (TopologyReady).
 pub async fn apply_topology(
+    ctx: &Context,
+    key: &str,
     credentials: &BrokerSecret,
     plan: &TopologyPlan,
 ) -> Result<AppliedTopology, Failure> {
-    let admin = BrokerAdmin::connect(&credentials.endpoint, &plan.vhost)
+    let admin = ctx
+        .admins
+        .lock(&credentials.endpoint, &plan.vhost)
         .await
         .map_err(|e| Failure::topology(None, &plan.vhost, e))?;
     let login = format!(
@@ -44,13 +60,41 @@ pub async fn apply_topology(
         admin.endpoint(),
         admin.endpoint().username()
     );
-    let applied = admin.apply_and_list(plan).await;
-    admin.close().await;
-    let (report, stats) = applied.map_err(|e| {
+    // Debug of the endpoint is redacted; the digest of the URI tells credentials apart.
+    let fingerprint = digest::hex(&format!(
+        "{plan:?}|{:?}|{}",
+        admin.endpoint(),
+        admin.endpoint().amqp_uri_with_password()
+    ));
+    let full = !ctx.was_applied(key, &fingerprint);
+    let applied = if full {
+        admin
+            .apply_and_list(plan)
+            .await
+            .map(|(report, stats)| (report, stats.map(Arc::new)))
+    } else {
+        admin.redeclare(plan).await.map(|report| (report, None))
+    };
+    let (mut report, stats) = applied.map_err(|e| {
         // A connection lost halfway is a broker gone, not a topology problem.
         let reachable = !matches!(e, BrokerError::Unreachable { .. });
         Failure::topology(reachable.then_some(login.as_str()), &plan.vhost, e)
     })?;
+    let stats = match stats {
+        Some(stats) => Some(stats),
+        None if full => None,
+        None => match ctx.stats.queues(&admin).await {
+            Ok(stats) => Some(stats),
+            Err(e) => {
+                report
+                    .warnings
+                    .push(format!("queue statistics could not be read: {e}"));
+                None
+            }
+        },
+    };
+    drop(admin);
+    ctx.remember_applied(key, fingerprint);
     Ok(AppliedTopology {
         summary: summary(plan, &report),
         login,

@@ -1,5 +1,6 @@
 //! Reads a pipeline's broker credentials from the Secret its spec names (`secretRef`, or the
-//! `<cluster>-default-user` Secret of `clusterRef`). The operator reads no other Secret.
+//! `<cluster>-default-user` Secret of `clusterRef`). The operator reads no other Secret but
+//! the worker-user Secrets it made itself (`worker_users`).
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -7,13 +8,57 @@ use logstream_api::{FieldError, LogPipeline, ValidationErrors};
 use logstream_broker::{BrokerSecret, secret};
 
 use super::{context::Context, error::Error};
+use crate::children::{WorkerBroker, secret::URI_KEY};
+
+/// The broker Secret a pipeline names, as read.
+#[derive(Clone, Debug)]
+pub struct NamedSecret {
+    /// Its name.
+    pub name: String,
+    /// Its resourceVersion: the workers roll when it changes.
+    pub version: Option<String>,
+    /// True for the `uri` shape (else `host`/`username`/`password`).
+    pub has_uri: bool,
+    /// What it says.
+    pub credentials: BrokerSecret,
+}
+
+impl NamedSecret {
+    /// How the workers take these credentials from the Secret itself, by key.
+    pub fn worker_broker(&self) -> WorkerBroker {
+        if self.has_uri {
+            WorkerBroker::UriKey {
+                secret: self.name.clone(),
+            }
+        } else {
+            WorkerBroker::UserKeys {
+                uri: location_uri(&self.credentials),
+                secret: self.name.clone(),
+            }
+        }
+    }
+}
+
+/// `amqp(s)://host:port/`: where the broker is, without credentials (the worker's
+/// configuration names the vhost).
+pub fn location_uri(credentials: &BrokerSecret) -> String {
+    let endpoint = &credentials.endpoint;
+    let host = endpoint.host();
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let scheme = if endpoint.is_tls() { "amqps" } else { "amqp" };
+    format!("{scheme}://{host}:{}/", endpoint.port())
+}
 
 /// Reads the credentials in the Secret `pipeline`'s spec names, in `namespace`.
 pub async fn read_named(
     ctx: &Context,
     pipeline: &LogPipeline,
     namespace: &str,
-) -> Result<BrokerSecret, Error> {
+) -> Result<NamedSecret, Error> {
     // Validation refuses a spec that names neither; this only keeps the types honest.
     let name = secret::secret_name(&pipeline.spec.broker).ok_or_else(|| {
         Error::InvalidSpec(ValidationErrors(vec![FieldError {
@@ -25,7 +70,7 @@ pub async fn read_named(
 }
 
 /// Reads the credentials in Secret `namespace/name`.
-pub async fn read(ctx: &Context, namespace: &str, name: &str) -> Result<BrokerSecret, Error> {
+pub async fn read(ctx: &Context, namespace: &str, name: &str) -> Result<NamedSecret, Error> {
     let found = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .get_opt(name)
         .await
@@ -38,11 +83,36 @@ pub async fn read(ctx: &Context, namespace: &str, name: &str) -> Result<BrokerSe
             namespace: namespace.to_owned(),
             secret: name.to_owned(),
         })?;
-    let data = found
+    let version = found.metadata.resource_version;
+    let data: std::collections::BTreeMap<String, Vec<u8>> = found
         .data
         .unwrap_or_default()
         .into_iter()
         .map(|(key, value)| (key, value.0))
         .collect();
-    Ok(secret::from_secret_data(name, &data)?)
+    let has_uri = data.get(URI_KEY).is_some_and(|v| !v.is_empty());
+    Ok(NamedSecret {
+        name: name.to_owned(),
+        version,
+        has_uri,
+        credentials: secret::from_secret_data(name, &data)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use logstream_broker::BrokerEndpoint;
+
+    use super::*;
+
+    #[test]
+    fn the_location_uri_names_scheme_host_and_port_only() {
+        let at = |host: &str, port, tls| BrokerSecret {
+            endpoint: BrokerEndpoint::from_parts(host, port, "u", "s3cret", tls, None).unwrap(),
+            vhost: None,
+        };
+        assert_eq!(location_uri(&at("rabbit", None, false)), "amqp://rabbit:5672/");
+        assert_eq!(location_uri(&at("rabbit", Some(5671), true)), "amqps://rabbit:5671/");
+        assert_eq!(location_uri(&at("::1", Some(5672), false)), "amqp://[::1]:5672/");
+    }
 }

@@ -1,19 +1,21 @@
-//! Broker cleanup when a LogPipeline is deleted, by its `deletionPolicy`. Runs behind the
-//! finalizer; the Kubernetes children go by owner reference, not here.
+//! Broker cleanup when a LogPipeline is deleted, by its `deletionPolicy`, and its worker
+//! users (whatever the policy: they are credentials, not data). Runs behind the finalizer;
+//! the Kubernetes children go by owner reference, not here.
 
 use kube::runtime::{controller::Action, events::EventType};
 use logstream_api::{LogPipeline, TopologyPlan, pipeline::DeletionPolicy, plan};
 use tracing::info;
 
-use logstream_broker::{BrokerAdmin, BrokerEndpoint, BrokerError, Report};
+use logstream_broker::{BrokerEndpoint, BrokerError, ManagementClient, Report};
 
 use super::{
     broker_secret,
-    context::Context,
+    context::{self, Context},
     error::Error,
     topology_notes::{changes_note, publish_retained},
+    worker_users,
 };
-use crate::children::{self, Owner};
+use crate::children::Owner;
 
 /// Cleans the broker up as the pipeline's `deletionPolicy` says. Returns an error (and so
 /// keeps the finalizer, retrying with backoff) only while the broker cannot be reached;
@@ -40,47 +42,47 @@ pub async fn cleanup(pipeline: &LogPipeline, ctx: &Context) -> Result<Action, Er
         }
     };
 
-    if policy == DeletionPolicy::Retain {
-        let note = format!(
-            "deletionPolicy Retain: exchange {} and {} queues stay on the broker",
-            plan.exchange().name,
-            plan.queues.len()
-        );
-        info!(%note, "broker objects retained");
-        ctx.publish(
-            pipeline,
-            EventType::Normal,
-            "BrokerObjectsRetained",
-            "Cleanup",
-            note,
-        )
-        .await;
+    let key = context::key(pipeline);
+    let worker_users = pipeline.spec.broker.worker_users.unwrap_or(false);
+    if policy == DeletionPolicy::Retain && !worker_users {
+        retained(ctx, pipeline, &plan).await;
+        ctx.forget_pipeline(&key);
         return Ok(Action::await_change());
     }
 
-    // The user's Secret, or else the derived one (it may outlive it during a namespace
-    // deletion, and it names the pipeline's vhost).
+    // The user's Secret, or else the credentials this process last applied the pipeline
+    // with (the Secret may go first when a whole namespace is deleted).
     let credentials = match broker_secret::read_named(ctx, pipeline, ns).await {
-        Err(Error::SecretNotFound { secret, .. }) => {
-            match broker_secret::read(ctx, ns, &children::broker_secret_name(name)).await {
-                Ok(creds) => creds,
-                Err(Error::SecretNotFound { .. }) => {
-                    let note = format!(
-                        "broker objects were left in place: Secret {secret} is gone, so the broker cannot be logged in to"
-                    );
-                    skipped(ctx, pipeline, note).await;
-                    return Ok(Action::await_change());
-                }
-                Err(e) => return Err(e),
+        Ok(secret) => secret.credentials,
+        Err(Error::SecretNotFound { secret, .. }) => match ctx.known_credentials(&key) {
+            Some(credentials) => credentials,
+            None => {
+                let note = format!(
+                    "broker objects were left in place: Secret {secret} is gone, so the broker cannot be logged in to"
+                );
+                skipped(ctx, pipeline, note).await;
+                ctx.forget_pipeline(&key);
+                return Ok(Action::await_change());
             }
-        }
-        other => other?,
+        },
+        Err(e) => return Err(e),
     };
     plan.vhost = pipeline
         .spec
         .vhost_with(credentials.vhost.as_deref())
         .to_owned();
-    let report = delete_topology(&credentials.endpoint, &plan, policy)
+    if worker_users {
+        let management = ManagementClient::new(credentials.endpoint.management().clone());
+        let outputs: Vec<String> = pipeline.spec.outputs.iter().map(|o| o.name.clone()).collect();
+        let users = worker_users::delete(ctx, &management, &plan, &outputs).await?;
+        info!(users = users.len(), "worker users deleted");
+    }
+    if policy == DeletionPolicy::Retain {
+        retained(ctx, pipeline, &plan).await;
+        ctx.forget_pipeline(&key);
+        return Ok(Action::await_change());
+    }
+    let report = delete_topology(ctx, &credentials.endpoint, &plan, policy)
         .await
         .map_err(|source| Error::CleanUpTopology {
             vhost: plan.vhost.clone(),
@@ -104,18 +106,36 @@ pub async fn cleanup(pipeline: &LogPipeline, ctx: &Context) -> Result<Action, Er
     .await;
     let context = format!("deletionPolicy {policy:?}: ");
     publish_retained(ctx, pipeline, &report, "Cleanup", &context).await;
+    ctx.forget_pipeline(&key);
     Ok(Action::await_change())
 }
 
+/// Says that `deletionPolicy: Retain` kept the broker objects.
+async fn retained(ctx: &Context, pipeline: &LogPipeline, plan: &TopologyPlan) {
+    let note = format!(
+        "deletionPolicy Retain: exchange {} and {} queues stay on the broker",
+        plan.exchange().name,
+        plan.queues.len()
+    );
+    info!(%note, "broker objects retained");
+    ctx.publish(
+        pipeline,
+        EventType::Normal,
+        "BrokerObjectsRetained",
+        "Cleanup",
+        note,
+    )
+    .await;
+}
+
 async fn delete_topology(
+    ctx: &Context,
     endpoint: &BrokerEndpoint,
     plan: &TopologyPlan,
     policy: DeletionPolicy,
 ) -> Result<Report, BrokerError> {
-    let admin = BrokerAdmin::connect(endpoint, &plan.vhost).await?;
-    let deleted = admin.delete(plan, policy).await;
-    admin.close().await;
-    deleted
+    let admin = ctx.admins.lock(endpoint, &plan.vhost).await?;
+    admin.delete(plan, policy).await
 }
 
 async fn skipped(ctx: &Context, pipeline: &LogPipeline, note: String) {

@@ -13,9 +13,11 @@ use kube::{
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
 use logstream_api::{LogPipeline, LogPipelineStatus};
+use logstream_autoscaler::shared::SharedQueueStats;
+use logstream_broker::BrokerSecret;
 use tracing::warn;
 
-use super::error::Error;
+use super::{broker_connections::AdminConnections, error::Error, worker_users::WrittenUsers};
 use crate::{
     metrics::Metrics,
     scaling::Autoscalers,
@@ -40,6 +42,17 @@ pub struct Context {
     /// The autoscalers the reconcile starts and the cleanup stops (absent in tests of the
     /// reconcile alone).
     pub autoscalers: Option<Arc<Autoscalers>>,
+    /// The reconciles' administrative broker connections, kept open between reconciles.
+    pub admins: AdminConnections,
+    /// The vhosts' queue statistics, shared with the autoscalers.
+    pub stats: Arc<SharedQueueStats>,
+    /// The worker users this process wrote on a broker.
+    pub worker_users: WrittenUsers,
+    /// Fingerprint of the plan each pipeline (`namespace/name`) had at its last full apply.
+    applied: Mutex<HashMap<String, String>>,
+    /// The broker credentials each pipeline last had: the cleanup of a pipeline whose Secret
+    /// went first (a namespace being deleted) still reaches its broker.
+    credentials: Mutex<HashMap<String, BrokerSecret>>,
     recorder: Recorder,
     clock: Clock,
     /// Consecutive failures by pipeline `namespace/name`.
@@ -74,6 +87,11 @@ impl Context {
             settings,
             metrics,
             autoscalers: None,
+            admins: AdminConnections::default(),
+            stats: Arc::default(),
+            worker_users: WrittenUsers::default(),
+            applied: Mutex::default(),
+            credentials: Mutex::default(),
             recorder,
             clock: Arc::new(Timestamp::now),
             failures: Mutex::default(),
@@ -83,6 +101,7 @@ impl Context {
     /// The same context, starting an autoscaler for every pipeline it applies.
     #[must_use]
     pub fn with_autoscalers(mut self, autoscalers: Arc<Autoscalers>) -> Self {
+        self.stats = autoscalers.stats();
         self.autoscalers = Some(autoscalers);
         self
     }
@@ -116,6 +135,35 @@ impl Context {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&key(pipeline));
+    }
+
+    /// True when this process fully applied plan `fingerprint` of pipeline `key` already.
+    pub fn was_applied(&self, key: &str, fingerprint: &str) -> bool {
+        lock(&self.applied).get(key).is_some_and(|f| f == fingerprint)
+    }
+
+    /// Remembers that pipeline `key`'s plan `fingerprint` is applied.
+    pub fn remember_applied(&self, key: &str, fingerprint: String) {
+        lock(&self.applied).insert(key.to_owned(), fingerprint);
+    }
+
+    /// Remembers the credentials pipeline `key` was last applied with.
+    pub fn remember_credentials(&self, key: &str, credentials: &BrokerSecret) {
+        let mut known = lock(&self.credentials);
+        if known.get(key) != Some(credentials) {
+            known.insert(key.to_owned(), credentials.clone());
+        }
+    }
+
+    /// The credentials pipeline `key` was last applied with, if this process applied it.
+    pub fn known_credentials(&self, key: &str) -> Option<BrokerSecret> {
+        lock(&self.credentials).get(key).cloned()
+    }
+
+    /// Forgets what this process knew of pipeline `key` (deleted).
+    pub fn forget_pipeline(&self, key: &str) {
+        lock(&self.applied).remove(key);
+        lock(&self.credentials).remove(key);
     }
 
     /// Server-side applies `status` to `pipeline`'s status subresource.
@@ -170,8 +218,12 @@ impl Context {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// `namespace/name` of `pipeline`.
-fn key(pipeline: &LogPipeline) -> String {
+pub fn key(pipeline: &LogPipeline) -> String {
     format!(
         "{}/{}",
         pipeline.namespace().unwrap_or_default(),

@@ -3,7 +3,7 @@
 
 use kube::runtime::finalizer;
 use logstream_api::validate::ValidationErrors;
-use logstream_broker::{BrokerError, CredentialsError};
+use logstream_broker::{BrokerError, CredentialsError, ManagementError};
 
 /// A failed reconcile or cleanup.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +55,7 @@ pub enum Error {
     /// The plan has no output the spec has (a bug: both come from one spec).
     #[error("failed to configure the workers of output {0}: the topology plan has no such output")]
     UnplannedOutput(String),
-    /// A child could not be applied.
+    /// A child could not be applied (or, for a worker-user Secret, created).
     #[error("failed to apply {kind} {namespace}/{name}: {source}")]
     ApplyChild {
         /// `Secret`, `ConfigMap`, `Deployment` or `Service`.
@@ -66,6 +66,51 @@ pub enum Error {
         name: String,
         /// The client's error.
         source: kube::Error,
+    },
+    /// A child's name is taken by an object the operator did not make for this output: it
+    /// is not taken over.
+    #[error(
+        "failed to apply {kind} {namespace}/{name}: {holder}, so the operator leaves it alone (rename the output or the LogPipeline, or delete that {kind})"
+    )]
+    NameConflict {
+        /// `ConfigMap`, `Deployment`, `Service` or `Secret`.
+        kind: &'static str,
+        /// Namespace of the pipeline.
+        namespace: String,
+        /// Name of the child.
+        name: String,
+        /// Whose it is, in words.
+        holder: String,
+    },
+    /// A child could not be read (to check whose it is before applying it).
+    #[error("failed to read {kind} {namespace}/{name}: {source}")]
+    ReadChild {
+        /// `ConfigMap`, `Deployment`, `Service` or `Secret`.
+        kind: &'static str,
+        /// Namespace of the pipeline.
+        namespace: String,
+        /// Name of the child.
+        name: String,
+        /// The client's error.
+        source: kube::Error,
+    },
+    /// An output's worker-user Secret holds no usable `username` and `password`.
+    #[error("failed to read Secret {namespace}/{name}: it has no username and password")]
+    InvalidWorkerUserSecret {
+        /// Namespace of the pipeline.
+        namespace: String,
+        /// Name of the Secret.
+        name: String,
+    },
+    /// An output's broker user could not be created, given its permissions, or deleted.
+    #[error("failed to {action} broker user {user:?}: {source}")]
+    WorkerUser {
+        /// What was done.
+        action: &'static str,
+        /// The user.
+        user: String,
+        /// The management API's error.
+        source: ManagementError,
     },
     /// The worker Deployments could not be listed (to find those of removed outputs).
     #[error("failed to list the worker Deployments of {namespace}/{pipeline}: {source}")]
@@ -118,7 +163,11 @@ impl Error {
             Self::ApplyTopology { source, .. } | Self::CleanUpTopology { source, .. } => {
                 source.category()
             }
+            Self::NameConflict { .. } => "NameConflict",
+            Self::InvalidWorkerUserSecret { .. } => "InvalidSecret",
+            Self::WorkerUser { .. } => "ManagementError",
             Self::ReadSecret { .. }
+            | Self::ReadChild { .. }
             | Self::ApplyChild { .. }
             | Self::ListWorkers { .. }
             | Self::DeleteChild { .. }
@@ -136,15 +185,16 @@ impl Error {
         )
     }
 
-    /// True for a topology conflict: the user must act on the broker or the spec, which the
-    /// operator checks again at its normal recheck interval rather than in a hot loop.
+    /// True for a topology or name conflict: the user must act on the broker, the cluster or
+    /// the spec, which the operator checks again at its normal recheck interval rather than in
+    /// a hot loop.
     pub fn is_conflict(&self) -> bool {
         matches!(
             self,
             Self::ApplyTopology {
                 source: BrokerError::Conflict(_),
                 ..
-            }
+            } | Self::NameConflict { .. }
         )
     }
 

@@ -17,6 +17,7 @@ use kube::{
     },
 };
 use logstream_api::{LogPipeline, TopologyPlan, plan};
+use logstream_broker::ManagementClient;
 use tracing::{info, instrument, warn};
 
 use super::{
@@ -24,7 +25,7 @@ use super::{
     apply_topology::{AppliedTopology, apply_topology},
     broker_secret,
     cleanup::cleanup,
-    context::Context,
+    context::{self, Context},
     error::Error,
     failure::Failure,
     prune_outputs::prune_removed_outputs,
@@ -97,21 +98,25 @@ async fn apply_steps(pipeline: &LogPipeline, ctx: &Context) -> Result<(), Failur
         .ok_or(Error::MissingMetadata("namespace, name or uid"))
         .map_err(Failure::unreported)?;
     let mut plan = validated_plan(ctx, pipeline, &owner)?;
-    let credentials = broker_secret::read_named(ctx, pipeline, &owner.namespace)
+    let secret = broker_secret::read_named(ctx, pipeline, &owner.namespace)
         .await
         .map_err(Failure::broker_secret)?;
+    let credentials = &secret.credentials;
     plan.vhost = pipeline
         .spec
         .vhost_with(credentials.vhost.as_deref())
         .to_owned();
+    let key = context::key(pipeline);
+    ctx.remember_credentials(&key, credentials);
 
-    let topology = apply_topology(&credentials, &plan).await?;
+    let topology = apply_topology(ctx, &key, credentials, &plan).await?;
     topology_notes::publish(ctx, pipeline, &topology.report).await;
 
-    let workers = apply_children(ctx, pipeline, &owner, &plan, &credentials)
+    let management = ManagementClient::new(credentials.endpoint.management().clone());
+    let workers = apply_children(ctx, pipeline, &owner, &plan, &secret, &management)
         .await
         .map_err(|e| Failure::workers(&topology, e))?;
-    prune_removed_outputs(ctx, pipeline, &owner)
+    prune_removed_outputs(ctx, pipeline, &owner, &plan, &management)
         .await
         .map_err(|e| Failure::workers(&topology, e))?;
     if let Some(autoscalers) = &ctx.autoscalers {
@@ -153,7 +158,8 @@ async fn apply_status(
 ) -> Result<(), Error> {
     let now = ctx.now();
     let conditions = topology.conditions(status::workers_state(workers));
-    let outputs = status::output_figures(plan, workers, topology.stats.as_deref(), now);
+    let stats = topology.stats.as_deref().map(Vec::as_slice);
+    let outputs = status::output_figures(plan, workers, stats, now);
     for output in &outputs {
         ctx.metrics
             .output(&owner.namespace, &owner.pipeline, output);

@@ -85,6 +85,11 @@ impl Autoscalers {
         }
     }
 
+    /// The vhosts' queue statistics the autoscalers share (the reconciles read them too).
+    pub fn stats(&self) -> Arc<SharedQueueStats> {
+        self.stats.clone()
+    }
+
     /// A receiver of every record of every autoscaler (lagging receivers lose the oldest).
     pub fn subscribe(&self) -> broadcast::Receiver<ScaleRecord> {
         self.records.subscribe()
