@@ -168,10 +168,16 @@ mod tests {
 
     #[test]
     fn worker_child_names_keep_dashless_outputs_and_tell_ambiguous_pairs_apart() {
-        assert_eq!(worker_child_name("game-logs", "security"), "game-logs-security");
+        assert_eq!(
+            worker_child_name("game-logs", "security"),
+            "game-logs-security"
+        );
         let (a, b) = (worker_child_name("a", "b-c"), worker_child_name("a-b", "c"));
         assert_eq!(b, "a-b-c");
-        assert!(a.starts_with("a-b-c--") && a.len() == "a-b-c--".len() + 8, "{a}");
+        assert!(
+            a.starts_with("a-b-c--") && a.len() == "a-b-c--".len() + 8,
+            "{a}"
+        );
         assert_ne!(a, b);
         assert_ne!(a, worker_child_name("a-b-c-", "x"));
         // The longest pair still fits a DNS label.
@@ -180,7 +186,10 @@ mod tests {
         assert_eq!(p.len() + 1 + o.len(), 63);
         let long = worker_child_name(&p, &o);
         assert_eq!(long.len(), 63, "{long}");
-        assert_ne!(long, worker_child_name(&p, &format!("{}z", &o[..o.len() - 1])));
+        assert_ne!(
+            long,
+            worker_child_name(&p, &format!("{}z", &o[..o.len() - 1]))
+        );
     }
 
     #[test]
@@ -188,12 +197,16 @@ mod tests {
         // Every (pipeline, output) pair whose `-` join is the same string, for several
         // strings: all their child names differ, and differ from every other string's.
         let mut seen = std::collections::BTreeMap::new();
-        for joined in ["a-b-c", "a-b-c-d", "x--y-z", "log-s-t-r-e-a-m-9", "a-b-c--e"] {
+        for joined in [
+            "a-b-c",
+            "a-b-c-d",
+            "x--y-z",
+            "log-s-t-r-e-a-m-9",
+            "a-b-c--e",
+        ] {
             for (i, _) in joined.match_indices('-') {
                 let (p, o) = (&joined[..i], &joined[i + 1..]);
-                let valid = |s: &str| {
-                    !s.is_empty() && !s.starts_with('-') && !s.ends_with('-')
-                };
+                let valid = |s: &str| !s.is_empty() && !s.starts_with('-') && !s.ends_with('-');
                 if !valid(p) || !valid(o) || !p.starts_with(|c: char| c.is_ascii_lowercase()) {
                     continue;
                 }

@@ -193,7 +193,10 @@ impl BrokerAdmin {
         let mut report = Report::default();
         self.declare_objects(plan, &mut report).await?;
 
-        let existing = match self.bindings_of(plan.bindings.iter().map(|b| &b.queue)).await {
+        let existing = match self
+            .bindings_of(plan.bindings.iter().map(|b| &b.queue))
+            .await
+        {
             Ok(listed) => Some(owned_bindings(plan, listed)),
             Err(e) => {
                 report.warnings.push(format!(

@@ -161,8 +161,7 @@ pub fn rules_file() -> RulesFile {
 }
 
 /// The first line of the generated rules file.
-pub const RULES_FILE_HEADER: &str =
-    "# Generated from operator/src/rbac.rs by `make rbac` (cargo run -p logstream-operator --bin rbacgen).";
+pub const RULES_FILE_HEADER: &str = "# Generated from operator/src/rbac.rs by `make rbac` (cargo run -p logstream-operator --bin rbacgen).";
 
 /// An API call as RBAC sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]

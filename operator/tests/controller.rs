@@ -1333,3 +1333,116 @@ async fn a_missing_crd_fails_startup_with_an_install_hint() {
         "CRD logpipelines.logstream.io is not installed: kubectl apply -f crds/logstream.io_logpipelines.yaml, or helm install logstream charts/logstream"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_name_taken_by_an_object_the_operator_did_not_make_is_a_name_conflict_not_a_takeover()
+ {
+    let f = Fixture::new("ctl-name-conflict").await;
+    let spec = spec();
+    let mut scenario = expect_created(&f, &spec, vec![]);
+    // The ConfigMap's name is taken by someone else's ConfigMap: read, then left alone.
+    scenario.truncate(2);
+    scenario.push(
+        Expect::new(
+            "GET",
+            format!("/api/v1/namespaces/{NS}/configmaps/game-logs-security"),
+        )
+        .respond(
+            200,
+            json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "game-logs-security", "namespace": NS, "uid": "theirs",
+                             "labels": {"app": "billing"}},
+                "data": {"settings": "keep me"}
+            }),
+        ),
+    );
+    let message = "failed to apply ConfigMap games/game-logs-security: it exists and was not created by the LogStream operator for this output, so the operator leaves it alone (rename the output or the LogPipeline, or delete that ConfigMap)";
+    scenario.extend(expect_failure(
+        &spec,
+        json!({
+            "observedGeneration": 1,
+            "conditions": [
+                condition("BrokerReachable", "True", "Connected",
+                    &format!("logged in to {} as user {}", f.shown(), f.user.name)),
+                condition("TopologyReady", "True", "TopologyApplied",
+                    &format!("exchange logstream.games.game-logs, 5 queues and 2 bindings are in place on vhost {}", f.vhost.name)),
+                condition("WorkersReady", "False", "NameConflict", "(checked)"),
+                condition("Ready", "False", "NameConflict", "(checked)"),
+            ],
+            "outputs": [{"name": "security", "queue": QUEUE}]
+        }),
+        2,
+        "NameConflict",
+        "ApplyWorkers",
+        message,
+    ));
+    let api = f.serve(scenario);
+    let ctx = context(api.client.clone());
+    let p = pipeline(&object(&spec, true, false, None));
+    let err = reconcile(p.clone(), ctx.clone()).await.unwrap_err();
+    api.done().await;
+    assert_eq!(err.to_string(), message);
+    assert_eq!(err.category(), "NameConflict");
+    assert_eq!(
+        error_policy(p, &err, ctx),
+        Action::requeue(Duration::from_secs(30)),
+        "checked again at the recheck interval: the user must act"
+    );
+    let calls = f.calls.lock().unwrap().clone();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.method == "PATCH" && c.uri.contains("configmaps")),
+        "the other ConfigMap was not applied over"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_of_another_pipeline_is_named_in_the_conflict() {
+    let f = Fixture::new("ctl-name-other").await;
+    let spec = spec();
+    let mut scenario = expect_created(&f, &spec, vec![]);
+    // The ConfigMap is ours; the Deployment belongs to output `security` of another
+    // LogPipeline (a name collision of the old `<pipeline>-<output>` scheme).
+    scenario.truncate(4);
+    let mut theirs = listed_deployment("security");
+    theirs["metadata"]["labels"]["logstream.io/pipeline"] = json!("game");
+    theirs["metadata"]["ownerReferences"][0]["uid"] = json!("another-uid");
+    scenario.push(
+        Expect::new(
+            "GET",
+            format!("/apis/apps/v1/namespaces/{NS}/deployments/game-logs-security"),
+        )
+        .respond(200, theirs),
+    );
+    let message = "failed to apply Deployment games/game-logs-security: it exists and belongs to output security of LogPipeline game, so the operator leaves it alone (rename the output or the LogPipeline, or delete that Deployment)";
+    scenario.extend(expect_failure(
+        &spec,
+        json!({
+            "observedGeneration": 1,
+            "conditions": [
+                condition("BrokerReachable", "True", "Connected",
+                    &format!("logged in to {} as user {}", f.shown(), f.user.name)),
+                condition("TopologyReady", "True", "TopologyApplied",
+                    &format!("exchange logstream.games.game-logs, 5 queues and 2 bindings are in place on vhost {}", f.vhost.name)),
+                condition("WorkersReady", "False", "NameConflict", "(checked)"),
+                condition("Ready", "False", "NameConflict", "(checked)"),
+            ],
+            "outputs": [{"name": "security", "queue": QUEUE}]
+        }),
+        2,
+        "NameConflict",
+        "ApplyWorkers",
+        message,
+    ));
+    let api = f.serve(scenario);
+    let err = reconcile(
+        pipeline(&object(&spec, true, false, None)),
+        context(api.client.clone()),
+    )
+    .await
+    .unwrap_err();
+    api.done().await;
+    assert_eq!(err.to_string(), message);
+}

@@ -106,10 +106,14 @@ pub fn holder(labels: &BTreeMap<String, String>) -> String {
     let managed = labels
         .get(labels::MANAGED_BY)
         .is_some_and(|v| v == labels::MANAGED_BY_VALUE);
-    match (managed, labels.get(labels::PIPELINE), labels.get(labels::OUTPUT)) {
-        (true, Some(pipeline), Some(output)) => format!(
-            "it exists and belongs to output {output} of LogPipeline {pipeline}"
-        ),
+    match (
+        managed,
+        labels.get(labels::PIPELINE),
+        labels.get(labels::OUTPUT),
+    ) {
+        (true, Some(pipeline), Some(output)) => {
+            format!("it exists and belongs to output {output} of LogPipeline {pipeline}")
+        }
         _ => "it exists and was not created by the LogStream operator for this output".into(),
     }
 }
@@ -148,9 +152,10 @@ impl Applier<'_> {
         })?;
         if let Some(existing) = existing {
             let ours = labels::belong_to(existing.labels(), &self.owner.pipeline, output)
-                && existing.owner_references().iter().any(|r| {
-                    r.uid == self.owner.reference.uid && r.controller == Some(true)
-                });
+                && existing
+                    .owner_references()
+                    .iter()
+                    .any(|r| r.uid == self.owner.reference.uid && r.controller == Some(true));
             if !ours {
                 return Err(Error::NameConflict {
                     kind,

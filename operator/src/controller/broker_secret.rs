@@ -111,8 +111,17 @@ mod tests {
             endpoint: BrokerEndpoint::from_parts(host, port, "u", "s3cret", tls, None).unwrap(),
             vhost: None,
         };
-        assert_eq!(location_uri(&at("rabbit", None, false)), "amqp://rabbit:5672/");
-        assert_eq!(location_uri(&at("rabbit", Some(5671), true)), "amqps://rabbit:5671/");
-        assert_eq!(location_uri(&at("::1", Some(5672), false)), "amqp://[::1]:5672/");
+        assert_eq!(
+            location_uri(&at("rabbit", None, false)),
+            "amqp://rabbit:5672/"
+        );
+        assert_eq!(
+            location_uri(&at("rabbit", Some(5671), true)),
+            "amqps://rabbit:5671/"
+        );
+        assert_eq!(
+            location_uri(&at("::1", Some(5672), false)),
+            "amqp://[::1]:5672/"
+        );
     }
 }

@@ -73,7 +73,12 @@ pub async fn cleanup(pipeline: &LogPipeline, ctx: &Context) -> Result<Action, Er
         .to_owned();
     if worker_users {
         let management = ManagementClient::new(credentials.endpoint.management().clone());
-        let outputs: Vec<String> = pipeline.spec.outputs.iter().map(|o| o.name.clone()).collect();
+        let outputs: Vec<String> = pipeline
+            .spec
+            .outputs
+            .iter()
+            .map(|o| o.name.clone())
+            .collect();
         let users = worker_users::delete(ctx, &management, &plan, &outputs).await?;
         info!(users = users.len(), "worker users deleted");
     }

@@ -139,7 +139,9 @@ impl Context {
 
     /// True when this process fully applied plan `fingerprint` of pipeline `key` already.
     pub fn was_applied(&self, key: &str, fingerprint: &str) -> bool {
-        lock(&self.applied).get(key).is_some_and(|f| f == fingerprint)
+        lock(&self.applied)
+            .get(key)
+            .is_some_and(|f| f == fingerprint)
     }
 
     /// Remembers that pipeline `key`'s plan `fingerprint` is applied.
@@ -219,7 +221,9 @@ impl Context {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `namespace/name` of `pipeline`.

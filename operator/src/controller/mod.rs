@@ -21,7 +21,7 @@ mod failure;
 mod prune_outputs;
 pub mod reconcile;
 mod topology_notes;
-mod worker_users;
+pub mod worker_users;
 
 use std::{future::Future, sync::Arc};
 
