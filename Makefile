@@ -8,8 +8,9 @@ CARGO ?= cargo
 ## then every test of the workspace twice, against RabbitMQ 3.10 (AMQP_ADDR) and RabbitMQ 4
 ## (AMQP_ADDR_RABBITMQ4), with the test counts per broker at the end (scripts/test-brokers.sh;
 ## TEST_BROKERS=rabbitmq3 or rabbitmq4 runs one), the node-loss tests on a RabbitMQ 4
-## cluster, and the doc tests. The chart tests use helm and kubernetes-validate from .tools/.
-test: broker broker4 redis chart-tools chromium lint
+## cluster, and the doc tests. The chart tests use helm, kubernetes-validate and checkov from
+## .tools/.
+test: broker broker4 redis chart-tools checkov chromium lint
 	@CARGO="$(CARGO)" scripts/test-brokers.sh
 	@CARGO="$(CARGO)" scripts/test-cluster.sh
 	$(CARGO) test --workspace --doc
@@ -82,6 +83,10 @@ bench-operator: broker
 demo:
 	@scripts/demo.sh
 
+## checkov in .tools/ (the policy scan of the chart and the worker Deployment; idempotent).
+checkov:
+	@scripts/install-checkov.sh
+
 ## helm, kubectl and kubernetes-validate in .tools/ (for the chart tests; idempotent).
 chart-tools:
 	@scripts/install-chart-tools.sh
@@ -106,4 +111,4 @@ images:
 e2e: chart-tools
 	PATH="$$PATH:$(CURDIR)/.tools/bin" $(CARGO) run -q -p logstream-e2e --bin logstream-e2e
 
-.PHONY: chart-tools rbac images e2e
+.PHONY: chart-tools checkov rbac images e2e

@@ -149,15 +149,30 @@ fn the_charts_crds_are_identical_to_crds_dir() {
     }
 }
 
+/// True when `rules` grant `verb` on Secrets.
+fn grants_on_secrets(rules: &Value, verb: &str) -> bool {
+    rules.as_array().into_iter().flatten().any(|r| {
+        r["apiGroups"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|g| g == ""))
+            && r["resources"]
+                .as_array()
+                .is_some_and(|res| res.iter().any(|x| x == "secrets" || x == "*"))
+            && r["verbs"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|v| v == verb || v == "*"))
+    })
+}
+
 #[test]
 fn the_cluster_role_grants_exactly_the_operators_permissions() {
     let docs = render(&[]);
     let role = find(&docs, "ClusterRole", rbac::CLUSTER_ROLE_NAME)
         .expect("a ClusterRole named like rbac::CLUSTER_ROLE_NAME");
-    let code = serde_json::to_value(rbac::cluster_role()).unwrap();
+    let code = serde_json::to_value(rbac::rules(rbac::Place::Pipelines)).unwrap();
     assert_eq!(
-        role["rules"], code["rules"],
-        "the chart's ClusterRole differs from rbac::cluster_role(): run `make rbac`"
+        role["rules"], code,
+        "the chart's ClusterRole differs from rbac::rules(): run `make rbac`"
     );
     let binding = find(&docs, "ClusterRoleBinding", rbac::CLUSTER_ROLE_NAME).unwrap();
     assert_eq!(binding["roleRef"]["name"], rbac::CLUSTER_ROLE_NAME);
@@ -166,18 +181,106 @@ fn the_cluster_role_grants_exactly_the_operators_permissions() {
         json!([{"kind": "ServiceAccount", "name": "logstream-operator", "namespace": NAMESPACE}])
     );
     assert!(find(&docs, "ServiceAccount", "logstream-operator").is_some());
+    let leader = find(&docs, "Role", "logstream-operator-leader-election").expect("Lease Role");
+    assert_eq!(leader["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(
+        leader["rules"],
+        serde_json::to_value(rbac::rules(rbac::Place::OperatorNamespace)).unwrap()
+    );
+    assert!(
+        of_kind(&docs, "Role").len() == 1,
+        "no pipeline Roles without watchNamespaces"
+    );
 
-    // The file the template reads is rbacgen's output, byte for byte.
-    let generated = fs::read_to_string(chart_dir().join("files/clusterrole.yaml"))
-        .expect("files/clusterrole.yaml");
+    // The file the templates read is rbacgen's output, byte for byte.
+    let generated =
+        fs::read_to_string(chart_dir().join("files/rbac.yaml")).expect("files/rbac.yaml");
     let expected = format!(
-        "# Generated from operator/src/rbac.rs by `cargo run -p logstream-operator --bin rbacgen`.\n{}",
-        serde_yaml::to_string(&rbac::cluster_role()).unwrap()
+        "{}\n{}",
+        rbac::RULES_FILE_HEADER,
+        serde_yaml::to_string(&rbac::rules_file()).unwrap()
     );
     assert_eq!(
         generated, expected,
-        "charts/logstream/files/clusterrole.yaml is stale: run `make rbac`"
+        "charts/logstream/files/rbac.yaml is stale: run `make rbac`"
     );
+}
+
+#[test]
+fn with_watch_namespaces_the_operator_gets_roles_there_only_and_never_lists_or_watches_secrets() {
+    let docs = render(&["-f", ALL_ON]);
+    assert!(
+        of_kind(&docs, "ClusterRole").is_empty() && of_kind(&docs, "ClusterRoleBinding").is_empty(),
+        "no cluster-wide rights with watchNamespaces"
+    );
+    let code = serde_json::to_value(rbac::rules(rbac::Place::Pipelines)).unwrap();
+    let mut namespaces = Vec::new();
+    for role in of_kind(&docs, "Role") {
+        if role["metadata"]["name"] == "logstream-operator" {
+            assert_eq!(role["rules"], code);
+            namespaces.push(role["metadata"]["namespace"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(namespaces, ["logs", "audit"]);
+    let bindings: Vec<&str> = of_kind(&docs, "RoleBinding")
+        .iter()
+        .filter(|b| b["metadata"]["name"] == "logstream-operator")
+        .map(|b| b["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(bindings, ["logs", "audit"]);
+    let deploy = find(&docs, "Deployment", "logstream-operator").unwrap();
+    let args = deploy["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("--namespace=logs,audit"), "{args}");
+
+    // Neither install may list, watch, patch or delete Secrets.
+    for docs in [render(&[]), docs] {
+        for role in of_kind(&docs, "ClusterRole")
+            .into_iter()
+            .chain(of_kind(&docs, "Role"))
+        {
+            for verb in ["list", "watch", "patch", "update", "delete"] {
+                assert!(
+                    !grants_on_secrets(&role["rules"], verb),
+                    "{} {} grants {verb} on Secrets",
+                    role["kind"],
+                    role["metadata"]["name"]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn network_policies_cover_the_operator_the_workers_and_rabbitmq() {
+    let docs = render(&["-f", ALL_ON]);
+    let operator = find(&docs, "NetworkPolicy", "logstream-operator").expect("operator policy");
+    let egress = operator["spec"]["egress"].to_string();
+    for port in ["443", "6443", "5672", "15672", "53"] {
+        assert!(
+            egress.contains(&format!("\"port\":{port}")),
+            "{port}: {egress}"
+        );
+    }
+    let workers: Vec<&str> = of_kind(&docs, "NetworkPolicy")
+        .iter()
+        .filter(|p| p["metadata"]["name"] == "logstream-workers")
+        .map(|p| p["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(workers, ["logs", "audit"]);
+    let worker = of_kind(&docs, "NetworkPolicy")
+        .into_iter()
+        .find(|p| p["metadata"]["name"] == "logstream-workers")
+        .unwrap();
+    let selected = worker["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .unwrap();
+    let worker_labels = labels::output("p", "o");
+    for (k, v) in selected {
+        assert_eq!(worker_labels.get(k).map(String::as_str), v.as_str(), "{k}");
+    }
+    assert!(find(&docs, "NetworkPolicy", "logstream-rabbitmq").is_some());
+    let off = render(&["--set", "networkPolicy.enabled=false"]);
+    assert!(of_kind(&off, "NetworkPolicy").is_empty());
 }
 
 #[test]
@@ -299,7 +402,9 @@ fn the_bundled_rabbitmq_comes_with_a_broker_secret_the_operator_can_read() {
     let docs = render(&["-f", ALL_ON]);
     let sts = find(&docs, "StatefulSet", "logstream-rabbitmq").expect("RabbitMQ StatefulSet");
     let c = &sts["spec"]["template"]["spec"]["containers"][0];
-    assert_eq!(c["image"], "rabbitmq:3.13-management");
+    assert_eq!(c["image"], "rabbitmq:4.1-management");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert!(c.get("env").is_none(), "no Secret in the environment");
     assert_eq!(
         sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
         "8Gi"
@@ -365,7 +470,7 @@ fn the_pod_monitor_selects_worker_pods_by_the_labels_the_operator_gives_them() {
     );
     assert_eq!(
         monitor["spec"]["namespaceSelector"]["matchNames"],
-        json!(["logs"])
+        json!(["logs", "audit"])
     );
 
     let service_monitor = &of_kind(&docs, "ServiceMonitor")[0];

@@ -48,3 +48,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "logstream.workerImage" -}}
 {{- printf "%s:%s" .Values.workerImage.repository (default .Chart.AppVersion .Values.workerImage.tag) -}}
 {{- end -}}
+
+{{/* The egress rule of name resolution, for the NetworkPolicies. */}}
+{{- define "logstream.dnsEgress" }}
+    - ports:
+        - {port: 53, protocol: UDP}
+        - {port: 53, protocol: TCP}
+{{- end }}
