@@ -12,10 +12,16 @@ use std::{
 use logstream_api::digest;
 use logstream_broker::{BrokerAdmin, BrokerEndpoint, BrokerError, ManagementError, QueueStats};
 
-/// How long one answer serves every autoscaler of its vhost. The broker itself samples its
-/// statistics every few seconds (`collect_statistics_interval`), and depth comes from a
-/// passive declare in real time, so a second changes nothing the policy could see.
+/// How long one answer serves every autoscaler of its vhost, at least. The broker itself
+/// samples its statistics every few seconds (`collect_statistics_interval`), and depth comes
+/// from a passive declare in real time, so a second changes nothing the policy could see.
 pub const REFRESH: Duration = Duration::from_secs(1);
+
+/// How long one page of a vhost's listing serves: a listing of `n` pages (500 queues each)
+/// serves `n` times this, so a vhost costs the management API at most one request per
+/// second however many queues it holds (10,000 queues: a listing every 20 s; depth stays
+/// real-time by passive declare).
+pub const REFRESH_PER_PAGE: Duration = Duration::from_secs(1);
 
 /// A value per key behind an async lock, so that the callers of one key wait for the one
 /// filling it instead of each doing the same work.
@@ -46,12 +52,14 @@ impl<T> Slots<T> {
 /// The latest queue statistics per broker and vhost.
 #[derive(Default)]
 pub struct SharedQueueStats {
+    /// When each listing becomes stale, and the listing.
     slots: Slots<(Instant, Arc<Vec<QueueStats>>)>,
 }
 
 impl SharedQueueStats {
-    /// The queues of `admin`'s vhost, fetched at most once per [`REFRESH`]: concurrent
-    /// callers wait for the one request in flight instead of sending their own.
+    /// The queues of `admin`'s vhost, fetched at most once per [`REFRESH`], or per
+    /// [`REFRESH_PER_PAGE`] times its pages when that is longer: concurrent callers wait for
+    /// the one listing in flight instead of sending their own.
     pub async fn queues(
         &self,
         admin: &BrokerAdmin,
@@ -62,13 +70,19 @@ impl SharedQueueStats {
             admin.vhost()
         ));
         let mut cached = slot.lock().await;
-        if let Some((at, queues)) = cached.as_ref()
-            && at.elapsed() < REFRESH
+        if let Some((stale_at, queues)) = cached.as_ref()
+            && Instant::now() < *stale_at
         {
             return Ok(queues.clone());
         }
-        let queues = Arc::new(admin.management().queue_stats(admin.vhost()).await?);
-        *cached = Some((Instant::now(), queues.clone()));
+        let (queues, pages) = admin
+            .management()
+            .queue_stats_paged(admin.vhost())
+            .await?;
+        let pages = u32::try_from(pages).unwrap_or(u32::MAX);
+        let serves = REFRESH.max(REFRESH_PER_PAGE.saturating_mul(pages));
+        let queues = Arc::new(queues);
+        *cached = Some((Instant::now() + serves, queues.clone()));
         Ok(queues)
     }
 }

@@ -352,14 +352,33 @@ impl ManagementClient {
         }
     }
 
-    /// Every queue of `vhost` with what the autoscaler reads (no declaration arguments): one
-    /// request however many pipelines share the vhost.
+    /// Every queue of `vhost` with what the autoscaler reads (no declaration arguments), in
+    /// pages of 500 (the API's largest): one request per 500 queues however many pipelines
+    /// share the vhost. Returns the queues and the number of pages it took.
+    pub async fn queue_stats_paged(
+        &self,
+        vhost: &str,
+    ) -> Result<(Vec<QueueStats>, usize), ManagementError> {
+        let mut queues = Vec::new();
+        let mut page = 1;
+        loop {
+            let listed: Page<QueueStats> = self
+                .get(&format!(
+                    "queues/{}?page={page}&page_size={PAGE_SIZE}&columns={STATS_COLUMNS}",
+                    segment(vhost)
+                ))
+                .await?;
+            queues.extend(listed.items);
+            if page >= listed.page_count {
+                return Ok((queues, page));
+            }
+            page += 1;
+        }
+    }
+
+    /// [`queue_stats_paged`](Self::queue_stats_paged) without the page count.
     pub async fn queue_stats(&self, vhost: &str) -> Result<Vec<QueueStats>, ManagementError> {
-        self.get(&format!(
-            "queues/{}?columns={STATS_COLUMNS}",
-            segment(vhost)
-        ))
-        .await
+        self.queue_stats_paged(vhost).await.map(|(queues, _)| queues)
     }
 
     /// The bindings of queue `queue` of `vhost` (its default-exchange binding included).

@@ -1,30 +1,61 @@
-//! Resident memory of the `logstream-operator` binary while it manages N LogPipelines: the
-//! Kubernetes API is the fake API server (over HTTP, on loopback), the broker is the real
-//! RabbitMQ (a vhost and a user of its own). Idle (0 pipelines) and loaded (100 pipelines)
-//! run side by side in one invocation; target: at most 25 MiB RSS with 100 pipelines.
+//! What the `logstream-operator` binary costs itself and the broker while it manages N
+//! LogPipelines: the Kubernetes API is the fake API server (over HTTP, on loopback), the
+//! broker is the real RabbitMQ (a vhost and a user of its own). Three runs in one invocation:
+//! idle (0 pipelines), 100 pipelines of one output (target: at most 25 MiB RSS), and 1,000
+//! pipelines of two outputs sharing the broker (targets: first pass over all within 60 s,
+//! RSS at most 64 MiB, in the steady state at most 2 management API requests per second and
+//! at most 1 new AMQP connection per minute in total).
+//!
+//! How the broker's side is counted: the operator reaches the broker only through two
+//! counting TCP proxies on loopback (the Secret's `uri` and `managementUri` name them): one
+//! counts the AMQP connections it opens, the other the HTTP requests it sends (request lines
+//! in the client's bytes). The steady state is the measuring window after every pipeline was
+//! reconciled once and the first listings were made (a 30 s settle).
 //!
 //! `make bench-operator` (= `cargo bench -p logstream-operator --profile operator --bench
 //! operator_memory`: the size-optimised build the operator image ships).
-//! `BENCH_PIPELINES` (default 100) and `BENCH_SECONDS` (default 60: measuring window after
-//! every pipeline was reconciled once) change the load; `BENCH_LOG_DIR` keeps the operator's
-//! logs; `BENCH_WRAPPER` runs the operator under a profiler.
+//! `BENCH_PIPELINES` (default `100,1000`: the loaded sizes) and `BENCH_SECONDS` (default 60:
+//! the measuring window) change the load; `BENCH_LOG_DIR` keeps the operator's logs;
+//! `BENCH_WRAPPER` runs the operator under a profiler.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::{
+    net::SocketAddr,
     process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
 };
 
 use k8s_openapi::ByteString;
 use serde_json::{Value, json};
 use support::{TestUser, TestVhost, encode, endpoint, fake_api::FakeApi, unique};
 
-const TARGET_MIB: f64 = 25.0;
+/// RSS targets by size.
+const TARGET_100_MIB: f64 = 25.0;
+const TARGET_1000_MIB: f64 = 64.0;
+/// Steady-state targets of the shared broker (1,000 pipelines).
+const FIRST_PASS_TARGET: Duration = Duration::from_secs(60);
+const MANAGEMENT_PER_SECOND_TARGET: f64 = 2.0;
+const CONNECTIONS_PER_MINUTE_TARGET: f64 = 1.0;
+/// Time after the first pass before the window opens (first listings, autoscalers start).
+const SETTLE: Duration = Duration::from_secs(30);
 
 struct Run {
     pipelines: usize,
+    outputs: usize,
+    /// Management API requests and new AMQP connections in the window.
+    management_requests: u64,
+    amqp_connections: u64,
     first_pass: Duration,
     reconciles: u64,
     window: Duration,
@@ -39,7 +70,11 @@ struct Run {
 }
 
 fn main() {
-    let pipelines: usize = env_or("BENCH_PIPELINES", 100);
+    let sizes: Vec<usize> = std::env::var("BENCH_PIPELINES")
+        .unwrap_or_else(|_| "100,1000".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
     let seconds: u64 = env_or("BENCH_SECONDS", 60);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -47,19 +82,24 @@ fn main() {
         .build()
         .unwrap();
     let runs = runtime.block_on(async {
-        vec![
-            run(0, Duration::from_secs(seconds)).await,
-            run(pipelines, Duration::from_secs(seconds)).await,
-        ]
+        let mut runs = vec![run(0, 1, Duration::from_secs(seconds)).await];
+        for &n in &sizes {
+            // The shared-broker size has two outputs per pipeline.
+            let outputs = if n >= 1000 { 2 } else { 1 };
+            runs.push(run(n, outputs, Duration::from_secs(seconds)).await);
+        }
+        runs
     });
     println!(
-        "\n| pipelines | first pass over all | reconciles in window | window | RSS median | RSS max | VmHWM (peak) | anonymous / file at end | threads |"
+        "\n| pipelines × outputs | first pass over all | reconciles in window | window | RSS median | RSS max | VmHWM (peak) | anonymous / file at end | threads | management API requests/s | new AMQP connections/min |"
     );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in &runs {
+        let secs = r.window.as_secs_f64();
         println!(
-            "| {} | {:.1} s | {} | {} s | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} / {:.1} MiB | {} |",
+            "| {} × {} | {:.1} s | {} | {} s | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} / {:.1} MiB | {} | {:.2} ({} in {} s) | {:.2} ({}) |",
             r.pipelines,
+            r.outputs,
             r.first_pass.as_secs_f64(),
             r.reconciles,
             r.window.as_secs(),
@@ -68,43 +108,137 @@ fn main() {
             r.hwm,
             r.anon,
             r.file,
-            r.threads
+            r.threads,
+            r.management_requests as f64 / secs,
+            r.management_requests,
+            r.window.as_secs(),
+            r.amqp_connections as f64 * 60.0 / secs,
+            r.amqp_connections,
         );
     }
-    let loaded = &runs[1];
-    let verdict = if loaded.hwm <= TARGET_MIB {
-        "met"
-    } else {
-        "MISSED"
-    };
-    println!(
-        "\ntarget: peak RSS with {} pipelines <= {TARGET_MIB} MiB: {verdict} ({:.1} MiB)",
-        loaded.pipelines, loaded.hwm
-    );
-    if loaded.hwm > TARGET_MIB {
+    let mut missed = Vec::new();
+    for r in runs.iter().filter(|r| r.pipelines > 0) {
+        let target = if r.pipelines >= 1000 { TARGET_1000_MIB } else { TARGET_100_MIB };
+        let mut check = |what: String, met: bool| {
+            println!("target: {what}: {}", if met { "met" } else { "MISSED" });
+            if !met {
+                missed.push(what);
+            }
+        };
+        check(
+            format!("peak RSS with {} pipelines <= {target} MiB ({:.1} MiB)", r.pipelines, r.hwm),
+            r.hwm <= target,
+        );
+        if r.pipelines >= 1000 {
+            let secs = r.window.as_secs_f64();
+            check(
+                format!("first pass over {} pipelines <= {} s ({:.1} s)", r.pipelines, FIRST_PASS_TARGET.as_secs(), r.first_pass.as_secs_f64()),
+                r.first_pass <= FIRST_PASS_TARGET,
+            );
+            let rate = r.management_requests as f64 / secs;
+            check(
+                format!("management API requests <= {MANAGEMENT_PER_SECOND_TARGET}/s ({rate:.2}/s)"),
+                rate <= MANAGEMENT_PER_SECOND_TARGET,
+            );
+            let per_minute = r.amqp_connections as f64 * 60.0 / secs;
+            check(
+                format!("new AMQP connections <= {CONNECTIONS_PER_MINUTE_TARGET}/min ({per_minute:.2}/min)"),
+                per_minute <= CONNECTIONS_PER_MINUTE_TARGET,
+            );
+        }
+    }
+    if !missed.is_empty() {
         std::process::exit(1);
     }
 }
 
-async fn run(pipelines: usize, window: Duration) -> Run {
+/// A TCP proxy on loopback to `upstream` that counts the connections it accepts and, when
+/// `http`, the HTTP requests in the client's bytes (request lines ending in ` HTTP/1.1`).
+struct CountingProxy {
+    address: SocketAddr,
+    connections: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+}
+
+impl CountingProxy {
+    async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicU64::new(0));
+        let requests = Arc::new(AtomicU64::new(0));
+        let (c, r) = (connections.clone(), requests.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::Relaxed);
+                let (upstream, requests) = (upstream.clone(), r.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        let mut tail: Vec<u8> = Vec::new();
+                        while let Ok(n) = cr.read(&mut buf).await {
+                            if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            tail.extend_from_slice(&buf[..n]);
+                            let pattern = b" HTTP/1.1\r\n";
+                            let found = tail.windows(pattern.len()).filter(|w| w == pattern).count();
+                            requests.fetch_add(found as u64, Ordering::Relaxed);
+                            let keep = tail.len().min(pattern.len() - 1);
+                            tail.drain(..tail.len() - keep);
+                        }
+                        let _ = sw.shutdown().await;
+                    };
+                    let down = async move {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                        let _ = cw.shutdown().await;
+                    };
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        Self {
+            address,
+            connections,
+            requests,
+        }
+    }
+}
+
+async fn run(pipelines: usize, outputs: usize, window: Duration) -> Run {
     let vhost = TestVhost::new("bench").await;
     let user = TestUser::new(&vhost).await;
     let a = endpoint().amqp();
+    let amqp = CountingProxy::start(format!("{}:{}", a.authority.host, a.authority.port)).await;
+    let m = endpoint().management().base.clone();
+    let management = CountingProxy::start(format!(
+        "{}:{}",
+        m.host_str().unwrap(),
+        m.port_or_known_default().unwrap()
+    ))
+    .await;
     let uri = format!(
-        "amqp://{}:{}@{}:{}/{}",
+        "amqp://{}:{}@{}/{}",
         encode(&user.name),
         encode(&user.password),
-        a.authority.host,
-        a.authority.port,
+        amqp.address,
         encode(&vhost.name)
     );
+    let bytes = |s: String| serde_json::to_value(ByteString(s.into_bytes())).unwrap();
     let fake = FakeApi::start(
-        (0..pipelines).map(pipeline).collect(),
+        (0..pipelines).map(|i| pipeline(i, outputs)).collect(),
         vec![json!({
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": "rabbitmq", "namespace": "bench"},
-            "data": {"uri": serde_json::to_value(ByteString(uri.into_bytes())).unwrap()}
+            "data": {
+                "uri": bytes(uri),
+                "managementUri": bytes(format!("http://{}", management.address)),
+            }
         })],
     )
     .await;
@@ -153,7 +287,7 @@ async fn run(pipelines: usize, window: Duration) -> Run {
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(300),
+            started.elapsed() < Duration::from_secs(600),
             "only {} of {pipelines} pipelines reconciled",
             fake.pipelines_with_status()
         );
@@ -162,14 +296,27 @@ async fn run(pipelines: usize, window: Duration) -> Run {
     }
     let first_pass = started.elapsed();
     assert_eq!(fake.ready_pipelines(), pipelines, "every pipeline Ready");
+    if pipelines > 0 {
+        let settle = Instant::now();
+        while settle.elapsed() < SETTLE {
+            samples.push(proc_status(pid, "VmRSS:"));
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
 
     let patches_before = fake.status_patches();
+    let (requests_before, connections_before) = (
+        management.requests.load(Ordering::Relaxed),
+        amqp.connections.load(Ordering::Relaxed),
+    );
     let window_start = Instant::now();
     while window_start.elapsed() < window {
         samples.push(proc_status(pid, "VmRSS:"));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let reconciles = fake.status_patches() - patches_before;
+    let management_requests = management.requests.load(Ordering::Relaxed) - requests_before;
+    let amqp_connections = amqp.connections.load(Ordering::Relaxed) - connections_before;
     let hwm = proc_status(pid, "VmHWM:");
     let anon = proc_status(pid, "RssAnon:");
     let file = proc_status(pid, "RssFile:");
@@ -194,6 +341,9 @@ async fn run(pipelines: usize, window: Duration) -> Run {
     samples.sort_by(f64::total_cmp);
     Run {
         pipelines,
+        outputs,
+        management_requests,
+        amqp_connections,
         first_pass,
         reconciles,
         window,
@@ -218,12 +368,22 @@ impl Drop for Guard {
     }
 }
 
-fn pipeline(i: usize) -> Value {
+fn pipeline(i: usize, outputs: usize) -> Value {
+    let outputs: Vec<Value> = ["out", "audit"][..outputs]
+        .iter()
+        .map(|name| {
+            json!({
+                "name": name,
+                "bindings": ["*.error", "*.critical"],
+                "sink": {"http": {"url": "http://loki:3100/loki/api/v1/push", "format": "loki"}}
+            })
+        })
+        .collect();
     json!({
         "apiVersion": "logstream.io/v1alpha1",
         "kind": "LogPipeline",
         "metadata": {
-            "name": format!("pipe-{i:03}"),
+            "name": format!("pipe-{i:04}"),
             "namespace": "bench",
             "uid": format!("00000000-0000-4000-8000-{i:012}"),
             "generation": 1,
@@ -232,11 +392,7 @@ fn pipeline(i: usize) -> Value {
         },
         "spec": {
             "broker": {"secretRef": {"name": "rabbitmq"}},
-            "outputs": [{
-                "name": "out",
-                "bindings": ["*.error", "*.critical"],
-                "sink": {"http": {"url": "http://loki:3100/loki/api/v1/push", "format": "loki"}}
-            }]
+            "outputs": outputs
         }
     })
 }
