@@ -160,6 +160,19 @@ impl crate::pipeline::HttpSink {
     pub fn timeout(&self) -> Duration {
         self.timeout.unwrap_or(HTTP_TIMEOUT)
     }
+
+    /// The body compression.
+    pub fn compression(&self) -> crate::pipeline::Compression {
+        self.compression.unwrap_or_default()
+    }
+
+    /// True when server certificates are not checked (`tls.insecureSkipVerify`).
+    pub fn insecure_skip_verify(&self) -> bool {
+        self.tls
+            .as_ref()
+            .and_then(|t| t.insecure_skip_verify)
+            .unwrap_or(false)
+    }
 }
 
 /// A worker's consumption settings with defaults applied.

@@ -10,7 +10,7 @@ use crate::{
     defaults,
     duration::Duration,
     naming::{self, PipelineNames},
-    pipeline::{ExchangeType, LogPipeline, LogPipelineSpec, OutputSpec, SinkSpec},
+    pipeline::{ExchangeType, HttpSink, LogPipeline, LogPipelineSpec, OutputSpec, SinkSpec},
 };
 
 /// One problem, at one field.
@@ -378,27 +378,110 @@ fn check_sink(v: &mut Collector, at: &str, sink: &SinkSpec) {
                 );
             }
         }
-        SinkSpec::Http(h) => {
-            match url::Url::parse(&h.url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
-                Ok(u) => v.push(
-                    format!("{at}.sink.http.url"),
-                    format!(
-                        "{:?}: scheme must be http or https with a host, got {}",
-                        h.url,
-                        u.scheme()
-                    ),
-                ),
-                Err(e) => v.push(
-                    format!("{at}.sink.http.url"),
-                    format!("{:?} is not a URL: {e}", h.url),
-                ),
-            }
-            if h.timeout.is_some_and(Duration::is_zero) {
-                v.push(format!("{at}.sink.http.timeout"), "must be longer than 0s");
-            }
+        SinkSpec::Http(h) => check_http_sink(v, &format!("{at}.sink.http"), h),
+    }
+}
+
+/// Headers the worker sets itself on every request: a user's value would be overwritten or
+/// break the request.
+const WORKER_SET_HEADERS: [&str; 4] =
+    ["content-type", "content-encoding", "content-length", "host"];
+
+/// The HTTP sink. No message repeats the URL: it may carry a password, and the messages end up
+/// in the pipeline's status and Events.
+fn check_http_sink(v: &mut Collector, at: &str, h: &HttpSink) {
+    let url_path = format!("{at}.url");
+    match url::Url::parse(&h.url) {
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => v.push(
+            url_path,
+            "must not carry credentials (user:password@): put them in a Secret and name it in auth.secretRef",
+        ),
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+        Ok(u) => v.push(
+            url_path,
+            format!(
+                "scheme must be http or https, with a host; got {}",
+                if matches!(u.scheme(), "http" | "https") {
+                    "no host".to_owned()
+                } else {
+                    format!("{:?}", u.scheme())
+                }
+            ),
+        ),
+        Err(e) => v.push(url_path, format!("is not a URL ({e})")),
+    }
+    if h.timeout.is_some_and(Duration::is_zero) {
+        v.push(format!("{at}.timeout"), "must be longer than 0s");
+    }
+    for (path, secret) in [
+        (
+            "auth.secretRef.name",
+            h.auth.as_ref().map(|a| &a.secret_ref),
+        ),
+        (
+            "headersFrom.secretRef.name",
+            h.headers_from.as_ref().map(|a| &a.secret_ref),
+        ),
+        (
+            "tls.caSecretRef.name",
+            h.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()),
+        ),
+        (
+            "tls.clientCertSecretRef.name",
+            h.tls
+                .as_ref()
+                .and_then(|t| t.client_cert_secret_ref.as_ref()),
+        ),
+    ] {
+        if secret.is_some_and(|s| !is_dns_subdomain(&s.name)) {
+            v.push(
+                format!("{at}.{path}"),
+                "must be the name of a Secret (lowercase letters, digits, '-' and '.')",
+            );
         }
     }
+    if let Some(tls) = &h.tls
+        && tls.ca_secret_ref.is_some()
+        && tls.insecure_skip_verify == Some(true)
+    {
+        v.push(
+            format!("{at}.tls"),
+            "caSecretRef has no effect with insecureSkipVerify: true; set one of them",
+        );
+    }
+    for (name, value) in h.headers.iter().flatten() {
+        let path = format!("{at}.headers.{name}");
+        if !is_header_name(name) {
+            v.push(
+                path,
+                "is not an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)",
+            );
+        } else if name.eq_ignore_ascii_case("authorization") {
+            v.push(
+                path,
+                "credentials belong in a Secret: use auth.secretRef (basic or bearer) or headersFrom",
+            );
+        } else if WORKER_SET_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            v.push(
+                path,
+                "is set by the worker (use format and compression to choose the body)",
+            );
+        } else if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            v.push(path, "the value must be one line");
+        }
+    }
+}
+
+/// An RFC 7230 token: what an HTTP header name may be made of.
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 fn check_worker(v: &mut Collector, at: &str, o: &OutputSpec) {
@@ -586,5 +669,84 @@ mod tests {
         assert_eq!(e.len(), 2, "{e:?}");
         assert!(e[0].starts_with("spec.outputs[0].sink.file.path"));
         assert!(e[1].starts_with("spec.outputs[0].worker.batch.maxMessages"));
+    }
+
+    fn http_sink_errors(http: &str) -> Vec<String> {
+        errors(
+            "app",
+            &format!(
+                "  broker: {{secretRef: {{name: r}}}}\n  outputs:\n    - name: o\n      sink: {{http: {http}}}\n"
+            ),
+        )
+    }
+
+    #[test]
+    fn a_sink_url_with_credentials_is_refused_without_repeating_it() {
+        for url in [
+            "https://alice:s3cret@loki:3100/loki/api/v1/push",
+            "https://alice@loki:3100/",
+        ] {
+            let e = http_sink_errors(&format!("{{url: \"{url}\"}}"));
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert!(
+                e[0].starts_with("spec.outputs[0].sink.http.url: must not carry credentials"),
+                "{e:?}"
+            );
+            assert!(!e[0].contains("s3cret") && !e[0].contains("alice"), "{e:?}");
+        }
+        let e = http_sink_errors("{url: \"ftp://alice:s3cret@host/x\"}");
+        assert!(!e[0].contains("s3cret"), "{e:?}");
+        let e = http_sink_errors("{url: \"not a url with s3cret\"}");
+        assert!(
+            e[0].starts_with("spec.outputs[0].sink.http.url: is not a URL"),
+            "{e:?}"
+        );
+        assert!(!e[0].contains("s3cret"), "{e:?}");
+    }
+
+    #[test]
+    fn sink_headers_are_plain_header_names_and_never_credentials() {
+        let e = http_sink_errors(
+            "{url: \"https://loki/\", headers: {X-Scope-OrgID: tenant-a, Authorization: Basic x, content-type: text/plain, \"bad name\": v}}",
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(
+            e.iter().any(|m| m.starts_with(
+                "spec.outputs[0].sink.http.headers.Authorization: credentials belong in a Secret"
+            )),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|m| m.starts_with(
+                "spec.outputs[0].sink.http.headers.content-type: is set by the worker"
+            )),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|m| m.starts_with(
+                "spec.outputs[0].sink.http.headers.bad name: is not an HTTP header name"
+            )),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn sink_secrets_and_tls_are_checked() {
+        let e = http_sink_errors(
+            "{url: \"https://loki/\", auth: {secretRef: {name: Loki_Auth}}, tls: {caSecretRef: {name: ca}, insecureSkipVerify: true}}",
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].starts_with("spec.outputs[0].sink.http.auth.secretRef.name"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("spec.outputs[0].sink.http.tls: caSecretRef has no effect"),
+            "{e:?}"
+        );
+        let ok = http_sink_errors(
+            "{url: \"https://loki/\", format: otlp, compression: gzip, auth: {secretRef: {name: loki-auth}}, headers: {X-Scope-OrgID: a}, headersFrom: {secretRef: {name: h}}, tls: {caSecretRef: {name: loki-ca}, clientCertSecretRef: {name: loki-client}}}",
+        );
+        assert!(ok.is_empty(), "{ok:?}");
     }
 }

@@ -89,6 +89,36 @@ impl SecretFiles {
     }
 }
 
+/// The Secrets an output's sink reads, by use: the HTTP sink's `auth`, `headersFrom` and TLS
+/// CA and client certificate.
+pub fn sink_secrets(sink: &SinkSpec) -> BTreeMap<SecretUse, SecretFiles> {
+    let SinkSpec::Http(http) = sink else {
+        return BTreeMap::new();
+    };
+    let tls = http.tls.as_ref();
+    [
+        (
+            SecretUse::SinkAuth,
+            http.auth.as_ref().map(|a| &a.secret_ref),
+        ),
+        (
+            SecretUse::SinkHeaders,
+            http.headers_from.as_ref().map(|h| &h.secret_ref),
+        ),
+        (
+            SecretUse::SinkCa,
+            tls.and_then(|t| t.ca_secret_ref.as_ref()),
+        ),
+        (
+            SecretUse::SinkClientCert,
+            tls.and_then(|t| t.client_cert_secret_ref.as_ref()),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(use_, secret)| Some((use_, SecretFiles::mounted(&secret?.name, use_))))
+    .collect()
+}
+
 /// One step of the retry ladder.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -211,7 +241,7 @@ impl WorkerConfig {
             sink: o.sink.clone(),
             listen: format!("0.0.0.0:{}", defaults::WORKER_PORT),
             shutdown_grace: defaults::WORKER_SHUTDOWN_GRACE,
-            secrets: BTreeMap::new(),
+            secrets: sink_secrets(&o.sink),
         })
     }
 
@@ -303,5 +333,50 @@ mod tests {
         let err =
             WorkerConfig::from_yaml(&text.replace("prefetch: 50", "prefetch: lots")).unwrap_err();
         assert!(err.to_string().contains("prefetch"), "{err}");
+    }
+
+    #[test]
+    fn sink_secrets_are_named_with_their_mount_directory_never_their_values() {
+        let spec = parse_pipeline(
+            "apiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {name: app}\nspec:\n  broker: {secretRef: {name: r}}\n  outputs:\n    - name: sec\n      sink: {http: {url: \"https://loki:3100/loki/api/v1/push\", auth: {secretRef: {name: loki-auth}}, headersFrom: {secretRef: {name: h}}, tls: {caSecretRef: {name: loki-ca}, clientCertSecretRef: {name: loki-client}}}}\n",
+        )
+        .unwrap()
+        .spec;
+        let c = WorkerConfig::for_output("games", "app", &spec, "sec").unwrap();
+        let names: Vec<(&str, &str, &str)> = c
+            .secrets
+            .iter()
+            .map(|(u, f)| (u.as_str(), f.secret.as_str(), f.dir.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (
+                    "sink-auth",
+                    "loki-auth",
+                    "/var/run/secrets/logstream/sink-auth"
+                ),
+                (
+                    "sink-headers",
+                    "h",
+                    "/var/run/secrets/logstream/sink-headers"
+                ),
+                ("sink-ca", "loki-ca", "/var/run/secrets/logstream/sink-ca"),
+                (
+                    "sink-client-cert",
+                    "loki-client",
+                    "/var/run/secrets/logstream/sink-client-cert"
+                ),
+            ]
+        );
+        let yaml = c.to_yaml();
+        assert!(yaml.contains("secrets:\n  sink-auth:\n"), "{yaml}");
+        assert_eq!(WorkerConfig::from_yaml(&yaml).unwrap(), c);
+        assert!(
+            WorkerConfig::for_output("games", "app", &self::spec(), "sec")
+                .unwrap()
+                .secrets
+                .is_empty()
+        );
     }
 }

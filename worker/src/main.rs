@@ -69,7 +69,7 @@ fn main() -> ExitCode {
         pipeline: settings.config.pipeline.clone(),
         output: settings.config.output.clone(),
     };
-    let sink = match sink::build(&settings.config.sink, labels) {
+    let sink = match sink::build(&settings.config.sink, labels, &settings.config.secrets) {
         Ok(sink) => sink,
         Err(e) => return fail(&e, exit::USAGE),
     };

@@ -530,7 +530,7 @@ async fn elasticsearch_item_errors_settle_each_log_on_its_own() {
     config.sink = logstream_api::pipeline::SinkSpec::Http(logstream_api::pipeline::HttpSink {
         url: sink.url.clone(),
         format: Some(logstream_api::pipeline::HttpFormat::Elasticsearch),
-        timeout: None,
+        ..Default::default()
     });
     let worker = WorkerProcess::spawn(&dir, &vhost, &config);
 

@@ -1,9 +1,12 @@
-//! Decoding a message body into the log the sink receives.
+//! A JSON log object normalized into the log the sink receives.
 //!
-//! A log is a UTF-8 JSON object with a string `message`, no bigger than the output's limit;
-//! anything else is a permanent failure whose reason goes into `x-logstream-error`. Every other
-//! field is kept as it is (a producer adding a field never breaks a worker), `level` and `ts`
-//! are normalized, and a `logstream` object records where and when the log went through.
+//! A log is a UTF-8 JSON object with a string `message` (or `msg`, as pino, zap and bunyan
+//! write it), no bigger than the output's limit; anything else is a permanent failure whose
+//! reason goes into `x-logstream-error`. Every other field is kept as it is (a producer adding
+//! a field never breaks a worker), `level` and `ts` are normalized (`time`, `timestamp` and
+//! `@timestamp` are read as `ts`; pino's and bunyan's numeric levels are understood), and a
+//! `logstream` object records where and when the log went through. Bodies in other shapes
+//! (OTLP) are turned into such objects by [`super::decode`].
 
 use jiff::Timestamp;
 use logstream_api::contract::Level;
@@ -11,6 +14,11 @@ use serde_json::{Map, Value};
 
 /// Field holding the log's text.
 pub const FIELD_MESSAGE: &str = "message";
+/// Where pino, zap and bunyan put the log's text; read as `message` when that is absent.
+pub const FIELD_MSG: &str = "msg";
+/// Fields read as `ts` when it is absent, first match wins: pino and bunyan write `time`,
+/// Vector and many JSON loggers `timestamp`, Logstash and ECS `@timestamp`.
+pub const TS_ALIASES: [&str; 3] = ["time", "timestamp", "@timestamp"];
 /// Field holding the level; normalized to `trace|debug|info|warn|error|critical`.
 pub const FIELD_LEVEL: &str = "level";
 /// Field holding the time of the log; normalized to RFC 3339 UTC.
@@ -55,14 +63,22 @@ pub enum EnvelopeError {
         /// What it is instead.
         kind: &'static str,
     },
-    /// An object without `message`.
-    #[error("failed to decode log: the object has no \"message\" field")]
+    /// An object without `message` (or `msg`).
+    #[error("failed to decode log: the object has no \"message\" (or \"msg\") field")]
     MissingMessage,
     /// `message` is not a string.
-    #[error("failed to decode log: field \"message\" is a {kind}, not a string")]
+    #[error("failed to decode log: field \"{field}\" is a {kind}, not a string")]
     MessageNotString {
+        /// `message` or `msg`.
+        field: &'static str,
         /// What it is instead.
         kind: &'static str,
+    },
+    /// An OTLP payload that does not decode.
+    #[error("failed to decode log: {reason}")]
+    Otlp {
+        /// What is wrong, starting with the encoding (`OTLP protobuf ...`, `OTLP JSON ...`).
+        reason: String,
     },
 }
 
@@ -79,6 +95,8 @@ pub struct Origin<'a> {
     pub attempt: u32,
     /// The message id, or a hash of the body when the producer set none.
     pub id: &'a str,
+    /// The delivery's AMQP `content_type`, which tells OTLP protobuf from JSON.
+    pub content_type: Option<&'a str>,
     /// The AMQP `timestamp` property (seconds since the epoch), used when the log has no `ts`.
     pub amqp_timestamp: Option<u64>,
     /// When the worker received the delivery.
@@ -100,30 +118,64 @@ pub struct LogRecord {
     pub id: String,
 }
 
-/// Decodes `body` (at most `limit` bytes) into a log.
+/// Decodes `body` (at most `limit` bytes), a JSON log object, into a log.
 pub fn decode(body: &[u8], limit: usize, origin: &Origin<'_>) -> Result<LogRecord, EnvelopeError> {
+    check_size(body, limit)?;
+    match parse_json(body)? {
+        Value::Object(fields) => normalize(fields, origin, None),
+        other => Err(EnvelopeError::NotAnObject { kind: kind(&other) }),
+    }
+}
+
+/// Refuses a body over `limit` bytes before anything reads it.
+pub fn check_size(body: &[u8], limit: usize) -> Result<(), EnvelopeError> {
     if body.len() > limit {
         return Err(EnvelopeError::TooLarge {
             size: body.len(),
             limit,
         });
     }
+    Ok(())
+}
+
+/// Parses a UTF-8 JSON body.
+pub fn parse_json(body: &[u8]) -> Result<Value, EnvelopeError> {
     let text = std::str::from_utf8(body).map_err(|e| EnvelopeError::NotUtf8 {
         offset: e.valid_up_to(),
     })?;
-    let value: Value = serde_json::from_str(text).map_err(|e| EnvelopeError::NotJson {
+    serde_json::from_str(text).map_err(|e| EnvelopeError::NotJson {
         reason: e.to_string(),
-    })?;
-    let mut fields = match value {
-        Value::Object(fields) => fields,
-        other => {
-            return Err(EnvelopeError::NotAnObject { kind: kind(&other) });
-        }
-    };
+    })
+}
+
+/// Normalizes one log object of a delivery. `index` is its position when the delivery carries
+/// several logs (OTLP): it then gets its own id, `<message id>:<index>`, so that sinks keyed
+/// by id (Elasticsearch) store each once.
+pub fn normalize(
+    mut fields: Map<String, Value>,
+    origin: &Origin<'_>,
+    index: Option<usize>,
+) -> Result<LogRecord, EnvelopeError> {
     match fields.get(FIELD_MESSAGE) {
         Some(Value::String(_)) => {}
-        Some(other) => return Err(EnvelopeError::MessageNotString { kind: kind(other) }),
-        None => return Err(EnvelopeError::MissingMessage),
+        Some(other) => {
+            return Err(EnvelopeError::MessageNotString {
+                field: FIELD_MESSAGE,
+                kind: kind(other),
+            });
+        }
+        None => match fields.remove(FIELD_MSG) {
+            Some(Value::String(msg)) => {
+                fields.insert(FIELD_MESSAGE.to_owned(), Value::String(msg));
+            }
+            Some(other) => {
+                return Err(EnvelopeError::MessageNotString {
+                    field: FIELD_MSG,
+                    kind: kind(&other),
+                });
+            }
+            None => return Err(EnvelopeError::MissingMessage),
+        },
     }
 
     let level = normalize_level(&mut fields);
@@ -132,24 +184,29 @@ pub fn decode(body: &[u8], limit: usize, origin: &Origin<'_>) -> Result<LogRecor
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
         _ => UNKNOWN_SERVICE.to_owned(),
     };
-    fields.insert(FIELD_META.to_owned(), meta(origin));
+    fields.insert(FIELD_META.to_owned(), meta(origin, index));
     let json = Value::Object(fields).to_string();
     Ok(LogRecord {
         json,
         level,
         service,
         ts,
-        id: origin.id.to_owned(),
+        id: match index {
+            Some(i) => format!("{}:{i}", origin.id),
+            None => origin.id.to_owned(),
+        },
     })
 }
 
 fn normalize_level(fields: &mut Map<String, Value>) -> Level {
-    let parsed = match fields.get(FIELD_LEVEL) {
-        Some(Value::String(s)) => Level::parse_lenient(s),
-        _ => None,
+    let (parsed, keep_raw) = match fields.get(FIELD_LEVEL) {
+        Some(Value::String(s)) => (Level::parse_lenient(s), false),
+        // pino and bunyan: the number is kept, the word is what sinks group by.
+        Some(Value::Number(n)) => (n.as_f64().map(numeric_level), true),
+        _ => (None, false),
     };
     let level = parsed.unwrap_or(Level::Info);
-    if parsed.is_none()
+    if (parsed.is_none() || keep_raw)
         && let Some(raw) = fields.remove(FIELD_LEVEL)
         && !raw.is_null()
     {
@@ -162,7 +219,26 @@ fn normalize_level(fields: &mut Map<String, Value>) -> Level {
     level
 }
 
+/// pino's and bunyan's numeric levels: 10 trace, 20 debug, 30 info, 40 warn, 50 error, 60
+/// fatal (critical); numbers between two levels count as the lower one.
+pub fn numeric_level(n: f64) -> Level {
+    match n {
+        n if n >= 60.0 => Level::Critical,
+        n if n >= 50.0 => Level::Error,
+        n if n >= 40.0 => Level::Warn,
+        n if n >= 30.0 => Level::Info,
+        n if n >= 20.0 => Level::Debug,
+        _ => Level::Trace,
+    }
+}
+
 fn normalize_ts(fields: &mut Map<String, Value>, origin: &Origin<'_>) -> Timestamp {
+    if !fields.contains_key(FIELD_TS)
+        && let Some(alias) = TS_ALIASES.iter().find(|a| fields.contains_key(**a))
+        && let Some(value) = fields.remove(*alias)
+    {
+        fields.insert(FIELD_TS.to_owned(), value);
+    }
     let parsed = fields.get(FIELD_TS).and_then(parse_ts);
     let ts = parsed.unwrap_or_else(|| {
         origin
@@ -187,6 +263,16 @@ fn parse_ts(value: &Value) -> Option<Timestamp> {
     match value {
         Value::String(s) => s.trim().parse::<Timestamp>().ok(),
         Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                // Integers exactly: an f64 cannot hold epoch nanoseconds.
+                let scale: i128 = match i.unsigned_abs() {
+                    a if a < 100_000_000_000 => 1_000_000_000,
+                    a if a < 100_000_000_000_000 => 1_000_000,
+                    a if a < 100_000_000_000_000_000 => 1_000,
+                    _ => 1,
+                };
+                return Timestamp::from_nanosecond(i128::from(i) * scale).ok();
+            }
             let v = n.as_f64()?;
             let scale = match v.abs() {
                 a if a < 1e11 => 1e9,
@@ -205,7 +291,7 @@ fn parse_ts(value: &Value) -> Option<Timestamp> {
     }
 }
 
-fn meta(origin: &Origin<'_>) -> Value {
+fn meta(origin: &Origin<'_>, index: Option<usize>) -> Value {
     let mut m = Map::new();
     m.insert("namespace".into(), origin.namespace.into());
     m.insert("pipeline".into(), origin.pipeline.into());
@@ -216,10 +302,14 @@ fn meta(origin: &Origin<'_>) -> Value {
         Value::String(origin.received_at.to_string()),
     );
     m.insert("message_id".into(), origin.id.into());
+    if let Some(i) = index {
+        m.insert("record".into(), i.into());
+    }
     Value::Object(m)
 }
 
-fn kind(value: &Value) -> &'static str {
+/// The JSON type of `value`, in words.
+pub fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
@@ -243,6 +333,7 @@ mod tests {
             output: "sec",
             attempt: 2,
             id: "m-1",
+            content_type: None,
             amqp_timestamp: Some(1_700_000_000),
             received_at: "2024-05-01T10:00:00Z".parse().unwrap(),
         }
@@ -324,14 +415,20 @@ mod tests {
             ),
             (b"[1, 2]", EnvelopeError::NotAnObject { kind: "array" }),
             (b"\"text\"", EnvelopeError::NotAnObject { kind: "string" }),
-            (b"{\"msg\": \"x\"}", EnvelopeError::MissingMessage),
+            (b"{\"text\": \"x\"}", EnvelopeError::MissingMessage),
             (
                 b"{\"message\": 42}",
-                EnvelopeError::MessageNotString { kind: "number" },
+                EnvelopeError::MessageNotString {
+                    field: "message",
+                    kind: "number",
+                },
             ),
             (
-                b"{\"message\": null}",
-                EnvelopeError::MessageNotString { kind: "null" },
+                b"{\"msg\": null}",
+                EnvelopeError::MessageNotString {
+                    field: "msg",
+                    kind: "null",
+                },
             ),
         ];
         for (body, expected) in cases {
@@ -358,5 +455,74 @@ mod tests {
         );
         assert!(err.to_string().contains("over the limit of 1024 bytes"));
         assert!(decode(body.as_bytes(), body.len(), &origin()).is_ok());
+    }
+
+    #[test]
+    fn pino_logs_are_read_with_their_numeric_level_msg_and_epoch_millisecond_time() {
+        let (record, v) = decoded(
+            r#"{"level":50,"time":1700000000123,"pid":7,"hostname":"h","msg":"db down","service":"api"}"#,
+        );
+        assert_eq!(record.level, Level::Error);
+        assert_eq!(v["level"], "error");
+        assert_eq!(v["level_raw"], 50);
+        assert_eq!(v["message"], "db down");
+        assert!(v.get("msg").is_none() && v.get("time").is_none(), "{v}");
+        assert_eq!(v["ts"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(v["pid"], 7);
+        for (n, level) in [
+            (10, Level::Trace),
+            (20, Level::Debug),
+            (30, Level::Info),
+            (40, Level::Warn),
+            (60, Level::Critical),
+            (35, Level::Info),
+        ] {
+            let (record, _) = decoded(&format!(r#"{{"level":{n},"msg":"m"}}"#));
+            assert_eq!(record.level, level, "{n}");
+        }
+    }
+
+    #[test]
+    fn zap_bunyan_and_shipper_time_fields_are_read_as_ts() {
+        // zap: epoch seconds as a float in `ts`, `msg`.
+        let (record, v) =
+            decoded(r#"{"level":"warn","ts":1700000000.5,"caller":"main.go:12","msg":"slow"}"#);
+        assert_eq!(
+            (record.level, v["message"].as_str()),
+            (Level::Warn, Some("slow"))
+        );
+        assert_eq!(v["ts"], "2023-11-14T22:13:20.5Z");
+        // bunyan: `time` as RFC 3339.
+        let (_, v) = decoded(
+            r#"{"v":0,"level":30,"name":"app","time":"2024-05-01T10:00:00.250Z","msg":"hi"}"#,
+        );
+        assert_eq!(v["ts"], "2024-05-01T10:00:00.25Z");
+        // Vector: `timestamp`; Logstash and ECS: `@timestamp`.
+        let (_, v) = decoded(r#"{"message":"m","timestamp":"2024-05-01T10:00:00Z","host":"h"}"#);
+        assert_eq!(v["ts"], "2024-05-01T10:00:00Z");
+        let (_, v) = decoded(r#"{"message":"m","@timestamp":"2024-05-01T10:00:01Z"}"#);
+        assert_eq!(v["ts"], "2024-05-01T10:00:01Z");
+        // `ts` wins; the others stay as they are.
+        let (_, v) = decoded(r#"{"message":"m","ts":"2024-05-01T10:00:02Z","time":"x"}"#);
+        assert_eq!(
+            (v["ts"].as_str(), v["time"].as_str()),
+            (Some("2024-05-01T10:00:02Z"), Some("x"))
+        );
+        // `message` wins over `msg`, which is then kept.
+        let (_, v) = decoded(r#"{"message":"m","msg":"other"}"#);
+        assert_eq!(
+            (v["message"].as_str(), v["msg"].as_str()),
+            (Some("m"), Some("other"))
+        );
+    }
+
+    #[test]
+    fn a_log_of_a_several_log_delivery_gets_its_own_id() {
+        let fields = serde_json::from_str(r#"{"message":"m"}"#).unwrap();
+        let record = normalize(fields, &origin(), Some(3)).unwrap();
+        assert_eq!(record.id, "m-1:3");
+        let v: Value = serde_json::from_str(&record.json).unwrap();
+        assert_eq!(v["logstream"]["message_id"], "m-1");
+        assert_eq!(v["logstream"]["record"], 3);
     }
 }

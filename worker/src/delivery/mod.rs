@@ -2,7 +2,8 @@
 //! plain data and plain functions, tested without a broker (the republisher excepted, which
 //! only wraps a confirm-mode channel):
 //!
-//! 1. [`envelope`]: decode the body into the log the sink receives (bad input is permanent);
+//! 1. [`decode`]: decode the body into the logs the sink receives (one JSON log, or the logs
+//!    of an OTLP payload), each normalized by [`envelope`]; bad input is permanent;
 //! 2. [`dedup`]: skip what was written recently (by message id, or a hash of the body);
 //! 3. [`batch`]: gather logs into sink writes (size and linger);
 //! 4. [`retry_ladder`]: count failed attempts and choose where a failed log goes next;
@@ -11,6 +12,7 @@
 
 pub mod ack_tracker;
 pub mod batch;
+pub mod decode;
 pub mod dedup;
 pub mod envelope;
 pub mod republish;

@@ -21,7 +21,8 @@ use tracing::{debug, warn};
 use super::{CONFIRM_TIMEOUT, Disposition, Pending, REFUSED_REQUEUE_PAUSE, Settlement, Worker};
 use crate::{
     delivery::{
-        envelope::{self, LogRecord, Origin},
+        decode,
+        envelope::{LogRecord, Origin},
         republish::Republisher,
         retry_ladder::{Ladder, Route},
     },
@@ -111,13 +112,23 @@ impl TaskContext {
                 output: &config.output,
                 attempt: p.failed_before.saturating_add(1),
                 id,
+                content_type: p
+                    .delivery
+                    .properties
+                    .content_type()
+                    .as_ref()
+                    .map(|c| c.as_str()),
                 amqp_timestamp: *p.delivery.properties.timestamp(),
                 received_at: p.received_at,
             };
-            match envelope::decode(&p.delivery.data, limit, &origin) {
-                Ok(record) => {
-                    decoded.records.push(record);
-                    decoded.positions.push(i);
+            // One delivery may carry several logs (OTLP): each is written, and the delivery
+            // is settled once from all of them.
+            match decode::decode(&p.delivery.data, limit, &origin) {
+                Ok(records) => {
+                    decoded
+                        .positions
+                        .extend(std::iter::repeat_n(i, records.len()));
+                    decoded.records.extend(records);
                 }
                 Err(e) => decoded.failures[i] = Some(SinkFailure::permanent(e.to_string())),
             }
@@ -154,7 +165,7 @@ impl TaskContext {
                     });
                     if let Some(failure) = item {
                         self.metrics.sink_error(failure.class);
-                        failures[i] = Some(failure);
+                        failures[i] = Some(SinkFailure::worst(failures[i].take(), failure));
                     }
                 }
             }
@@ -236,9 +247,9 @@ impl TaskContext {
 
 /// A batch after decoding: the logs to write, and what failed already.
 struct Decoded {
-    /// The logs that decoded, in batch order.
+    /// The logs that decoded, in batch order (a delivery may carry several).
     records: Vec<LogRecord>,
-    /// The batch position of each of `records`.
+    /// The batch position of the delivery each of `records` came from.
     positions: Vec<usize>,
     /// Per batch position: why that delivery failed (`None` so far: decoded).
     failures: Vec<Option<SinkFailure>>,

@@ -1,18 +1,28 @@
-//! The HTTP sink: each batch is one POST, as a JSON array, NDJSON, a Loki push or an
-//! Elasticsearch bulk request.
+//! The HTTP sink: each batch is one POST, as a JSON array, NDJSON, a Loki push, an
+//! Elasticsearch bulk request or an OTLP/HTTP export request, gzip-compressed when asked.
 //!
-//! 2xx means written (for Elasticsearch, per item as the bulk answer says); 408, 429, 5xx,
-//! timeouts and connections that fail are transient; other statuses are permanent. Credentials
-//! in the URL are sent as basic auth and never shown in errors.
+//! 2xx means written (for Elasticsearch per item as the bulk answer says, for OTLP as its
+//! partial success says); 408, 429, 5xx, timeouts and connections that fail are transient;
+//! other statuses are permanent. Credentials come from Secrets ([`super::http_client`]), never
+//! from the URL, and are never shown.
+
+use std::collections::BTreeMap;
 
 use futures::{FutureExt, future::BoxFuture};
-use logstream_api::pipeline::{HttpFormat, HttpSink as HttpSinkSpec};
-use reqwest::{Client, Url, header::CONTENT_TYPE};
+use logstream_api::{
+    pipeline::{Compression, HttpFormat, HttpSink as HttpSinkSpec},
+    worker_config::{SecretFiles, SecretUse},
+};
+use reqwest::{
+    Client, Url,
+    header::{CONTENT_ENCODING, CONTENT_TYPE},
+};
+use tracing::warn;
 
 use super::{
     Sink, SinkError, SinkFailure, SinkLabels, WriteOutcome,
     classify::{StatusClass, http_status, transport_failure},
-    format,
+    format, http_client, otlp,
 };
 use crate::delivery::envelope::LogRecord;
 
@@ -26,15 +36,21 @@ pub struct HttpSink {
     url: Url,
     shown: String,
     format: HttpFormat,
+    compression: Compression,
     labels: SinkLabels,
     /// Elasticsearch: the index each action names, when the URL names none.
     index: Option<String>,
 }
 
 impl HttpSink {
-    /// A sink for `spec`; fails when the URL is not http(s).
-    pub fn new(spec: &HttpSinkSpec, labels: SinkLabels) -> Result<Self, SinkError> {
-        let url = Url::parse(&spec.url).map_err(|e| SinkError::Url {
+    /// A sink for `spec`, with the Secrets it names read from `secrets`; fails when the URL is
+    /// not http(s) or carries credentials, or a Secret is missing or unusable.
+    pub fn new(
+        spec: &HttpSinkSpec,
+        labels: SinkLabels,
+        secrets: &BTreeMap<SecretUse, SecretFiles>,
+    ) -> Result<Self, SinkError> {
+        let mut url = Url::parse(&spec.url).map_err(|e| SinkError::Url {
             url: redact_text(&spec.url),
             reason: e.to_string(),
         })?;
@@ -44,10 +60,17 @@ impl HttpSink {
                 reason: "expected an http:// or https:// URL with a host".into(),
             });
         }
-        let client = Client::builder()
-            .timeout(spec.timeout().as_std())
-            .build()
-            .map_err(|e| SinkError::Client(e.to_string()))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(SinkError::Url {
+                url: redact(&url),
+                reason: "credentials in the URL are not accepted: name a Secret in auth.secretRef"
+                    .into(),
+            });
+        }
+        if spec.format() == HttpFormat::Otlp && matches!(url.path(), "" | "/") {
+            url.set_path(otlp::LOGS_PATH);
+        }
+        let client = http_client::build(spec, secrets)?;
         let index = (spec.format() == HttpFormat::Elasticsearch && !names_index(&url))
             .then(|| format::default_index(&labels));
         Ok(Self {
@@ -55,6 +78,7 @@ impl HttpSink {
             shown: redact(&url),
             url,
             format: spec.format(),
+            compression: spec.compression(),
             labels,
             index,
         })
@@ -62,6 +86,10 @@ impl HttpSink {
 
     fn body(&self, batch: &[LogRecord]) -> (Vec<u8>, &'static str) {
         match self.format {
+            HttpFormat::Otlp => (
+                otlp::export_request(batch, &self.labels),
+                otlp::CONTENT_TYPE,
+            ),
             HttpFormat::Json => (format::json_array(batch), "application/json"),
             HttpFormat::Ndjson => (format::ndjson(batch), "application/x-ndjson"),
             HttpFormat::Loki => (format::loki(batch, &self.labels), "application/json"),
@@ -74,14 +102,17 @@ impl HttpSink {
 
     async fn post(&self, batch: &[LogRecord]) -> WriteOutcome {
         let (body, content_type) = self.body(batch);
-        let sent = self
+        let mut request = self
             .client
             .post(self.url.clone())
-            .header(CONTENT_TYPE, content_type)
-            .body(body)
-            .send()
-            .await;
-        let response = match sent {
+            .header(CONTENT_TYPE, content_type);
+        request = match self.compression {
+            Compression::None => request.body(body),
+            Compression::Gzip => request
+                .header(CONTENT_ENCODING, "gzip")
+                .body(format::gzip(&body)),
+        };
+        let response = match request.send().await {
             Ok(response) => response,
             Err(e) => {
                 return WriteOutcome::Failed(SinkFailure {
@@ -89,7 +120,7 @@ impl HttpSink {
                     reason: format!(
                         "failed to POST to {}: {}",
                         self.shown,
-                        chain(&e.without_url())
+                        describe(&e.without_url())
                     ),
                 });
             }
@@ -108,6 +139,17 @@ impl HttpSink {
                         self.shown,
                         chain(&e.without_url())
                     ))),
+                }
+            }
+            StatusClass::Written if self.format == HttpFormat::Otlp => {
+                let answer = response.bytes().await.unwrap_or_default();
+                match otlp::settle(&answer, batch.len()) {
+                    Ok(None) => WriteOutcome::Written,
+                    Ok(Some(items)) => WriteOutcome::PerItem(items),
+                    Err(warning) => {
+                        warn!(sink = %self.shown, "the OTLP endpoint stored every log and warned: {warning}");
+                        WriteOutcome::Written
+                    }
                 }
             }
             StatusClass::Written => WriteOutcome::Written,
@@ -143,6 +185,28 @@ fn names_index(url: &Url) -> bool {
         .map(|s| s.filter(|s| !s.is_empty()).collect())
         .unwrap_or_default();
     matches!(segments.as_slice(), [.., index, "_bulk"] if !index.starts_with('_'))
+}
+
+/// A request that got no answer, in one line: a TLS failure says so and what to check.
+fn describe(e: &reqwest::Error) -> String {
+    let text = chain(e);
+    let tls = ["certificate", "tls", "handshake", "CertificateRequired"]
+        .iter()
+        .any(|w| text.to_ascii_lowercase().contains(&w.to_ascii_lowercase()));
+    if !tls {
+        return text;
+    }
+    let cause = text.rsplit(": ").next().unwrap_or(&text).to_owned();
+    let hint = if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
+        " (the server's certificate is not signed by a trusted CA: check tls.caSecretRef)"
+    } else if text.contains("NotValidForName") {
+        " (the server's certificate does not name the URL's host)"
+    } else if text.contains("CertificateRequired") || text.contains("certificate required") {
+        " (the server wants a client certificate: check tls.clientCertSecretRef)"
+    } else {
+        ""
+    };
+    format!("TLS handshake failed: {cause}{hint}")
 }
 
 /// An error with its causes (`error sending request: ... : Connection refused`).
@@ -184,9 +248,12 @@ mod tests {
     fn spec(url: &str) -> HttpSinkSpec {
         HttpSinkSpec {
             url: url.into(),
-            format: None,
-            timeout: None,
+            ..Default::default()
         }
+    }
+
+    fn sink(spec: &HttpSinkSpec, labels: SinkLabels) -> Result<HttpSink, SinkError> {
+        HttpSink::new(spec, labels, &BTreeMap::new())
     }
 
     #[test]
@@ -196,12 +263,9 @@ mod tests {
             "http//missing-colon",
             "unix:/var/run/x.sock",
         ] {
-            assert!(
-                HttpSink::new(&spec(bad), SinkLabels::default()).is_err(),
-                "{bad}"
-            );
+            assert!(sink(&spec(bad), SinkLabels::default()).is_err(), "{bad}");
         }
-        assert!(HttpSink::new(&spec("https://es:9200/logs/_bulk"), SinkLabels::default()).is_ok());
+        assert!(sink(&spec("https://es:9200/logs/_bulk"), SinkLabels::default()).is_ok());
     }
 
     #[test]
@@ -209,22 +273,22 @@ mod tests {
         let es = |url: &str| HttpSinkSpec {
             url: url.into(),
             format: Some(HttpFormat::Elasticsearch),
-            timeout: None,
+            ..Default::default()
         };
         let labels = SinkLabels {
             namespace: "ns".into(),
             pipeline: "app".into(),
             output: "errors".into(),
         };
-        let sink = |url| HttpSink::new(&es(url), labels.clone()).unwrap().index;
+        let index = |url| sink(&es(url), labels.clone()).unwrap().index;
         assert_eq!(
-            sink("http://es:9200/_bulk").as_deref(),
+            index("http://es:9200/_bulk").as_deref(),
             Some("logstream-ns-app-errors")
         );
-        assert_eq!(sink("http://es:9200/logs/_bulk"), None);
-        assert_eq!(sink("http://proxy/es/logs/_bulk/"), None);
+        assert_eq!(index("http://es:9200/logs/_bulk"), None);
+        assert_eq!(index("http://proxy/es/logs/_bulk/"), None);
         assert!(
-            HttpSink::new(&spec("http://h/_bulk"), labels)
+            sink(&spec("http://h/_bulk"), labels)
                 .unwrap()
                 .index
                 .is_none()
@@ -232,18 +296,41 @@ mod tests {
     }
 
     #[test]
-    fn passwords_in_urls_are_never_shown() {
-        let sink = HttpSink::new(
-            &spec("http://user:s3cret@loki:3100/loki/api/v1/push"),
-            SinkLabels::default(),
-        )
-        .unwrap();
-        assert_eq!(sink.shown, "http://user:***@loki:3100/loki/api/v1/push");
-        let err = HttpSink::new(&spec("ftp://user:s3cret@host/"), SinkLabels::default())
-            .unwrap_err()
-            .to_string();
-        assert!(!err.contains("s3cret"), "{err}");
+    fn urls_with_credentials_are_refused_and_never_shown() {
+        for url in [
+            "http://user:s3cret@loki:3100/loki/api/v1/push",
+            "ftp://user:s3cret@host/",
+        ] {
+            let err = sink(&spec(url), SinkLabels::default())
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("s3cret"), "{err}");
+        }
         assert_eq!(redact_text("nonsense://u:s3cret@h"), "***@h");
+    }
+
+    #[test]
+    fn an_otlp_url_without_a_path_gets_v1_logs() {
+        let otlp = |url: &str| HttpSinkSpec {
+            url: url.into(),
+            format: Some(HttpFormat::Otlp),
+            ..Default::default()
+        };
+        let url = |u| {
+            sink(&otlp(u), SinkLabels::default())
+                .unwrap()
+                .url
+                .to_string()
+        };
+        assert_eq!(
+            url("http://collector:4318"),
+            "http://collector:4318/v1/logs"
+        );
+        assert_eq!(
+            url("http://collector:4318/"),
+            "http://collector:4318/v1/logs"
+        );
+        assert_eq!(url("http://gw/otlp/v1/logs"), "http://gw/otlp/v1/logs");
     }
 
     #[tokio::test]
@@ -255,7 +342,7 @@ mod tests {
             .unwrap()
             .port();
         let url = format!("http://127.0.0.1:{port}/");
-        let sink = HttpSink::new(&spec(&url), SinkLabels::default()).unwrap();
+        let sink = sink(&spec(&url), SinkLabels::default()).unwrap();
         let record = LogRecord {
             json: "{}".into(),
             level: logstream_api::contract::Level::Info,

@@ -8,12 +8,18 @@ pub mod classify;
 pub mod file;
 pub mod format;
 pub mod http;
+pub mod http_client;
+pub mod otlp;
 pub mod stdout;
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use futures::future::BoxFuture;
-use logstream_api::{contract::ErrorClass, pipeline::SinkSpec};
+use logstream_api::{
+    contract::ErrorClass,
+    pipeline::SinkSpec,
+    worker_config::{SecretFiles, SecretUse},
+};
 
 use crate::delivery::envelope::LogRecord;
 
@@ -41,6 +47,16 @@ impl SinkFailure {
         Self {
             class: ErrorClass::Permanent,
             reason: reason.into(),
+        }
+    }
+
+    /// The failure of a delivery whose logs failed as `so_far` and `next`: a permanent failure
+    /// wins (a delivery holding a log that can never be written can never be written whole),
+    /// else the first one.
+    pub fn worst(so_far: Option<Self>, next: Self) -> Self {
+        match so_far {
+            Some(f) if f.class == ErrorClass::Permanent || next.class != ErrorClass::Permanent => f,
+            _ => next,
         }
     }
 }
@@ -88,6 +104,10 @@ pub enum SinkError {
     /// The HTTP client could not be built.
     #[error("failed to build the HTTP sink client: {0}")]
     Client(String),
+    /// A Secret of the HTTP sink is missing, unreadable or unusable (the message names the
+    /// Secret and the key, never a value).
+    #[error("failed to set up the HTTP sink: {0}")]
+    Secret(String),
 }
 
 /// Labels every log of this worker carries where a sink groups logs (Loki streams).
@@ -101,11 +121,15 @@ pub struct SinkLabels {
     pub output: String,
 }
 
-/// Builds the sink `spec` describes.
-pub fn build(spec: &SinkSpec, labels: SinkLabels) -> Result<Arc<dyn Sink>, SinkError> {
+/// Builds the sink `spec` describes; the Secrets it names are read from `secrets`.
+pub fn build(
+    spec: &SinkSpec,
+    labels: SinkLabels,
+    secrets: &BTreeMap<SecretUse, SecretFiles>,
+) -> Result<Arc<dyn Sink>, SinkError> {
     Ok(match spec {
         SinkSpec::Stdout(_) => Arc::new(stdout::StdoutSink::new()),
         SinkSpec::File(file) => Arc::new(file::FileSink::open(&file.path)?),
-        SinkSpec::Http(http) => Arc::new(http::HttpSink::new(http, labels)?),
+        SinkSpec::Http(http) => Arc::new(http::HttpSink::new(http, labels, secrets)?),
     })
 }

@@ -135,6 +135,7 @@ impl TestPipeline {
             url: url.to_owned(),
             format: Some(HttpFormat::Json),
             timeout: Some(logstream_api::Duration::from_secs(5)),
+            ..HttpSink::default()
         });
         config.shutdown_grace = logstream_api::Duration::from_secs(10);
         config
