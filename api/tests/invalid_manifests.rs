@@ -215,3 +215,47 @@ fn every_problem_is_reported_at_once() {
         ]
     );
 }
+
+#[test]
+fn a_sink_url_with_credentials_is_refused_without_repeating_the_password() {
+    let yaml = VALID.replace(
+        "sink: {stdout: {}}",
+        "sink: {http: {url: \"https://alice:s3cret@loki:3100/loki/api/v1/push\"}}",
+    );
+    assert_refused(
+        &yaml,
+        &[
+            "spec.outputs[0].sink.http.url",
+            "must not carry credentials",
+        ],
+        &[
+            "spec.outputs[0].sink.http.url",
+            "must not carry credentials",
+        ],
+    );
+    assert!(!logstream_verdict(&yaml).contains("s3cret"));
+    assert!(!api_server_verdict(&yaml).contains("s3cret"));
+}
+
+#[test]
+fn a_ca_with_insecure_skip_verify_is_refused() {
+    let yaml = VALID.replace(
+        "sink: {stdout: {}}",
+        "sink: {http: {url: \"https://loki/\", tls: {caSecretRef: {name: ca}, insecureSkipVerify: true}}}",
+    );
+    assert_refused(
+        &yaml,
+        &["spec.outputs[0].sink.http.tls", "caSecretRef has no effect"],
+        &["caSecretRef has no effect"],
+    );
+}
+
+#[test]
+fn a_sink_with_secrets_tls_headers_otlp_and_gzip_is_valid() {
+    let yaml = VALID.replace(
+        "sink: {stdout: {}}",
+        "sink: {http: {url: \"https://otel:4318\", format: otlp, compression: gzip, auth: {secretRef: {name: a}}, headers: {X-Scope-OrgID: t}, headersFrom: {secretRef: {name: h}}, tls: {caSecretRef: {name: ca}, clientCertSecretRef: {name: c}}}}",
+    );
+    assert_eq!(logstream_verdict(&yaml), "");
+    assert_eq!(api_server_verdict(&yaml), "");
+}
