@@ -17,6 +17,9 @@ pub const DEFAULT_CONFIRM_WINDOW: usize = 1000;
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 /// Service name of logs produced without `--service`.
 pub const DEFAULT_SERVICE: &str = "logstream-cli";
+/// Routing key of `produce --format otlp` without `--routing-key`: the OpenTelemetry
+/// Collector's RabbitMQ exporter's default for logs.
+pub const OTLP_ROUTING_KEY: &str = "otlp_logs";
 /// Level mix of a load run without `--levels`.
 pub const DEFAULT_LEVELS: &str = "info=90,warn=7,error=2.9,critical=0.1";
 
@@ -173,6 +176,26 @@ pub struct ProduceArgs {
     /// Published logs whose confirm may be outstanding at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CONFIRM_WINDOW, value_parser = parse_window)]
     pub window: usize,
+
+    /// Message encoding: `json` (LogStream's message contract) or `otlp` (a protobuf OTLP
+    /// LogsData per log, as the OpenTelemetry Collector's RabbitMQ exporter publishes it).
+    #[arg(long, value_name = "FORMAT", default_value = "json")]
+    pub format: ProduceFormat,
+
+    /// Routing key of every log [default: <service>.<level>; with --format otlp, otlp_logs].
+    #[arg(long, value_name = "KEY", value_parser = parse_routing_key)]
+    pub routing_key: Option<String>,
+}
+
+/// How `produce` encodes logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ProduceFormat {
+    /// A JSON body with the contract's properties (message id, timestamp, priority).
+    #[default]
+    Json,
+    /// A protobuf OTLP `LogsData` with `content_type: application/x-protobuf`, persistent,
+    /// without message id, timestamp or priority.
+    Otlp,
 }
 
 impl ProduceArgs {
@@ -271,6 +294,13 @@ pub struct StatusArgs {
 fn parse_level(raw: &str) -> Result<logstream_api::contract::Level, String> {
     raw.parse()
         .map_err(|e: logstream_api::contract::UnknownLevel| e.to_string())
+}
+
+fn parse_routing_key(raw: &str) -> Result<String, String> {
+    if raw.len() > 255 {
+        return Err("a routing key is at most 255 bytes long".into());
+    }
+    Ok(raw.to_owned())
 }
 
 fn parse_field(raw: &str) -> Result<(String, String), String> {

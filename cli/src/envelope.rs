@@ -1,12 +1,23 @@
 //! A log as the message contract wants it on the wire: the JSON body, the routing key and the
 //! AMQP properties (persistent, `message_id`, `timestamp`, `content_type`, priority from the
-//! level). Pure: the caller passes the clock and the message id.
+//! level); or as the OpenTelemetry Collector's RabbitMQ exporter publishes it (a protobuf OTLP
+//! `LogsData`). Pure: the caller passes the clock and the message id.
 
 use jiff::Timestamp;
 use lapin::{BasicProperties, types::ShortString};
 use logstream_api::contract::{self, Level};
+use opentelemetry_proto::tonic::{
+    common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList, any_value},
+    logs::v1::{LogRecord, LogsData, ResourceLogs, ScopeLogs},
+    resource::v1::Resource,
+};
+use prost::Message;
 use serde_json::{Map, Value};
 
+use crate::args::{OTLP_ROUTING_KEY, ProduceFormat};
+
+/// Content type of OTLP protobuf messages.
+pub const OTLP_CONTENT_TYPE: &str = "application/x-protobuf";
 /// `app_id` of every message the CLI publishes, so a person reading a queue knows its source.
 pub const APP_ID: &str = "logstream-cli";
 
@@ -153,6 +164,122 @@ pub fn envelope(
     }
 }
 
+/// The envelope of a log in `format`: the message contract's, or the OTLP exporter's.
+pub fn encode(
+    format: ProduceFormat,
+    service: &str,
+    level: Level,
+    body: &Map<String, Value>,
+    message_id: String,
+    now: Timestamp,
+) -> Envelope {
+    match format {
+        ProduceFormat::Json => envelope(service, level, body, message_id, now),
+        ProduceFormat::Otlp => otlp_envelope(service, level, body, now),
+    }
+}
+
+/// A log as the OpenTelemetry Collector's RabbitMQ exporter publishes it: a protobuf
+/// `LogsData` (resource `service.name`, severity from the level, the message as the body, the
+/// other fields as attributes), persistent, routing key `otlp_logs`. Unlike the exporter, which
+/// sets no content type, `content_type` says `application/x-protobuf`.
+pub fn otlp_envelope(
+    service: &str,
+    level: Level,
+    body: &Map<String, Value>,
+    now: Timestamp,
+) -> Envelope {
+    let text = |key: &str| body.get(key).and_then(Value::as_str).unwrap_or_default();
+    let time = text("ts")
+        .parse::<Timestamp>()
+        .unwrap_or(now)
+        .as_nanosecond();
+    let attributes = body
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "ts" | "level" | "service" | "message"))
+        .map(|(k, v)| key_value(k, v))
+        .collect();
+    let record = LogRecord {
+        time_unix_nano: u64::try_from(time).unwrap_or(0),
+        observed_time_unix_nano: u64::try_from(now.as_nanosecond()).unwrap_or(0),
+        severity_number: otlp_severity(level),
+        severity_text: level.as_str().to_uppercase(),
+        body: Some(string_value(text("message"))),
+        attributes,
+        ..Default::default()
+    };
+    let data = LogsData {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![key_value(
+                    "service.name",
+                    &Value::String(service.to_owned()),
+                )],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![record],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    Envelope {
+        routing_key: OTLP_ROUTING_KEY.to_owned(),
+        body: data.encode_to_vec(),
+        properties: BasicProperties::default()
+            .with_delivery_mode(contract::DELIVERY_MODE_PERSISTENT)
+            .with_content_type(ShortString::from(OTLP_CONTENT_TYPE)),
+    }
+}
+
+/// The OTLP severity number of a level (the first of its range: INFO 9, WARN 13, ...).
+fn otlp_severity(level: Level) -> i32 {
+    match level {
+        Level::Trace => 1,
+        Level::Debug => 5,
+        Level::Info => 9,
+        Level::Warn => 13,
+        Level::Error => 17,
+        Level::Critical => 21,
+    }
+}
+
+fn key_value(key: &str, value: &Value) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(any(value)),
+        ..Default::default()
+    }
+}
+
+fn string_value(s: &str) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::StringValue(s.to_owned())),
+    }
+}
+
+fn any(value: &Value) -> AnyValue {
+    use any_value::Value as V;
+    AnyValue {
+        value: match value {
+            Value::Null => None,
+            Value::Bool(b) => Some(V::BoolValue(*b)),
+            Value::Number(n) => Some(match n.as_i64() {
+                Some(i) => V::IntValue(i),
+                None => V::DoubleValue(n.as_f64().unwrap_or_default()),
+            }),
+            Value::String(s) => Some(V::StringValue(s.clone())),
+            Value::Array(items) => Some(V::ArrayValue(ArrayValue {
+                values: items.iter().map(any).collect(),
+            })),
+            Value::Object(m) => Some(V::KvlistValue(KeyValueList {
+                values: m.iter().map(|(k, v)| key_value(k, v)).collect(),
+            })),
+        },
+    }
+}
+
 /// The AMQP properties the contract asks of a log of `level`.
 pub fn properties(level: Level, message_id: String, now: Timestamp) -> BasicProperties {
     BasicProperties::default()
@@ -273,5 +400,47 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, new_message_id());
+    }
+
+    #[test]
+    fn an_otlp_log_is_published_as_the_collectors_exporter_does() {
+        let fields = field_values(&[("code".into(), "500".into())]);
+        let body = log_body("api", Level::Error, "boom", &fields, noon());
+        let e = encode(
+            ProduceFormat::Otlp,
+            "api",
+            Level::Error,
+            &body,
+            "abc".into(),
+            noon(),
+        );
+        assert_eq!(e.routing_key, "otlp_logs");
+        let p = &e.properties;
+        assert_eq!(p.delivery_mode(), &Some(2));
+        assert_eq!(
+            p.content_type().as_ref().map(|s| s.as_str()),
+            Some("application/x-protobuf")
+        );
+        assert_eq!(p.message_id(), &None);
+        assert_eq!(p.priority(), &None);
+        let data = LogsData::decode(&e.body[..]).unwrap();
+        let resource = &data.resource_logs[0];
+        assert_eq!(
+            resource.resource.as_ref().unwrap().attributes[0].key,
+            "service.name"
+        );
+        let record = &resource.scope_logs[0].log_records[0];
+        assert_eq!(record.severity_number, 17);
+        assert_eq!(record.severity_text, "ERROR");
+        assert_eq!(
+            record.body.as_ref().unwrap().value,
+            Some(any_value::Value::StringValue("boom".into()))
+        );
+        assert_eq!(record.time_unix_nano, 1_777_636_800_000_000_000);
+        assert_eq!(record.attributes[0].key, "code");
+        assert_eq!(
+            record.attributes[0].value.as_ref().unwrap().value,
+            Some(any_value::Value::IntValue(500))
+        );
     }
 }

@@ -60,13 +60,7 @@ pub async fn run(ctx: &Context, args: &ProduceArgs) -> Result<(), CliError> {
         let now = Timestamp::now();
         let body = envelope::log_body(&args.service, args.level, message, &fields, now);
         sender
-            .send(envelope::envelope(
-                &args.service,
-                args.level,
-                &body,
-                envelope::new_message_id(),
-                now,
-            ))
+            .send(encode(args, &args.service, args.level, &body, now))
             .await?;
         0
     } else if args.is_load() {
@@ -220,13 +214,7 @@ async fn load(sender: &mut Sender, args: &ProduceArgs) -> Result<(), CliError> {
             envelope::pad_to(&mut body, size);
         }
         sender
-            .send(envelope::envelope(
-                service,
-                level,
-                &body,
-                envelope::new_message_id(),
-                now,
-            ))
+            .send(encode(args, service, level, &body, now))
             .await?;
         k += 1;
         if k.is_multiple_of(UPDATE_EVERY) {
@@ -236,6 +224,28 @@ async fn load(sender: &mut Sender, args: &ProduceArgs) -> Result<(), CliError> {
     progress.set(k);
     progress.finish();
     Ok(())
+}
+
+/// The envelope of one log in the `--format` asked for, with `--routing-key` when given.
+fn encode(
+    args: &ProduceArgs,
+    service: &str,
+    level: logstream_api::contract::Level,
+    body: &serde_json::Map<String, serde_json::Value>,
+    now: Timestamp,
+) -> Envelope {
+    let mut env = envelope::encode(
+        args.format,
+        service,
+        level,
+        body,
+        envelope::new_message_id(),
+        now,
+    );
+    if let Some(key) = &args.routing_key {
+        env.routing_key.clone_from(key);
+    }
+    env
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
@@ -260,13 +270,7 @@ async fn from_stdin(sender: &mut Sender, args: &ProduceArgs) -> Result<u64, CliE
         let now = Timestamp::now();
         match envelope::log_from_line(&line, &args.service, args.level, &fields, now) {
             Ok(Some(log)) => {
-                let env = envelope::envelope(
-                    &log.service,
-                    log.level,
-                    &log.body,
-                    envelope::new_message_id(),
-                    now,
-                );
+                let env = encode(args, &log.service, log.level, &log.body, now);
                 if env.routing_key.len() > 255 {
                     eprintln!("line {number}: skipped: service name is longer than 250 bytes");
                     skipped += 1;
