@@ -196,7 +196,12 @@ fn describe(e: &reqwest::Error) -> String {
     if !tls {
         return text;
     }
-    let cause = text.rsplit(": ").next().unwrap_or(&text).to_owned();
+    // rustls' own words, without reqwest's and hyper's wrapping ("error sending request:
+    // client error (Connect): ...").
+    let cause = match text.find("invalid peer certificate") {
+        Some(at) => &text[at..],
+        None => text.rsplit(": ").next().unwrap_or(&text),
+    };
     let hint = if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
         " (the server's certificate is not signed by a trusted CA: check tls.caSecretRef)"
     } else if text.contains("NotValidForName") {
