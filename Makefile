@@ -64,6 +64,13 @@ bench-scaling:
 bench-worker: broker
 	$(CARGO) bench -p logstream-worker --bench throughput
 
+## What a log costs on the way in and out: bytes and CPU per 1 KB log of every HTTP sink
+## format with and without gzip, and the decode cost of JSON logs and OTLP (protobuf, JSON);
+## no broker needed (copy the printed tables into docs/benchmarks.md).
+.PHONY: bench-sink-encoding
+bench-sink-encoding:
+	$(CARGO) bench -p logstream-worker --bench sink_encoding
+
 ## `logstream produce --count 100000` against pika with per-message confirms, side by side on
 ## the local broker; pika goes into target/bench-venv. Updates docs/benchmarks.md.
 .PHONY: bench-produce
