@@ -535,16 +535,25 @@ async fn the_otlp_sink_exports_gzipped_protobuf_and_dead_letters_a_partially_rej
     })
     .await;
 
-    let seen = seen.lock().unwrap();
-    assert!(seen.gzip.iter().all(|g| *g), "every request was gzipped");
+    let (in_rejected, requests, good) = {
+        let seen = seen.lock().unwrap();
+        assert!(seen.gzip.iter().all(|g| *g), "every request was gzipped");
+        let mut in_rejected: Vec<String> = seen
+            .requests
+            .iter()
+            .filter(|(_, rejected)| *rejected > 0)
+            .flat_map(|(logs, _)| logs.iter().map(|(_, id)| id.clone()))
+            .collect();
+        in_rejected.sort();
+        let good = seen
+            .requests
+            .iter()
+            .filter(|(_, r)| *r == 0)
+            .flat_map(|(l, _)| l)
+            .count();
+        (in_rejected, seen.requests.len(), good)
+    };
     // Every log of a partially rejected request, and only those, is dead-lettered.
-    let mut in_rejected: Vec<String> = seen
-        .requests
-        .iter()
-        .filter(|(_, rejected)| *rejected > 0)
-        .flat_map(|(logs, _)| logs.iter().map(|(_, id)| id.clone()))
-        .collect();
-    in_rejected.sort();
     assert!(
         in_rejected.contains(&"reject-b".to_owned()),
         "{in_rejected:?}"
@@ -566,15 +575,8 @@ async fn the_otlp_sink_exports_gzipped_protobuf_and_dead_letters_a_partially_rej
         .collect();
     dead.sort();
     assert_eq!(dead, in_rejected);
-    let good = seen
-        .requests
-        .iter()
-        .filter(|(_, r)| *r == 0)
-        .flat_map(|(l, _)| l)
-        .count();
     println!(
-        "OTLP sink: {} requests, {good} logs accepted, {} dead-lettered from partially rejected batches",
-        seen.requests.len(),
+        "OTLP sink: {requests} requests, {good} logs accepted, {} dead-lettered from partially rejected batches",
         dead.len()
     );
     task.abort();

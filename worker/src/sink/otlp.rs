@@ -290,7 +290,7 @@ pub fn json_to_any(value: &Value) -> AnyValue {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len() / 2)
