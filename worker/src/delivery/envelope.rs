@@ -103,6 +103,24 @@ pub struct Origin<'a> {
     pub received_at: Timestamp,
 }
 
+#[cfg(test)]
+impl Origin<'static> {
+    /// The delivery of the unit tests: output games/app/sec, message id `m-1`, first attempt,
+    /// no content type and no AMQP timestamp, received at 2024-05-01T10:00:00Z.
+    pub fn test() -> Self {
+        Self {
+            namespace: "games",
+            pipeline: "app",
+            output: "sec",
+            attempt: 1,
+            id: "m-1",
+            content_type: None,
+            amqp_timestamp: None,
+            received_at: "2024-05-01T10:00:00Z".parse().expect("a valid time"),
+        }
+    }
+}
+
 /// A decoded, normalized log, ready for any sink.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogRecord {
@@ -328,14 +346,9 @@ mod tests {
 
     fn origin() -> Origin<'static> {
         Origin {
-            namespace: "games",
-            pipeline: "app",
-            output: "sec",
             attempt: 2,
-            id: "m-1",
-            content_type: None,
             amqp_timestamp: Some(1_700_000_000),
-            received_at: "2024-05-01T10:00:00Z".parse().unwrap(),
+            ..Origin::test()
         }
     }
 

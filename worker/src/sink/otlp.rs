@@ -319,14 +319,8 @@ mod tests {
 
     fn origin() -> Origin<'static> {
         Origin {
-            namespace: "games",
-            pipeline: "app",
             output: "otel",
-            attempt: 1,
-            id: "m-1",
-            content_type: None,
-            amqp_timestamp: None,
-            received_at: "2024-05-01T10:00:00Z".parse().unwrap(),
+            ..Origin::test()
         }
     }
 

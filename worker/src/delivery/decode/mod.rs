@@ -73,14 +73,8 @@ mod tests {
 
     fn origin(content_type: Option<&'static str>) -> Origin<'static> {
         Origin {
-            namespace: "games",
-            pipeline: "app",
-            output: "sec",
-            attempt: 1,
-            id: "m-1",
             content_type,
-            amqp_timestamp: None,
-            received_at: "2024-05-01T10:00:00Z".parse().unwrap(),
+            ..Origin::test()
         }
     }
 

@@ -222,14 +222,9 @@ mod tests {
 
     fn origin() -> Origin<'static> {
         Origin {
-            namespace: "games",
-            pipeline: "app",
-            output: "sec",
-            attempt: 1,
-            id: "m-1",
             content_type: Some("application/x-protobuf"),
             amqp_timestamp: Some(1_700_000_000),
-            received_at: "2024-05-01T10:00:00Z".parse().unwrap(),
+            ..Origin::test()
         }
     }
 
