@@ -121,6 +121,78 @@ async fn a_single_log_from_flags_follows_the_message_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_otlp_publishes_protobuf_logs_data_as_the_collectors_exporter_does() {
+    use opentelemetry_proto::tonic::{common::v1::any_value, logs::v1::LogsData};
+    use prost::Message;
+    // An output bound to the exporter's routing key only.
+    let vhost = PipelineVhost::with_pipeline(
+        "otlp",
+        "  outputs:\n    - {name: out, bindings: [otlp_logs], sink: {stdout: {}}}\n",
+    )
+    .await;
+    let run = vhost
+        .logstream(&[
+            "produce",
+            "app",
+            "--format",
+            "otlp",
+            "--service",
+            "checkout",
+            "--level",
+            "error",
+            "-m",
+            "payment failed",
+            "--field",
+            "order=42",
+        ])
+        .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let messages = vhost.drain(&vhost.main_queue()).await;
+    assert_eq!(messages.len(), 1);
+    let m = &messages[0];
+    assert_eq!(m.routing_key, "otlp_logs");
+    assert_eq!(
+        m.properties.content_type().as_ref().map(|s| s.as_str()),
+        Some("application/x-protobuf")
+    );
+    assert_eq!(m.properties.delivery_mode(), &Some(2));
+    assert_eq!(m.properties.message_id(), &None, "the exporter sets none");
+    let data = LogsData::decode(&m.body[..]).expect("a protobuf LogsData");
+    let resource = &data.resource_logs[0];
+    let service = &resource.resource.as_ref().unwrap().attributes[0];
+    assert_eq!(service.key, "service.name");
+    assert_eq!(
+        service.value.as_ref().unwrap().value,
+        Some(any_value::Value::StringValue("checkout".into()))
+    );
+    let record = &resource.scope_logs[0].log_records[0];
+    assert_eq!(record.severity_number, 17);
+    assert_eq!(
+        record.body.as_ref().unwrap().value,
+        Some(any_value::Value::StringValue("payment failed".into()))
+    );
+    assert_eq!(record.attributes[0].key, "order");
+
+    // --routing-key replaces the key of either format.
+    let run = vhost
+        .logstream(&[
+            "produce",
+            "app",
+            "--routing-key",
+            "otlp_logs",
+            "--service",
+            "api",
+            "-m",
+            "json too",
+        ])
+        .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let messages = vhost.drain(&vhost.main_queue()).await;
+    assert_eq!(messages[0].routing_key, "otlp_logs");
+    assert!(body(&messages[0]).contains("\"json too\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_lines_from_stdin_are_published_and_bad_lines_are_reported() {
     let vhost = PipelineVhost::new("stdin").await;
     let input = concat!(
