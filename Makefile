@@ -45,9 +45,11 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## Regenerate crds/ from the Rust types (a test fails when it is stale).
+## Regenerate crds/ from the Rust types and copy them into the chart (tests fail when
+## either is stale).
 crds:
 	$(CARGO) run -q -p logstream-operator --bin crdgen
+	cp crds/*.yaml charts/logstream/crds/
 
 ## Tests that need no broker.
 unit:
