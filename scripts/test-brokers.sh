@@ -112,8 +112,9 @@ for broker in "${brokers[@]}"; do
   counts=$(sed -E 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^ *Summary \[' | tail -n 1 | sed -E 's/^ *Summary \[ *[0-9.]+s\] *//')
   [ -n "$counts" ] || counts="exit status $status"
   # Tests of a RabbitMQ 4 feature (named *_on_rabbitmq4) pass on an older broker by skipping
-  # themselves, each with one "SKIPPED <test>: ... needs RabbitMQ 4 or later" line.
-  skipped=$(grep -c '^SKIPPED .*needs RabbitMQ' "$log")
+  # themselves, each with one "SKIPPED <test>: needs RabbitMQ 4 or later (...)" line (nextest
+  # indents it).
+  skipped=$(grep -c '^ *SKIPPED .*: needs RabbitMQ' "$log")
   [ "$skipped" -eq 0 ] || counts="$counts ($skipped of the passed skipped themselves: they need a newer RabbitMQ)"
   summary+=("$broker ($label): $counts in $((SECONDS - started)) s$([ "$status" -eq 0 ] || echo ' FAILED')")
   # The failing tests (nextest lists them after its summary line).

@@ -51,8 +51,8 @@ pub async fn rabbitmq_major() -> u32 {
 }
 
 /// Whether a test of `feature`, which RabbitMQ `major` introduced, can run on the broker under
-/// test. When it cannot, prints why (`SKIPPED <test>: <feature> needs RabbitMQ 4 or later; the
-/// broker under test is RabbitMQ 3.10.8`) and returns false: the test returns at once. Such
+/// test. When it cannot, prints why (`SKIPPED <test>: needs RabbitMQ 4 or later (<feature>);
+/// the broker under test is RabbitMQ 3.10.8`) and returns false: the test returns at once. Such
 /// tests are named `..._on_rabbitmq4`; `.config/nextest.toml` shows their output in every
 /// run, and `scripts/test-brokers.sh` counts the skips per broker.
 pub async fn broker_has(major: u32, feature: &str) -> bool {
@@ -65,7 +65,7 @@ pub async fn broker_has(major: u32, feature: &str) -> bool {
         .map(|name| format!(" {name}"))
         .unwrap_or_default();
     eprintln!(
-        "SKIPPED{test}: {feature} needs RabbitMQ {major} or later; the broker under test is RabbitMQ {version}"
+        "SKIPPED{test}: needs RabbitMQ {major} or later ({feature}); the broker under test is RabbitMQ {version}"
     );
     false
 }
