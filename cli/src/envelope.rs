@@ -237,12 +237,23 @@ mod tests {
     fn the_priority_follows_the_pipelines_queue_type() {
         let body = log_body("api", Level::Critical, "down", &[], noon());
         let priority = |queue_type| {
-            *envelope_on(queue_type, "api", Level::Critical, &body, "id".into(), noon())
-                .properties
-                .priority()
+            *envelope_on(
+                queue_type,
+                "api",
+                Level::Critical,
+                &body,
+                "id".into(),
+                noon(),
+            )
+            .properties
+            .priority()
         };
         assert_eq!(priority(QueueType::Classic), Some(3));
-        assert_eq!(priority(QueueType::Quorum), Some(6), "RabbitMQ 4's high class");
+        assert_eq!(
+            priority(QueueType::Quorum),
+            Some(6),
+            "RabbitMQ 4's high class"
+        );
         assert_eq!(
             envelope("api", Level::Critical, &body, "id".into(), noon()),
             envelope_on(
