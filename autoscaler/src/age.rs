@@ -129,8 +129,8 @@ impl AgeTracker {
             return Some(Age::measured((now - head).max(lower.unwrap_or(0.0))));
         }
         let guess = main
-            .and_then(|q| self.from_survivors(now, q))
-            .or_else(|| main.and_then(|q| self.from_arrivals(now, q)))
+            .and_then(|q| self.age_by_survivors(now, q))
+            .or_else(|| main.and_then(|q| self.age_by_arrivals(now, q)))
             .or_else(|| main.and_then(|q| littles_law(ready, q)))
             .or(upper)
             .or(lower)?;
@@ -200,7 +200,7 @@ impl AgeTracker {
     /// ready at a checkpoint are no longer all delivered. `None` when the oldest checkpoint's
     /// messages still wait (the backlog is older than the history) or every checkpoint's have
     /// left (the sample lags the ready count).
-    fn from_survivors(&self, now: f64, q: &QueueStats) -> Option<f64> {
+    fn age_by_survivors(&self, now: f64, q: &QueueStats) -> Option<f64> {
         let delivered = q.delivered_total() as f64;
         let surplus = |c: &Checkpoint| c.ready as f64 - (delivered - c.delivered as f64);
         let k = self.checkpoints.iter().position(|c| surplus(c) > 0.0)?;
@@ -215,7 +215,7 @@ impl AgeTracker {
 
     /// When the oldest waiting message arrived, if the queue is FIFO: when the publishes
     /// passed today's deliveries.
-    fn from_arrivals(&self, now: f64, q: &QueueStats) -> Option<f64> {
+    fn age_by_arrivals(&self, now: f64, q: &QueueStats) -> Option<f64> {
         let delivered = q.delivered_total() as f64;
         let first = self.checkpoints.front()?;
         if first.published as f64 > delivered {

@@ -37,7 +37,7 @@ fn quorum_plan(vhost: &TestVhost) -> TopologyPlan {
 fn at_most_once(mut p: TopologyPlan) -> TopologyPlan {
     for queue in &mut p.queues {
         if queue.arguments.remove(args::DEAD_LETTER_STRATEGY).is_some()
-            && queue.arguments.get(args::MAX_LENGTH).is_none()
+            && !queue.arguments.contains_key(args::MAX_LENGTH)
         {
             queue.arguments.remove(args::OVERFLOW);
         }
