@@ -126,6 +126,17 @@ async fn publish_logs(channel: &Channel, exchange: &str, n: usize, priority: u8,
     }
 }
 
+/// Runs `step` `per_s` times a second until `stop` is set.
+async fn paced(per_s: f64, stop: &AtomicBool, mut step: impl AsyncFnMut()) {
+    let start = tokio::time::Instant::now();
+    let mut n = 0u32;
+    while !stop.load(Ordering::SeqCst) {
+        step().await;
+        n += 1;
+        tokio::time::sleep_until(start + Duration::from_secs_f64(f64::from(n) / per_s)).await;
+    }
+}
+
 /// (a) A queue drained and refilled within the statistics interval: the broker's sample still
 /// shows the old head, 60 s old; the age used is the new messages' age within one poll
 /// interval and a second.
@@ -276,85 +287,64 @@ async fn the_estimated_age_of_a_quorum_backlog_is_within_a_quarter_of_the_truth(
 
     // Publish times of every message, in order; the consumer takes them FIFO and acks, so the
     // oldest waiting message is the first it has not taken.
-    let published: Arc<Mutex<Vec<f64>>> = Arc::default();
-    let taken = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
+    let published: Mutex<Vec<f64>> = Mutex::default();
+    let taken = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
     let (_pconn, pchannel) = vhost.confirm_channel().await;
-    let producer = {
-        let (published, stop, exchange) = (published.clone(), stop.clone(), w.exchange());
-        tokio::spawn(async move {
-            let start = tokio::time::Instant::now();
-            let mut n = 0u32;
-            while !stop.load(Ordering::SeqCst) {
-                let at = now_s();
-                publish_logs(&pchannel, &exchange, 1, 0, at as u64).await;
-                published.lock().unwrap().push(at);
-                n += 1;
-                tokio::time::sleep_until(
-                    start + Duration::from_secs_f64(f64::from(n) / PUBLISH_PER_S),
-                )
-                .await;
-            }
-        })
-    };
     let cconn = vhost.connect().await;
     let cchannel = cconn.create_channel().await.unwrap();
-    let consumer = {
-        let (taken, stop, main) = (taken.clone(), stop.clone(), w.main());
-        tokio::spawn(async move {
-            let start = tokio::time::Instant::now();
-            let mut n = 0u32;
-            while !stop.load(Ordering::SeqCst) {
-                if let Some(m) = cchannel
-                    .basic_get(main.as_str().into(), BasicGetOptions { no_ack: false })
-                    .await
-                    .unwrap()
-                {
-                    cchannel
-                        .basic_ack(m.delivery.delivery_tag, BasicAckOptions::default())
-                        .await
-                        .unwrap();
-                    taken.fetch_add(1, Ordering::SeqCst);
-                }
-                n += 1;
-                tokio::time::sleep_until(
-                    start + Duration::from_secs_f64(f64::from(n) / CONSUME_PER_S),
-                )
-                .await;
-            }
-        })
-    };
+    let (exchange, main) = (w.exchange(), w.main());
+    let producer = paced(PUBLISH_PER_S, &stop, async || {
+        let at = now_s();
+        publish_logs(&pchannel, &exchange, 1, 0, at as u64).await;
+        published.lock().unwrap().push(at);
+    });
+    let consumer = paced(CONSUME_PER_S, &stop, async || {
+        let got = cchannel
+            .basic_get(main.as_str().into(), BasicGetOptions { no_ack: false })
+            .await
+            .unwrap();
+        if let Some(m) = got {
+            cchannel
+                .basic_ack(m.delivery.delivery_tag, BasicAckOptions::default())
+                .await
+                .unwrap();
+            taken.fetch_add(1, Ordering::SeqCst);
+        }
+    });
 
-    let started = now_s();
     let mut worst: f64 = 0.0;
     let mut compared = 0;
-    while now_s() - started < RUN.as_secs_f64() {
-        tokio::time::sleep(POLL).await;
-        let r = w.poll().await;
-        let (age, estimated) = used(&r);
-        let truth = {
-            let published = published.lock().unwrap();
-            published
-                .get(taken.load(Ordering::SeqCst))
-                .map(|at| now_s() - at)
-        };
-        let Some(truth) = truth else { continue };
-        let error = (age - truth) / truth;
-        eprintln!(
-            "t={:>4.1}s backlog {:>4}: age used {age:.1}s ({}), true {truth:.1}s, error {:+.0} %",
-            now_s() - started,
-            r.reading.and_then(|r| r.ready).unwrap_or(0),
-            if estimated { "estimated" } else { "measured" },
-            error * 100.0
-        );
-        if truth >= COMPARED_FROM_AGE_S {
-            assert!(estimated, "a quorum queue has no head timestamp to measure");
-            worst = worst.max(error.abs());
-            compared += 1;
+    let polls = async {
+        let started = now_s();
+        while now_s() - started < RUN.as_secs_f64() {
+            tokio::time::sleep(POLL).await;
+            let r = w.poll().await;
+            let (age, estimated) = used(&r);
+            let truth = {
+                let published = published.lock().unwrap();
+                published
+                    .get(taken.load(Ordering::SeqCst))
+                    .map(|at| now_s() - at)
+            };
+            let Some(truth) = truth else { continue };
+            let error = (age - truth) / truth;
+            eprintln!(
+                "t={:>4.1}s backlog {:>4}: age used {age:.1}s ({}), true {truth:.1}s, error {:+.0} %",
+                now_s() - started,
+                r.reading.and_then(|r| r.ready).unwrap_or(0),
+                if estimated { "estimated" } else { "measured" },
+                error * 100.0
+            );
+            if truth >= COMPARED_FROM_AGE_S {
+                assert!(estimated, "a quorum queue has no head timestamp to measure");
+                worst = worst.max(error.abs());
+                compared += 1;
+            }
         }
-    }
-    stop.store(true, Ordering::SeqCst);
-    let _ = tokio::join!(producer, consumer);
+        stop.store(true, Ordering::SeqCst);
+    };
+    tokio::join!(producer, consumer, polls);
     eprintln!(
         "worst error once the oldest message was {COMPARED_FROM_AGE_S} s old: {:.0} % over {compared} polls",
         worst * 100.0

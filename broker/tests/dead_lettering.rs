@@ -88,6 +88,17 @@ async fn delete_by_hand(vhost: &TestVhost, queue: &str) {
     let _ = conn.close(200, "bye".into()).await;
 }
 
+/// Whether a message reaches `queue` within 10 s.
+async fn arrives(admin: &BrokerAdmin, queue: &str) -> bool {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while admin.queue_depth(queue).await.unwrap().map(|d| d.ready) != Some(1) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
 /// What a story ends with: where the message is, and how many the source queue kept meanwhile.
 #[derive(Debug, PartialEq)]
 struct Outcome {
@@ -124,16 +135,7 @@ async fn retry_while_main_is_missing(strategy: Strategy) -> Outcome {
 
     admin.apply(&p).await.unwrap();
     vhost.resend_dead_letters(&retry).await;
-    let arrived = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if admin.queue_depth(&main).await.unwrap().map(|d| d.ready) == Some(1) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .is_ok();
+    let arrived = arrives(&admin, &main).await;
     if arrived {
         let m = channel
             .basic_get(main.as_str().into(), BasicGetOptions { no_ack: true })
@@ -191,16 +193,7 @@ async fn dead_letter_while_dlq_is_missing(strategy: Strategy) -> Outcome {
 
     admin.apply(&p).await.unwrap();
     vhost.resend_dead_letters(&main).await;
-    let arrived = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if admin.queue_depth(&dlq).await.unwrap().map(|d| d.ready) == Some(1) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .is_ok();
+    let arrived = arrives(&admin, &dlq).await;
     admin.close().await;
     Outcome {
         kept_by_source,
