@@ -32,9 +32,10 @@
 //!   counts are real time and only the deliveries are sampled, so the error is at most about
 //!   the statistics lag times the ratio of the drain and arrival rates, plus rounding: within
 //!   25 % once the oldest message is older than about 15 s (tests/age.rs). A backlog older
-//!   than the checkpoints is extrapolated from the cumulative `publish` counter at the
-//!   history's mean arrival rate; without history, the backlog divided by the ack rate
-//!   (Little's law). The estimate is kept within the bounds above.
+//!   than the checkpoints (the autoscaler started after it) is extrapolated from the
+//!   cumulative `publish` counter at the publish rate the broker reported at the first
+//!   checkpoint; failing that, the backlog divided by the ack rate (Little's law); failing
+//!   that, the time since the first checkpoint. The estimate is kept within the bounds above.
 //!
 //! Pure: the caller passes the time and the readings.
 
@@ -67,6 +68,8 @@ struct Checkpoint {
     delivered: u64,
     /// Publishes counted by the sample seen at `at`.
     published: u64,
+    /// The publish rate the sample seen at `at` reported (messages per second).
+    publish_rate: f64,
 }
 
 /// The age of one output's oldest waiting message, across polls.
@@ -109,13 +112,14 @@ impl AgeTracker {
             self.counters = counters;
         }
 
+        let publish_rate = main.and_then(QueueStats::publish_rate).unwrap_or(0.0);
         if ready == 0 {
             self.last_empty = Some(now);
             self.checkpoints.clear();
-            self.push(now, 0, counters);
+            self.push(now, 0, counters, publish_rate);
             return Some(Age::measured(0.0));
         }
-        self.push(now, ready, counters);
+        self.push(now, ready, counters, publish_rate);
         self.forget_dead(main);
 
         let lower = self.lower_bound(now, ready, main);
@@ -138,7 +142,7 @@ impl AgeTracker {
         Some(Age::estimated(capped.max(lower.unwrap_or(0.0))))
     }
 
-    fn push(&mut self, at: f64, ready: u64, counters: Option<(u64, u64)>) {
+    fn push(&mut self, at: f64, ready: u64, counters: Option<(u64, u64)>, publish_rate: f64) {
         let Some((published, delivered)) = counters else {
             return;
         };
@@ -147,6 +151,7 @@ impl AgeTracker {
             ready,
             delivered,
             published,
+            publish_rate,
         });
         if self.checkpoints.len() > CHECKPOINTS {
             // Thin where the checkpoints are densest, keeping the oldest and the newest.
@@ -219,15 +224,13 @@ impl AgeTracker {
         let delivered = q.delivered_total() as f64;
         let first = self.checkpoints.front()?;
         if first.published as f64 > delivered {
-            // Published before the history began: at the history's mean arrival rate.
-            let last = self.checkpoints.back()?;
-            let span = last.at - first.at;
-            let arrived = last.published.saturating_sub(first.published) as f64;
-            if span <= 0.0 || arrived <= 0.0 {
+            // Published before the history began: at the publish rate the broker reported then
+            // (the history's own rate may belong to another regime: a burst that stopped).
+            if first.publish_rate <= 0.0 {
                 return None;
             }
-            let rate = arrived / span;
-            return Some(now - (first.at - (first.published as f64 - delivered) / rate));
+            let before = (first.published as f64 - delivered) / first.publish_rate;
+            return Some(now - (first.at - before));
         }
         let (a, b) = self
             .checkpoints
@@ -251,6 +254,7 @@ fn seconds(at: Timestamp) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use logstream_broker::management::Rate;
     use serde_json::json;
 
     use super::*;
@@ -402,23 +406,28 @@ mod tests {
     }
 
     #[test]
-    fn a_backlog_older_than_the_history_is_extrapolated_at_the_mean_arrival_rate() {
+    fn a_backlog_older_than_the_history_is_extrapolated_at_the_publish_rate_seen_first() {
         let mut t = AgeTracker::new();
-        // 1,000 published before we looked, at 10/s; none delivered yet; 10/s go on arriving.
-        for s in [0.0, 10.0] {
-            let published = 1_000 + (10.0 * s) as u64;
-            let q = sample(published, published, 0, None, 0.0);
-            t.observe(at(2_000.0 + s), Some(published), Some(&q));
-        }
+        // 1,000 published before we looked, at 10/s; none delivered yet; then arrivals stop.
+        let with_rate = |published: u64, rate: f64| {
+            let mut q = sample(published, published, 0, None, 0.0);
+            q.message_stats.as_mut().unwrap().publish_details = Some(Rate { rate });
+            q
+        };
+        t.observe(at(2_000.0), Some(1_000), Some(&with_rate(1_000, 10.0)));
         let age = t
-            .observe(
-                at(2_010.0),
-                Some(1_100),
-                Some(&sample(1_100, 1_100, 0, None, 0.0)),
-            )
+            .observe(at(2_060.0), Some(1_000), Some(&with_rate(1_000, 0.0)))
             .unwrap();
         // The first message arrived 100 s before the history began.
-        assert_eq!(age, Age::estimated(110.0));
+        assert_eq!(age, Age::estimated(160.0));
+
+        // No arrivals when we first looked: at least as old as the history.
+        let mut t = AgeTracker::new();
+        t.observe(at(2_000.0), Some(1_000), Some(&with_rate(1_000, 0.0)));
+        let age = t
+            .observe(at(2_060.0), Some(1_000), Some(&with_rate(1_000, 0.0)))
+            .unwrap();
+        assert_eq!(age, Age::estimated(60.0));
     }
 
     #[test]
@@ -428,8 +437,7 @@ mod tests {
         // Little's law alone would say 1,000 s (no history of publishes yet: the counters stay
         // at 0), but the queue was empty 4 s ago.
         let mut q = sample(1_000, 0, 0, None, 0.0);
-        q.message_stats.as_mut().unwrap().ack_details =
-            Some(logstream_broker::management::Rate { rate: 1.0 });
+        q.message_stats.as_mut().unwrap().ack_details = Some(Rate { rate: 1.0 });
         let age = t.observe(at(1_004.0), Some(1_000), Some(&q)).unwrap();
         assert_eq!(age, Age::estimated(4.0));
     }
