@@ -45,7 +45,8 @@ use jiff::Timestamp;
 use logstream_broker::{Age, QueueStats};
 
 /// How old a management API sample can be when a poll reads it, in seconds: two default
-/// statistics intervals (quorum queues' counts were measured to lag about 10 s on 4.0.5).
+/// statistics intervals (quorum queues' counts were measured to lag about 10 s on 4.0.5),
+/// which also covers the autoscalers' shared listing (`crate::shared`, a second per page).
 pub const STATS_LAG_S: f64 = 10.0;
 
 /// Checkpoints kept per output: at a 2 s poll, two minutes at full resolution; older spans
