@@ -217,18 +217,40 @@ async fn fresh_critical_logs_do_not_hide_info_logs_waiting_for_a_minute() {
     let mut quorum = Watched::new(&vhost, "quorum", "quorum").await;
     let (_conn, channel) = vhost.confirm_channel().await;
 
+    // The infos go to both queues at once while the autoscalers poll, as they always do.
+    let (_conn2, channel2) = vhost.confirm_channel().await;
     let infos_at = now_s();
     let stamp = u64::try_from(Timestamp::now().as_second()).unwrap();
-    for (w, queue_type) in [(&classic, QueueType::Classic), (&quorum, QueueType::Quorum)] {
-        let priority = Level::Info.priority_on(queue_type);
-        publish_logs(&channel, &w.exchange(), 10_000, priority, stamp).await;
-    }
-    // A minute of polls, as the autoscaler makes them.
-    while now_s() - infos_at < 60.0 {
-        classic.poll().await;
-        quorum.poll().await;
-        tokio::time::sleep(POLL).await;
-    }
+    let (classic_exchange, quorum_exchange) = (classic.exchange(), quorum.exchange());
+    let published = AtomicBool::new(false);
+    let publishing = async {
+        tokio::join!(
+            publish_logs(
+                &channel,
+                &classic_exchange,
+                10_000,
+                Level::Info.priority_on(QueueType::Classic),
+                stamp
+            ),
+            publish_logs(
+                &channel2,
+                &quorum_exchange,
+                10_000,
+                Level::Info.priority_on(QueueType::Quorum),
+                stamp
+            ),
+        );
+        published.store(true, Ordering::SeqCst);
+    };
+    // A minute of polls.
+    let polling = async {
+        while !published.load(Ordering::SeqCst) || now_s() - infos_at < 60.0 {
+            classic.poll().await;
+            quorum.poll().await;
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    tokio::join!(publishing, polling);
     let stamp = u64::try_from(Timestamp::now().as_second()).unwrap();
     for (w, queue_type) in [(&classic, QueueType::Classic), (&quorum, QueueType::Quorum)] {
         let priority = Level::Critical.priority_on(queue_type);
