@@ -1,13 +1,16 @@
 //! The message contract between producers, workers and the CLI.
 //!
 //! Producers publish JSON logs (`{"ts", "level", "service", "message", ...}`), persistent, with
-//! `message_id`, `timestamp`, `content_type` and a priority from the level, under routing key
-//! `<service>.<level>`. Workers add the `x-logstream-*` headers below when they republish a
-//! message to a retry step or to the dead-letter queue.
+//! `message_id`, `timestamp`, `content_type` and a priority from the level and the pipeline's
+//! queue type ([`Level::priority_on`]), under routing key `<service>.<level>`. Workers add the
+//! `x-logstream-*` headers below when they republish a message to a retry step or to the
+//! dead-letter queue.
 
 use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
+
+use crate::pipeline::QueueType;
 
 /// Failed delivery attempts so far (an integer); absent on a first delivery.
 pub const HEADER_ATTEMPT: &str = "x-logstream-attempt";
@@ -68,14 +71,38 @@ impl Level {
         }
     }
 
-    /// AMQP priority of a log of this level: critical 3, error 2, warn 1, otherwise 0.
-    pub fn priority(self) -> u8 {
-        match self {
-            Self::Critical => 3,
-            Self::Error => 2,
-            Self::Warn => 1,
-            Self::Info | Self::Debug | Self::Trace => 0,
+    /// AMQP priority of a log of this level on a pipeline whose queues are `queue_type`.
+    ///
+    /// | level | classic | quorum |
+    /// | --- | --- | --- |
+    /// | critical | 3 | 6 |
+    /// | error | 2 | 5 |
+    /// | warn | 1 | 1 |
+    /// | info, debug, trace | 0 | 0 |
+    ///
+    /// A classic queue orders by priority up to its `x-max-priority` (3 with the default four
+    /// levels) and treats anything higher as that maximum. A quorum queue on RabbitMQ 4.0–4.2
+    /// has two classes, normal (0–4) and high (5 and above), served 2:1 while both wait: the
+    /// quorum table puts critical and error logs in the high class. RabbitMQ 3.x quorum queues
+    /// ignore priorities. One table cannot serve both types: the quorum values on a classic
+    /// queue with four levels make critical and error one class (both capped at 3), the classic
+    /// values on a quorum queue leave every log in the normal class.
+    pub fn priority_on(self, queue_type: QueueType) -> u8 {
+        match (self, queue_type) {
+            (Self::Critical, QueueType::Classic) => 3,
+            (Self::Critical, QueueType::Quorum) => 6,
+            (Self::Error, QueueType::Classic) => 2,
+            (Self::Error, QueueType::Quorum) => 5,
+            (Self::Warn, _) => 1,
+            (Self::Info | Self::Debug | Self::Trace, _) => 0,
         }
+    }
+
+    /// AMQP priority of a log of this level on a classic pipeline (critical 3, error 2, warn 1,
+    /// otherwise 0): [`priority_on`](Self::priority_on) for a publisher that does not know the
+    /// queue type.
+    pub fn priority(self) -> u8 {
+        self.priority_on(QueueType::Classic)
     }
 
     /// Normalizes what producers write (`WARNING`, `fatal`, `err`, `notice`, ...). Unknown
@@ -181,6 +208,29 @@ mod tests {
         assert_eq!(Level::Warn.priority(), 1);
         for level in [Level::Info, Level::Debug, Level::Trace] {
             assert_eq!(level.priority(), 0);
+        }
+        for level in Level::ALL {
+            assert_eq!(level.priority(), level.priority_on(QueueType::Classic));
+        }
+    }
+
+    /// RabbitMQ 4.0–4.2 quorum queues serve priority 5 and above first (2:1), and 0–4 as one
+    /// normal class.
+    const QUORUM_HIGH_CLASS: u8 = 5;
+
+    #[test]
+    fn on_quorum_queues_critical_and_error_land_in_the_high_class_and_the_rest_below_it() {
+        let quorum = |level: Level| level.priority_on(QueueType::Quorum);
+        assert_eq!(quorum(Level::Critical), 6);
+        assert_eq!(quorum(Level::Error), 5);
+        assert_eq!(quorum(Level::Warn), 1);
+        for level in Level::ALL {
+            let high = quorum(level) >= QUORUM_HIGH_CLASS;
+            assert_eq!(high, level >= Level::Error, "{level}");
+        }
+        // Ordered like the classic table: a more severe level never gets a lower priority.
+        for pair in Level::ALL.windows(2) {
+            assert!(quorum(pair[0]) <= quorum(pair[1]), "{pair:?}");
         }
     }
 

@@ -35,6 +35,13 @@ pub mod args {
     /// queue refuses from another queue's dead-lettering (a retry whose wait ended) is then
     /// kept instead of dropped.
     pub const REJECT_PUBLISH_DLX: &str = "reject-publish-dlx";
+    /// Quorum queues: how the broker dead-letters (`at-most-once` by default).
+    pub const DEAD_LETTER_STRATEGY: &str = "x-dead-letter-strategy";
+    /// The dead-letter strategy that keeps a dead letter in its source queue until the target
+    /// queue confirmed it (the broker retries), instead of dropping it when it cannot be
+    /// routed or is refused. Needs [`OVERFLOW`] `reject-publish`, else the broker silently
+    /// falls back to at-most-once.
+    pub const AT_LEAST_ONCE: &str = "at-least-once";
     /// Headers exchanges: `all` or `any`.
     pub const MATCH: &str = "x-match";
 }
@@ -179,6 +186,7 @@ pub fn plan(
             );
             arguments.insert(args::DEAD_LETTER_EXCHANGE.into(), "".into());
             arguments.insert(args::DEAD_LETTER_ROUTING_KEY.into(), main.clone().into());
+            at_least_once_dead_lettering(spec.queue_type(), &mut arguments);
             queues.push(QueuePlan {
                 name: names.retry_queue(&output.name, step),
                 output: output.name.clone(),
@@ -243,6 +251,24 @@ fn base_arguments(queue_type: QueueType) -> Arguments {
     Arguments::from([(args::QUEUE_TYPE.to_owned(), queue_type.as_str().into())])
 }
 
+/// A quorum queue that dead-letters (a main queue to the DLQ, a retry step back to the main
+/// queue) does it at least once: without this, a dead letter whose target is missing (a
+/// main queue deleted by hand and not yet re-declared, a DLQ binding removed) is dropped. With
+/// it, the source queue keeps the message (`messages_dlx` in the management API) and the
+/// broker's dead-letter worker sends it again until the target confirms it. A target with
+/// `reject-publish` that is full refuses it too, so a bound holds for dead letters as well
+/// (at most once, a quorum queue takes them beyond its bound). Classic queues have no such
+/// strategy (the broker refuses the argument).
+fn at_least_once_dead_lettering(queue_type: QueueType, arguments: &mut Arguments) {
+    if queue_type == QueueType::Quorum {
+        arguments.insert(
+            args::DEAD_LETTER_STRATEGY.into(),
+            args::AT_LEAST_ONCE.into(),
+        );
+        arguments.insert(args::OVERFLOW.into(), args::REJECT_PUBLISH.into());
+    }
+}
+
 fn main_queue_arguments(
     spec: &LogPipelineSpec,
     output: &OutputSpec,
@@ -270,19 +296,19 @@ fn main_queue_arguments(
         args::DEAD_LETTER_EXCHANGE.into(),
         names.dead_letter_exchange().into(),
     );
+    at_least_once_dead_lettering(spec.queue_type(), &mut arguments);
     if let Some(max) = output.max_backlog {
         arguments.insert(args::MAX_LENGTH.into(), ArgValue::Int(clamp_i64(max)));
         // A full classic queue drops what is dead-lettered into it, and a retry whose wait
         // ended is dead-lettered into the main queue. With `reject-publish-dlx` it is
         // dead-lettered on to the DLQ instead, keeping its routing key (the main queue's
         // name, bound to the DLQ); a producer's refused log keeps its own routing key, which
-        // nothing on the dead-letter exchange is bound to, so only its nack is told. Quorum
-        // queues take dead-lettered messages beyond their bound; they refuse only publishes.
-        let overflow = match spec.queue_type() {
-            QueueType::Classic => args::REJECT_PUBLISH_DLX,
-            QueueType::Quorum => args::REJECT_PUBLISH,
-        };
-        arguments.insert(args::OVERFLOW.into(), overflow.into());
+        // nothing on the dead-letter exchange is bound to, so only its nack is told. A full
+        // quorum queue refuses it too, and its retry step keeps it until there is room (the
+        // step dead-letters at least once).
+        if spec.queue_type() == QueueType::Classic {
+            arguments.insert(args::OVERFLOW.into(), args::REJECT_PUBLISH_DLX.into());
+        }
     }
     if !bounded_classic(spec, output) {
         arguments.insert(
@@ -409,22 +435,74 @@ mod tests {
         );
     }
 
+    fn arguments(pairs: &[(&str, ArgValue)]) -> Arguments {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    }
+
     #[test]
-    fn quorum_queues_get_a_delivery_limit_instead_of_priorities() {
+    fn quorum_queues_get_a_delivery_limit_and_dead_letter_at_least_once() {
         let s = spec(
             "  broker: {secretRef: {name: r}}\n  queueType: quorum\n  outputs:\n    - name: o\n      retry: {maxAttempts: 4}\n      sink: {stdout: {}}\n",
         );
         let p = plan("ns", "app", &s).unwrap();
-        let main = &p.queue("o", QueueRole::Main).unwrap().arguments;
-        assert_eq!(main["x-queue-type"], "quorum".into());
-        assert_eq!(main["x-delivery-limit"], int(4));
-        assert!(!main.contains_key("x-max-priority"));
+        assert_eq!(
+            p.queue("o", QueueRole::Main).unwrap().arguments,
+            arguments(&[
+                ("x-queue-type", "quorum".into()),
+                ("x-delivery-limit", int(4)),
+                ("x-dead-letter-exchange", "logstream.ns.app.dlx".into()),
+                ("x-dead-letter-routing-key", "o".into()),
+                ("x-dead-letter-strategy", "at-least-once".into()),
+                ("x-overflow", "reject-publish".into()),
+            ])
+        );
+        assert_eq!(
+            p.queue("o", QueueRole::Retry(0)).unwrap().arguments,
+            arguments(&[
+                ("x-queue-type", "quorum".into()),
+                ("x-message-ttl", int(1_000)),
+                ("x-dead-letter-exchange", "".into()),
+                ("x-dead-letter-routing-key", "logstream.ns.app.o".into()),
+                ("x-dead-letter-strategy", "at-least-once".into()),
+                ("x-overflow", "reject-publish".into()),
+            ])
+        );
+        // The DLQ dead-letters nowhere: it only refuses beyond its bound.
+        assert_eq!(
+            p.queue("o", QueueRole::DeadLetter).unwrap().arguments,
+            arguments(&[
+                ("x-queue-type", "quorum".into()),
+                ("x-max-length", int(1_000_000)),
+                ("x-overflow", "reject-publish".into()),
+            ])
+        );
+        assert_eq!(p.queues_of("o").count(), 5, "default ladder has 3 steps");
+    }
+
+    #[test]
+    fn classic_queues_have_no_dead_letter_strategy() {
+        let s = spec(
+            "  broker: {secretRef: {name: r}}\n  outputs:\n    - name: o\n      sink: {stdout: {}}\n",
+        );
+        let p = plan("ns", "app", &s).unwrap();
         assert!(
             p.queues
                 .iter()
-                .all(|q| q.arguments["x-queue-type"] == "quorum".into())
+                .all(|q| !q.arguments.contains_key("x-dead-letter-strategy")),
+            "the broker refuses x-dead-letter-strategy on classic queues"
         );
-        assert_eq!(p.queues_of("o").count(), 5, "default ladder has 3 steps");
+        assert_eq!(
+            p.queue("o", QueueRole::Retry(0)).unwrap().arguments,
+            arguments(&[
+                ("x-queue-type", "classic".into()),
+                ("x-message-ttl", int(1_000)),
+                ("x-dead-letter-exchange", "".into()),
+                ("x-dead-letter-routing-key", "logstream.ns.app.o".into()),
+            ])
+        );
     }
 
     fn dead_letter_bindings(p: &TopologyPlan) -> usize {
@@ -482,10 +560,18 @@ mod tests {
             "  broker: {secretRef: {name: r}}\n  queueType: quorum\n  outputs:\n    - name: o\n      maxBacklog: 100\n      sink: {stdout: {}}\n",
         );
         let p = plan("ns", "app", &s).unwrap();
-        let args = &p.queue("o", QueueRole::Main).unwrap().arguments;
-        assert_eq!(args["x-max-length"], int(100));
-        assert_eq!(args["x-overflow"], "reject-publish".into());
-        assert_eq!(args["x-dead-letter-routing-key"], "o".into());
+        assert_eq!(
+            p.queue("o", QueueRole::Main).unwrap().arguments,
+            arguments(&[
+                ("x-queue-type", "quorum".into()),
+                ("x-delivery-limit", int(5)),
+                ("x-dead-letter-exchange", "logstream.ns.app.dlx".into()),
+                ("x-dead-letter-routing-key", "o".into()),
+                ("x-dead-letter-strategy", "at-least-once".into()),
+                ("x-max-length", int(100)),
+                ("x-overflow", "reject-publish".into()),
+            ])
+        );
         assert_eq!(dead_letter_bindings(&p), 1);
     }
 

@@ -1,6 +1,7 @@
 //! The autoscaler loop of one pipeline: every poll, one management API request for the vhost,
-//! one passive declare per output for a real-time depth, one decision per output, applied to
-//! its [`ScaleTarget`]. The operator and `logstream dev` run this same loop; only the targets
+//! one passive declare per output for a real-time depth, the age of each output's oldest
+//! message tracked across polls ([`AgeTracker`]), one decision per output, applied to its
+//! [`ScaleTarget`]. The operator and `logstream dev` run this same loop; only the targets
 //! differ.
 
 use std::{
@@ -15,6 +16,7 @@ use logstream_api::{resolved::ScalingSettings, topology::TopologyPlan};
 use logstream_broker::{BrokerAdmin, OutputQueues, OutputReading, QueueDepth, QueueStats};
 
 use crate::{
+    age::AgeTracker,
     policy::{Decision, ScalingPolicy},
     shared::SharedQueueStats,
     target::ScaleTarget,
@@ -28,6 +30,8 @@ pub struct OutputScaling {
     pub queues: OutputQueues,
     /// The policy and what it learned.
     pub policy: ScalingPolicy,
+    /// The age of the main queue's oldest message, across polls.
+    pub age: AgeTracker,
     /// What it scales.
     pub target: Box<dyn ScaleTarget>,
 }
@@ -45,6 +49,7 @@ impl OutputScaling {
             output: output.to_owned(),
             queues: OutputQueues::of(plan, output)?,
             policy: ScalingPolicy::new(settings),
+            age: AgeTracker::new(),
             target,
         })
     }
@@ -63,8 +68,8 @@ pub struct ScaleRecord {
     pub at: Timestamp,
     /// What the policy decided.
     pub decision: Decision,
-    /// The reading it decided on; `None` when neither the management API nor a passive
-    /// declare answered.
+    /// The reading it decided on, with the tracked age of the oldest message; `None` when
+    /// neither the management API nor a passive declare answered.
     pub reading: Option<OutputReading>,
     /// Why the target could not be read or scaled, if it could not.
     pub error: Option<String>,
@@ -161,7 +166,13 @@ impl PipelineAutoscaler {
                     None
                 }
             };
-            let reading = observe(stats.as_deref().map(Vec::as_slice), &o.queues, depth, at);
+            let listed = stats.as_deref().map(Vec::as_slice);
+            let mut reading = observe(listed, &o.queues, depth, at);
+            let main = listed.and_then(|all| all.iter().find(|q| q.name == o.queues.main));
+            let age = o.age.observe(at, depth.map(|d| d.ready), main);
+            if let Some(reading) = reading.as_mut() {
+                reading.oldest_age = age;
+            }
             let now_s = self.clock.elapsed().as_secs_f64();
             let (decision, error) = match o.target.replicas().await {
                 Ok(current) => {

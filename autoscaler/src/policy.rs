@@ -9,13 +9,16 @@
 //! ```
 //!
 //! B is the backlog (ready messages), λ the arrival rate, μ the drain rate of one replica,
-//! learned while the workers are busy. Scale-up happens at once, in one step; scale-down only
-//! after the lower count held for `scaleDownDelay` (to the highest count asked for meanwhile);
-//! scale to zero only after the queue stayed empty and idle that long. A missing reading holds
-//! the current count.
+//! learned while the workers are busy, and the age that of the oldest waiting message as the
+//! reading gives it (tracked across polls by [`crate::age`]; measured or estimated, and the
+//! reason says which). Scale-up happens at once, in one step; scale-down only after the lower
+//! count held for `scaleDownDelay` (to the highest count asked for meanwhile); scale to zero
+//! only after the queue stayed empty and idle that long. A missing reading holds the current
+//! count, and so does a sink that is down (every worker paused, holding its deliveries): more
+//! workers would only wait on it too.
 
 use logstream_api::resolved::ScalingSettings;
-use logstream_broker::OutputReading;
+use logstream_broker::{Age, OutputReading};
 
 use crate::rate::Ewma;
 
@@ -41,8 +44,10 @@ struct Observed {
     consumers: u64,
     /// Publish and ack rates, when the management API answered.
     rates: Option<(f64, f64)>,
-    /// The age of the oldest message where it was measured (its own timestamp).
-    measured_age_s: Option<f64>,
+    /// The age of the oldest waiting message, as the reading gives it.
+    age: Option<Age>,
+    /// Every worker paused: the sink is down.
+    sink_down: bool,
 }
 
 impl Observed {
@@ -52,10 +57,8 @@ impl Observed {
             unacked: reading.unacked.unwrap_or(0),
             consumers: reading.consumers.unwrap_or(0),
             rates: reading.publish_rate.zip(reading.ack_rate),
-            measured_age_s: reading
-                .oldest_age
-                .filter(|age| !age.estimated)
-                .map(|age| age.seconds),
+            age: reading.oldest_age,
+            sink_down: reading.sink_down(),
         }
     }
 }
@@ -89,8 +92,10 @@ impl Decision {
 pub struct Signals {
     /// Backlog B (ready messages).
     pub backlog: u64,
-    /// Age of the oldest waiting message, measured or estimated.
+    /// Age of the oldest waiting message.
     pub age_s: f64,
+    /// True when that age is estimated rather than measured.
+    pub age_estimated: bool,
     /// Arrival rate λ used.
     pub arrival_rate: f64,
     /// Per-replica drain rate μ, once learned.
@@ -162,6 +167,22 @@ impl ScalingPolicy {
         };
         let signals = self.learn(now_s, &obs);
         let s = self.settings;
+        if obs.sink_down && current > 0 {
+            // Every worker waits on the sink: more would wait too, fewer would drop what they
+            // hold. Scale for the backlog once they consume again.
+            self.lower_since = None;
+            return Decision {
+                current,
+                desired: current,
+                recommended: current,
+                reason: format!(
+                    "sink down ({} consumers, {} held): holding {current}",
+                    obs.consumers, obs.unacked
+                ),
+                signals,
+                metrics_missing: obs.rates.is_none(),
+            };
+        }
         let busy = obs.ready > 0 || obs.unacked > 0;
         let idle = !busy
             && obs
@@ -283,17 +304,18 @@ impl ScalingPolicy {
                     .map(|mu| mu * obs.consumers as f64)
             })
             .filter(|d| *d > 0.0);
-        let age_s = match (obs.measured_age_s, backlog, drain) {
-            (Some(age), _, _) => age.max(0.0),
-            (None, 0, _) => 0.0,
+        let age = match (obs.age, backlog, drain) {
+            (Some(age), _, _) => age,
+            (None, 0, _) => Age::measured(0.0),
             // Little's law: what waits drains at the ack rate.
-            (None, b, Some(d)) => b as f64 / d,
+            (None, b, Some(d)) => Age::estimated(b as f64 / d),
             // Nothing drains: the backlog is at least as old as our first sight of it.
-            (None, _, None) => self.nonempty_since.map_or(0.0, |t| now_s - t),
+            (None, _, None) => Age::estimated(self.nonempty_since.map_or(0.0, |t| now_s - t)),
         };
         Signals {
             backlog,
-            age_s,
+            age_s: age.seconds,
+            age_estimated: age.estimated,
             arrival_rate,
             replica_rate: self.replica_rate.value(),
         }
@@ -337,15 +359,15 @@ impl Term {
                 "backlog {} at {}/replica",
                 sig.backlog, s.target_backlog_per_replica
             ),
-            Self::Age => format!("age {}s > {}", secs(sig.age_s), s.max_message_age),
+            Self::Age => format!("age {} > {}", age(sig), s.max_message_age),
             Self::Rate => {
                 let mu = rate(sig.replica_rate.unwrap_or_default());
                 if sig.backlog > 0 {
                     format!(
-                        "arrivals {}/s + backlog {} (age {}s of {}) at {mu}/s per replica",
+                        "arrivals {}/s + backlog {} (age {} of {}) at {mu}/s per replica",
                         rate(sig.arrival_rate),
                         sig.backlog,
-                        secs(sig.age_s),
+                        age(sig),
                         s.max_message_age
                     )
                 } else {
@@ -356,6 +378,15 @@ impl Term {
                 }
             }
         }
+    }
+}
+
+/// The age as a reason says it: `41s (measured)`, `~12s (estimated)`.
+fn age(sig: &Signals) -> String {
+    if sig.age_estimated {
+        format!("~{}s (estimated)", secs(sig.age_s))
+    } else {
+        format!("{}s (measured)", secs(sig.age_s))
     }
 }
 
@@ -439,8 +470,69 @@ mod tests {
         let d = p.decide(10.0, 3, Some(&old));
         // (λ 300 + B 900 / max(30 - 41, 2)) / μ 100 = 7.5 → 8
         assert_eq!(d.desired, 8, "{d:?}");
-        assert_eq!(d.reason, "age 41s > 30s: 3 → 8");
+        assert_eq!(d.reason, "age 41s (measured) > 30s: 3 → 8");
         assert_eq!(d.signals.age_s, 41.0);
+        assert!(!d.signals.age_estimated);
+
+        old.oldest_age = Some(logstream_broker::Age::estimated(41.0));
+        let d = p.decide(12.0, 3, Some(&old));
+        assert_eq!(d.reason, "age ~41s (estimated) > 30s: 3 → 8");
+        assert!(d.signals.age_estimated);
+    }
+
+    fn paused(ready: u64, held: u64) -> OutputReading {
+        OutputReading {
+            ready: Some(ready),
+            unacked: Some(held),
+            consumers: Some(0),
+            sampled_consumers: Some(0),
+            publish_rate: Some(300.0),
+            ack_rate: Some(0.0),
+            ..OutputReading::default()
+        }
+    }
+
+    #[test]
+    fn a_sink_that_is_down_holds_the_count_and_says_so() {
+        let mut p = learned(settings(1, 20));
+        // The backlog grows behind workers that all paused: no scaling up into a dead sink.
+        let d = p.decide(10.0, 2, Some(&paused(50_000, 200)));
+        assert_eq!((d.desired, d.recommended), (2, 2), "{d:?}");
+        assert_eq!(d.reason, "sink down (0 consumers, 200 held): holding 2");
+        assert!(!d.is_change() && !d.metrics_missing);
+        // Nor down, however long it lasts.
+        let d = p.decide(200.0, 2, Some(&paused(90_000, 200)));
+        assert_eq!(d.desired, 2, "{d:?}");
+
+        // The sink answers: the workers consume again, and the backlog (90,000 waiting, at the
+        // 200/s two replicas drain: ~450 s old) sizes the deployment.
+        let back = OutputReading {
+            consumers: Some(2),
+            ..reading(90_000, 2, 300.0, 0.0)
+        };
+        let d = p.decide(202.0, 2, Some(&back));
+        assert_eq!(d.desired, 20, "{d:?}");
+        assert_eq!(
+            d.reason,
+            "age ~450s (estimated) > 30s: 2 → 20 (capped at maxReplicas 20)"
+        );
+    }
+
+    #[test]
+    fn workers_that_just_went_away_are_not_a_sink_outage() {
+        let mut p = ScalingPolicy::new(settings(1, 10));
+        // The sample still shows the consumers and deliveries of workers that crashed.
+        let gone = OutputReading {
+            ready: Some(5_000),
+            unacked: Some(200),
+            consumers: Some(0),
+            sampled_consumers: Some(2),
+            publish_rate: Some(10.0),
+            ack_rate: Some(10.0),
+            ..OutputReading::default()
+        };
+        let d = p.decide(0.0, 2, Some(&gone));
+        assert_eq!(d.desired, 5, "{d:?}");
     }
 
     #[test]
@@ -582,10 +674,11 @@ mod tests {
     }
 
     #[test]
-    fn age_is_estimated_from_backlog_and_drain_when_the_broker_has_no_timestamp() {
+    fn without_an_age_in_the_reading_it_is_estimated_from_backlog_and_drain() {
         let mut p = ScalingPolicy::new(settings(1, 10));
         let d = p.decide(0.0, 2, Some(&reading(600, 2, 100.0, 200.0)));
         assert_eq!(d.signals.age_s, 3.0, "600 waiting / 200 per second");
+        assert!(d.signals.age_estimated);
         // Nothing drains: the backlog is as old as our first sight of it.
         let stuck = reading(600, 0, 0.0, 0.0);
         p.decide(10.0, 0, Some(&stuck));

@@ -38,6 +38,7 @@ fn record(at_ms: u64, ready: u64, from: u32, to: u32) -> ScaleRecord {
             ready: Some(ready),
             unacked: Some(4),
             consumers: Some(u64::from(from)),
+            sampled_consumers: Some(u64::from(from)),
             oldest_age: Some(Age::measured(3.5)),
             publish_rate: Some(12.0),
             ack_rate: Some(10.0),
@@ -155,6 +156,8 @@ async fn the_snapshot_carries_figures_history_and_decisions_in_the_documented_sh
     assert_eq!(output["output"], "security");
     assert_eq!(output["ready"], 450);
     assert_eq!(output["dead_lettered"], 2);
+    assert_eq!(output["sink"], "up");
+    assert_eq!(output["age_estimated"], false);
     assert_eq!(output["replicas"]["current"], 1);
     assert_eq!(output["replicas"]["desired"], 5);
     assert_eq!(output["rates"]["processed"], 10.0);

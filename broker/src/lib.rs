@@ -30,5 +30,5 @@ pub use error::{BrokerError, TopologyConflict};
 pub use management::{ManagementClient, ManagementError, QueueStats};
 pub use publish::{ConfirmWindow, PublishOutcome, publish_confirmed};
 pub use secret::{BrokerSecret, CredentialsError};
-pub use stats::{Age, OutputQueues, OutputReading, format_age};
+pub use stats::{Age, OutputQueues, OutputReading, SinkState, format_age};
 pub use topology::{BrokerAdmin, Change, Report, RetainedQueue};

@@ -1,8 +1,8 @@
 //! One output's queues read together, from the management API's statistics: the main queue's
-//! depth, rates and the age of its oldest message, and the retry ladder's and dead-letter
-//! queue's figures. The operator's status, `logstream status`, the autoscaler and the
-//! dashboard all read an output through [`OutputReading`], and show ages through
-//! [`format_age`].
+//! depth, rates and the age of its oldest message, the state of its sink as the queue shows
+//! it, and the retry ladder's and dead-letter queue's figures. The operator's status,
+//! `logstream status`, the autoscaler and the dashboard all read an output through
+//! [`OutputReading`], and show ages through [`format_age`].
 
 use std::fmt;
 
@@ -66,9 +66,14 @@ impl Age {
         }
     }
 
-    /// The age of the oldest message of `queue` at `now`: 0 for an empty queue; the head message's `timestamp` where the broker reports it; else the
-    /// backlog divided by the ack rate (Little's law) while messages are acknowledged; else
-    /// unknown.
+    /// The age of the oldest message of `queue` at `now`, from one sample: 0 for an empty
+    /// queue; the head message's `timestamp` where the broker reports it; else the backlog
+    /// divided by the ack rate (Little's law) while messages are acknowledged; else unknown.
+    ///
+    /// One sample can be stale (the broker samples every statistics interval, 5 s by
+    /// default: a queue drained and refilled since still shows its old head) and masked (on a
+    /// priority queue the head is the oldest message of the highest priority waiting).
+    /// The autoscaler tracks the age across polls instead (`logstream_autoscaler::age`).
     pub fn of(queue: &QueueStats, now: Timestamp) -> Option<Self> {
         let ready = queue.messages_ready?;
         if ready == 0 {
@@ -80,6 +85,17 @@ impl Age {
         }
         let drain = queue.ack_rate().filter(|r| *r > 0.0)?;
         Some(Self::estimated(ready as f64 / drain))
+    }
+}
+
+impl Age {
+    /// `measured` or `estimated`, as decisions say it.
+    pub fn basis(&self) -> &'static str {
+        if self.estimated {
+            "estimated"
+        } else {
+            "measured"
+        }
     }
 }
 
@@ -108,6 +124,33 @@ pub fn format_age(seconds: f64) -> String {
     }
 }
 
+/// An output's sink as its main queue shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkState {
+    /// A worker consumes.
+    Up,
+    /// Every worker paused: none consumes, yet deliveries are held unacknowledged. A worker
+    /// whose sink is down cancels its consumer and keeps what it holds until the sink answers.
+    Down,
+}
+
+impl SinkState {
+    /// `up` or `down`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Down => "down",
+        }
+    }
+}
+
+impl fmt::Display for SinkState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One output's figures. Every field is `None` when the broker did not report it (the queue
 /// is missing, or the management API did not answer): never read as zero.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -116,8 +159,12 @@ pub struct OutputReading {
     pub ready: Option<u64>,
     /// Messages delivered to workers and not yet acknowledged.
     pub unacked: Option<u64>,
-    /// Consumers of the main queue (running workers).
+    /// Consumers of the main queue (running workers): real time where a passive declare
+    /// answered (the autoscaler), else from the management API's sample.
     pub consumers: Option<u64>,
+    /// Consumers of the main queue in the management API's sample, taken at the same instant
+    /// as `unacked`.
+    pub sampled_consumers: Option<u64>,
     /// The age of the oldest waiting message.
     pub oldest_age: Option<Age>,
     /// Messages published to the main queue per second.
@@ -146,6 +193,7 @@ impl OutputReading {
             ready: main.and_then(|q| q.messages_ready),
             unacked: main.and_then(|q| q.messages_unacknowledged),
             consumers: main.and_then(|q| q.consumers),
+            sampled_consumers: main.and_then(|q| q.consumers),
             oldest_age: main.and_then(|q| Age::of(q, now)),
             publish_rate: main.map(|q| q.publish_rate().unwrap_or(0.0)),
             ack_rate: main.map(|q| q.ack_rate().unwrap_or(0.0)),
@@ -159,6 +207,31 @@ impl OutputReading {
             dead_lettered: dlq.and_then(|q| q.messages),
             dead_letter_rate: dlq.map(|q| q.publish_rate().unwrap_or(0.0)),
         }
+    }
+
+    /// The output's sink as the main queue shows it: [`SinkState::Up`] while a worker
+    /// consumes; [`SinkState::Down`] when every worker has paused (no consumer now, and the
+    /// sample shows no consumer with deliveries held); `None` when no worker runs, or the
+    /// figures are missing.
+    ///
+    /// "No consumer, deliveries held" is read from one management API sample (`unacked` and
+    /// `sampled_consumers` are taken together), never from `unacked` sampled seconds ago with
+    /// a real-time consumer count: when the last worker dies, its deliveries return to the
+    /// queue as its consumer goes, so a consistent sample never shows a crash as an outage,
+    /// while an old sample with a new consumer count would. The real-time count only decides
+    /// sooner: a consumer now means up, whatever the sample says.
+    pub fn sink(&self) -> Option<SinkState> {
+        match (self.consumers, self.sampled_consumers, self.unacked) {
+            (Some(now), _, _) if now > 0 => Some(SinkState::Up),
+            (Some(0) | None, Some(0), Some(held)) if held > 0 => Some(SinkState::Down),
+            (None, Some(sampled), _) if sampled > 0 => Some(SinkState::Up),
+            _ => None,
+        }
+    }
+
+    /// True when every worker has paused because the sink is down: see [`sink`](Self::sink).
+    pub fn sink_down(&self) -> bool {
+        self.sink() == Some(SinkState::Down)
     }
 }
 
@@ -206,6 +279,7 @@ mod tests {
                 ready: Some(10),
                 unacked: Some(4),
                 consumers: Some(2),
+                sampled_consumers: Some(2),
                 oldest_age: Some(Age::measured(41.0)),
                 publish_rate: Some(12.5),
                 ack_rate: Some(3.0),
@@ -245,6 +319,42 @@ mod tests {
     }
 
     #[test]
+    fn the_sink_is_down_when_no_worker_consumes_yet_deliveries_are_held() {
+        let reading = |now: Option<u64>, sampled: Option<u64>, unacked: Option<u64>| {
+            OutputReading {
+                consumers: now,
+                sampled_consumers: sampled,
+                unacked,
+                ..OutputReading::default()
+            }
+            .sink()
+        };
+        // Every worker paused, holding 200: down.
+        assert_eq!(reading(Some(0), Some(0), Some(200)), Some(SinkState::Down));
+        assert!(
+            OutputReading {
+                consumers: Some(0),
+                sampled_consumers: Some(0),
+                unacked: Some(200),
+                ..OutputReading::default()
+            }
+            .sink_down()
+        );
+        // `logstream status` reads the sample alone.
+        assert_eq!(reading(None, Some(0), Some(200)), Some(SinkState::Down));
+        // A worker consumes again (real time): up, whatever the older sample says.
+        assert_eq!(reading(Some(1), Some(0), Some(200)), Some(SinkState::Up));
+        assert_eq!(reading(None, Some(2), Some(0)), Some(SinkState::Up));
+        // The workers just went (crashed, or scaled to zero): the sample still shows their
+        // consumers and deliveries. Not an outage.
+        assert_eq!(reading(Some(0), Some(2), Some(200)), None);
+        // No worker and nothing held: nothing to say about the sink.
+        assert_eq!(reading(Some(0), Some(0), Some(0)), None);
+        assert_eq!(reading(None, None, None), None);
+        assert_eq!(SinkState::Down.to_string(), "down");
+    }
+
+    #[test]
     fn ages_read_like_kubectl_durations() {
         assert_eq!(format_age(0.0), "0s");
         assert_eq!(format_age(4.2), "4s");
@@ -253,5 +363,7 @@ mod tests {
         assert_eq!(format_age(f64::NAN), "0s");
         assert_eq!(Age::estimated(185.0).to_string(), "~3m5s");
         assert_eq!(Age::measured(42.0).to_string(), "42s");
+        assert_eq!(Age::measured(42.0).basis(), "measured");
+        assert_eq!(Age::estimated(42.0).basis(), "estimated");
     }
 }

@@ -1,11 +1,14 @@
 //! A log as the message contract wants it on the wire: the JSON body, the routing key and the
 //! AMQP properties (persistent, `message_id`, `timestamp`, `content_type`, priority from the
-//! level); or as the OpenTelemetry Collector's RabbitMQ exporter publishes it (a protobuf OTLP
-//! `LogsData`). Pure: the caller passes the clock and the message id.
+//! level and the pipeline's queue type); or as the OpenTelemetry Collector's RabbitMQ exporter
+//! publishes it (a protobuf OTLP `LogsData`). Pure: the caller passes the clock and the message id.
 
 use jiff::Timestamp;
 use lapin::{BasicProperties, types::ShortString};
-use logstream_api::contract::{self, Level};
+use logstream_api::{
+    contract::{self, Level},
+    pipeline::QueueType,
+};
 use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList, any_value},
     logs::v1::{LogRecord, LogsData, ResourceLogs, ScopeLogs},
@@ -148,8 +151,22 @@ pub fn pad_to(body: &mut Map<String, Value>, size: usize) {
     }
 }
 
-/// The envelope of a log of `level` from `service`.
+/// The envelope of a log of `level` from `service` for a classic pipeline: [`envelope_on`]
+/// with [`QueueType::Classic`].
 pub fn envelope(
+    service: &str,
+    level: Level,
+    body: &Map<String, Value>,
+    message_id: String,
+    now: Timestamp,
+) -> Envelope {
+    envelope_on(QueueType::Classic, service, level, body, message_id, now)
+}
+
+/// The envelope of a log of `level` from `service` for a pipeline whose queues are
+/// `queue_type`, which decides the priority ([`Level::priority_on`]).
+pub fn envelope_on(
+    queue_type: QueueType,
     service: &str,
     level: Level,
     body: &Map<String, Value>,
@@ -160,13 +177,15 @@ pub fn envelope(
         routing_key: contract::routing_key(service, level),
         // A map of JSON values always serializes.
         body: serde_json::to_vec(body).unwrap_or_default(),
-        properties: properties(level, message_id, now),
+        properties: properties_on(queue_type, level, message_id, now),
     }
 }
 
-/// The envelope of a log in `format`: the message contract's, or the OTLP exporter's.
+/// The envelope of a log in `format`: the message contract's (with the priority of
+/// `queue_type`'s table), or the OTLP exporter's.
 pub fn encode(
     format: ProduceFormat,
+    queue_type: QueueType,
     service: &str,
     level: Level,
     body: &Map<String, Value>,
@@ -174,7 +193,7 @@ pub fn encode(
     now: Timestamp,
 ) -> Envelope {
     match format {
-        ProduceFormat::Json => envelope(service, level, body, message_id, now),
+        ProduceFormat::Json => envelope_on(queue_type, service, level, body, message_id, now),
         ProduceFormat::Otlp => otlp_envelope(service, level, body, now),
     }
 }
@@ -280,14 +299,20 @@ fn any(value: &Value) -> AnyValue {
     }
 }
 
-/// The AMQP properties the contract asks of a log of `level`.
-pub fn properties(level: Level, message_id: String, now: Timestamp) -> BasicProperties {
+/// The AMQP properties the contract asks of a log of `level` for a pipeline whose queues are
+/// `queue_type`.
+pub fn properties_on(
+    queue_type: QueueType,
+    level: Level,
+    message_id: String,
+    now: Timestamp,
+) -> BasicProperties {
     BasicProperties::default()
         .with_delivery_mode(contract::DELIVERY_MODE_PERSISTENT)
         .with_content_type(ShortString::from(contract::CONTENT_TYPE))
         .with_message_id(ShortString::from(message_id))
         .with_timestamp(u64::try_from(now.as_second()).unwrap_or(0))
-        .with_priority(level.priority())
+        .with_priority(level.priority_on(queue_type))
         .with_app_id(ShortString::from(APP_ID))
 }
 
@@ -334,6 +359,40 @@ mod tests {
         assert_eq!(
             p.content_type().as_ref().map(|s| s.as_str()),
             Some("application/json")
+        );
+    }
+
+    #[test]
+    fn the_priority_follows_the_pipelines_queue_type() {
+        let body = log_body("api", Level::Critical, "down", &[], noon());
+        let priority = |queue_type| {
+            *envelope_on(
+                queue_type,
+                "api",
+                Level::Critical,
+                &body,
+                "id".into(),
+                noon(),
+            )
+            .properties
+            .priority()
+        };
+        assert_eq!(priority(QueueType::Classic), Some(3));
+        assert_eq!(
+            priority(QueueType::Quorum),
+            Some(6),
+            "RabbitMQ 4's high class"
+        );
+        assert_eq!(
+            envelope("api", Level::Critical, &body, "id".into(), noon()),
+            envelope_on(
+                QueueType::Classic,
+                "api",
+                Level::Critical,
+                &body,
+                "id".into(),
+                noon()
+            )
         );
     }
 

@@ -9,6 +9,7 @@ use tokio::{
     time::Instant,
 };
 
+use logstream_api::pipeline::QueueType;
 use logstream_broker::publish::{ConfirmWindow, MainProblem, PublishOutcome, Tally};
 
 use crate::{
@@ -28,18 +29,27 @@ pub async fn run(ctx: &Context, args: &ProduceArgs) -> Result<(), CliError> {
             "nothing to send: give --message, pipe logs (JSON lines) to stdin, or start a load run with --count, --duration or --rate".into(),
         ));
     }
-    let (exchange, vhost, hint) = match (&args.exchange, &args.pipeline, &ctx.broker.file) {
-        (Some(exchange), None, None) => (
-            exchange.clone(),
-            ctx.default_vhost(),
-            "create it, or name the pipeline instead of --exchange".to_owned(),
-        ),
-        (exchange, pipeline, _) => {
-            let target = ctx.target(pipeline.as_deref())?;
-            let exchange = exchange.clone().unwrap_or_else(|| target.exchange.clone());
-            (exchange, target.vhost.clone(), target.missing_hint())
-        }
-    };
+    // The priority table is the queue type's: a manifest says it, else classic's.
+    let (exchange, vhost, hint, queue_type) =
+        match (&args.exchange, &args.pipeline, &ctx.broker.file) {
+            (Some(exchange), None, None) => (
+                exchange.clone(),
+                ctx.default_vhost(),
+                "create it, or name the pipeline instead of --exchange".to_owned(),
+                QueueType::Classic,
+            ),
+            (exchange, pipeline, _) => {
+                let target = ctx.target(pipeline.as_deref())?;
+                let exchange = exchange.clone().unwrap_or_else(|| target.exchange.clone());
+                let queue_type = target.queue_type.unwrap_or(QueueType::Classic);
+                (
+                    exchange,
+                    target.vhost.clone(),
+                    target.missing_hint(),
+                    queue_type,
+                )
+            }
+        };
     let connection = ctx.connect(&vhost).await?;
     connection
         .require_exchange(&exchange)
@@ -50,6 +60,7 @@ pub async fn run(ctx: &Context, args: &ProduceArgs) -> Result<(), CliError> {
         window: ConfirmWindow::new(channel, args.window),
         tally: Tally::default(),
         exchange,
+        queue_type,
         main_problem: MainProblem::default(),
         started: Instant::now(),
         elapsed: 0.0,
@@ -60,7 +71,14 @@ pub async fn run(ctx: &Context, args: &ProduceArgs) -> Result<(), CliError> {
         let now = Timestamp::now();
         let body = envelope::log_body(&args.service, args.level, message, &fields, now);
         sender
-            .send(encode(args, &args.service, args.level, &body, now))
+            .send(encode(
+                args,
+                sender.queue_type,
+                &args.service,
+                args.level,
+                &body,
+                now,
+            ))
             .await?;
         0
     } else if args.is_load() {
@@ -95,6 +113,8 @@ struct Sender {
     window: ConfirmWindow<()>,
     tally: Tally,
     exchange: String,
+    /// The pipeline's queue type, whose priority table the logs take.
+    queue_type: QueueType,
     main_problem: MainProblem,
     started: Instant,
     /// Seconds from the first publish to the last confirm, once finished.
@@ -214,7 +234,7 @@ async fn load(sender: &mut Sender, args: &ProduceArgs) -> Result<(), CliError> {
             envelope::pad_to(&mut body, size);
         }
         sender
-            .send(encode(args, service, level, &body, now))
+            .send(encode(args, sender.queue_type, service, level, &body, now))
             .await?;
         k += 1;
         if k.is_multiple_of(UPDATE_EVERY) {
@@ -229,6 +249,7 @@ async fn load(sender: &mut Sender, args: &ProduceArgs) -> Result<(), CliError> {
 /// The envelope of one log in the `--format` asked for, with `--routing-key` when given.
 fn encode(
     args: &ProduceArgs,
+    queue_type: QueueType,
     service: &str,
     level: logstream_api::contract::Level,
     body: &serde_json::Map<String, serde_json::Value>,
@@ -236,6 +257,7 @@ fn encode(
 ) -> Envelope {
     let mut env = envelope::encode(
         args.format,
+        queue_type,
         service,
         level,
         body,
@@ -270,7 +292,14 @@ async fn from_stdin(sender: &mut Sender, args: &ProduceArgs) -> Result<u64, CliE
         let now = Timestamp::now();
         match envelope::log_from_line(&line, &args.service, args.level, &fields, now) {
             Ok(Some(log)) => {
-                let env = encode(args, &log.service, log.level, &log.body, now);
+                let env = encode(
+                    args,
+                    sender.queue_type,
+                    &log.service,
+                    log.level,
+                    &log.body,
+                    now,
+                );
                 if env.routing_key.len() > 255 {
                     eprintln!("line {number}: skipped: service name is longer than 250 bytes");
                     skipped += 1;

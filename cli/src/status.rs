@@ -1,6 +1,7 @@
 //! `logstream status`: how each output of the pipelines on a vhost is doing, from one
 //! management API request (`/api/queues/<vhost>`): ready and unacked messages, the oldest
-//! message's age, retrying and dead-lettered messages, consumers, publish and ack rates.
+//! message's age, retrying and dead-lettered messages, consumers, the sink as the queue shows
+//! it (down when every worker has paused, holding its deliveries), publish and ack rates.
 //!
 //! Queues are grouped by their names (`logstream.<ns>.<pipeline>.<output>[.retry.<i>|.dlq]`;
 //! components never contain dots). With `--kubeconfig`, each output also shows its
@@ -43,6 +44,7 @@ impl StatusRow {
             "retrying": r.retrying.unwrap_or(0),
             "dead_lettered": r.dead_lettered,
             "consumers": r.consumers.unwrap_or(0),
+            "sink": r.sink(),
             "publish_rate": r.publish_rate,
             "ack_rate": r.ack_rate,
         });
@@ -115,6 +117,7 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), CliError> {
         "RETRYING",
         "DLQ",
         "CONSUMERS",
+        "SINK",
         "IN/S",
         "ACK/S",
     ];
@@ -151,6 +154,8 @@ fn row(o: &StatusRow) -> Vec<String> {
         r.dead_lettered
             .map_or_else(|| "-".to_owned(), |d| d.to_string()),
         count(r.consumers),
+        r.sink()
+            .map_or_else(|| "-".to_owned(), |sink| sink.to_string()),
         rate(r.publish_rate),
         rate(r.ack_rate),
     ]
@@ -269,6 +274,7 @@ mod tests {
                 "retrying": 6,
                 "dead_lettered": 7,
                 "consumers": 3,
+                "sink": "up",
                 "publish_rate": 900.0,
                 "ack_rate": 850.5,
             })
@@ -284,6 +290,7 @@ mod tests {
                 "6",
                 "7",
                 "3",
+                "up",
                 "900.0",
                 "850.5"
             ]
@@ -301,6 +308,20 @@ mod tests {
         let stalled = queue(json!({"name": "logstream.n.p.o", "messages_ready": 500}));
         let out = &summarize(&[stalled], "logstream.", at(0))[0];
         assert_eq!(row(out)[4], "-");
+    }
+
+    #[test]
+    fn the_sink_is_down_when_no_worker_consumes_yet_deliveries_are_held() {
+        let paused = queue(json!({"name": "logstream.n.p.o", "messages_ready": 900,
+            "messages_unacknowledged": 200, "consumers": 0}));
+        let out = &summarize(&[paused], "logstream.", at(0))[0];
+        assert_eq!(row(out)[8], "down");
+        assert_eq!(out.to_json()["sink"], "down");
+        let idle = queue(json!({"name": "logstream.n.p.o", "messages_ready": 0,
+            "messages_unacknowledged": 0, "consumers": 0}));
+        let out = &summarize(&[idle], "logstream.", at(0))[0];
+        assert_eq!(row(out)[8], "-", "no worker: nothing to say");
+        assert_eq!(out.to_json()["sink"], Value::Null);
     }
 
     #[test]

@@ -26,6 +26,50 @@ pub fn endpoint() -> BrokerEndpoint {
     BrokerEndpoint::from_uri(&amqp_addr(), management_addr().as_deref()).expect("AMQP_ADDR parses")
 }
 
+/// The version of the broker under test: `LOGSTREAM_RABBITMQ_VERSION` when set (`make test`
+/// sets it for each run, e.g. `3.10.8`, `4.0.5`), else what its management API reports.
+pub async fn rabbitmq_version() -> String {
+    if let Ok(version) = std::env::var("LOGSTREAM_RABBITMQ_VERSION")
+        && !version.trim().is_empty()
+    {
+        return version.trim().to_owned();
+    }
+    ManagementClient::new(endpoint().management().clone())
+        .rabbitmq_version()
+        .await
+        .expect("the management API of the broker under test tells its version")
+}
+
+/// The major version of the broker under test (3, 4).
+pub async fn rabbitmq_major() -> u32 {
+    let version = rabbitmq_version().await;
+    version
+        .split('.')
+        .next()
+        .and_then(|major| major.parse().ok())
+        .unwrap_or_else(|| panic!("RabbitMQ version {version:?} does not start with a number"))
+}
+
+/// Whether a test of `feature`, which RabbitMQ `major` introduced, can run on the broker under
+/// test. When it cannot, prints why (`SKIPPED <test>: needs RabbitMQ 4 or later (<feature>);
+/// the broker under test is RabbitMQ 3.10.8`) and returns false: the test returns at once. Such
+/// tests are named `..._on_rabbitmq4`; `.config/nextest.toml` shows their output in every
+/// run, and `scripts/test-brokers.sh` counts the skips per broker.
+pub async fn broker_has(major: u32, feature: &str) -> bool {
+    let version = rabbitmq_version().await;
+    if rabbitmq_major().await >= major {
+        return true;
+    }
+    let test = std::thread::current()
+        .name()
+        .map(|name| format!(" {name}"))
+        .unwrap_or_default();
+    eprintln!(
+        "SKIPPED{test}: needs RabbitMQ {major} or later ({feature}); the broker under test is RabbitMQ {version}"
+    );
+    false
+}
+
 /// One vhost of one broker.
 #[derive(Clone, Debug)]
 pub struct TestBroker {
@@ -114,6 +158,37 @@ impl TestBroker {
             .expect("the queue exists");
         let _ = connection.close(200, "bye".into()).await;
         u64::from(q.message_count())
+    }
+
+    /// Makes the broker send the dead letters quorum queue `queue` keeps (it dead-letters at
+    /// least once and its target was missing or full) now, instead of at its next retry, up to
+    /// `dead_letter_worker_publisher_confirm_timeout` (180 s by default) away: any change of
+    /// the queue's policy does. This one sets a length bound in bytes no test comes near.
+    pub async fn resend_dead_letters(&self, queue: &str) {
+        let m = self.endpoint.management();
+        let url = format!(
+            "{}api/policies/{}/logstream-test-resend",
+            m.base,
+            encode(&self.vhost)
+        );
+        let pattern = format!("^{}$", queue.replace('.', "\\."));
+        let response = reqwest::Client::new()
+            .put(url)
+            .basic_auth(&m.username, Some(&m.password))
+            .json(&serde_json::json!({
+                "pattern": pattern,
+                "apply-to": "queues",
+                "definition": {"max-length-bytes": 1_000_000_000_000_i64},
+                "priority": 0,
+            }))
+            .send()
+            .await
+            .expect("the management API answers");
+        assert!(
+            response.status().is_success(),
+            "setting a policy on {queue}: {}",
+            response.status()
+        );
     }
 
     /// Unacknowledged messages of `queue` as the management API reports them (sampled, so

@@ -11,7 +11,10 @@ pub mod broker;
 pub mod browser;
 pub mod fake_api;
 
-pub use broker::{Taken, TestBroker, TestUser, TestVhost, encode, endpoint, publish, publish_with};
+pub use broker::{
+    Taken, TestBroker, TestUser, TestVhost, broker_has, encode, endpoint, publish, publish_with,
+    rabbitmq_major, rabbitmq_version,
+};
 
 use std::{
     sync::atomic::{AtomicU32, Ordering},

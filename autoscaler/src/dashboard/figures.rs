@@ -2,6 +2,7 @@
 //! scaling decision, or an error. Pure: plain data in, serializable data out.
 
 use jiff::Timestamp;
+use logstream_broker::{Age, SinkState};
 use serde::Serialize;
 
 use crate::pipeline::ScaleRecord;
@@ -48,10 +49,15 @@ pub struct OutputSample {
     pub ready: Option<u64>,
     /// Messages delivered to workers and not yet acknowledged.
     pub unacked: Option<u64>,
-    /// Age of the oldest waiting message in seconds (measured, or estimated from the drain).
+    /// Age of the oldest waiting message in seconds, as the autoscaler used it.
     pub oldest_age_s: Option<f64>,
+    /// True when that age is estimated (no usable head timestamp), false when measured.
+    pub age_estimated: bool,
     /// Consumers on the main queue (running workers).
     pub consumers: Option<u64>,
+    /// The output's sink as its queue shows it: `down` when every worker has paused,
+    /// holding its deliveries; `up` while a worker consumes; `null` when no worker runs.
+    pub sink: Option<SinkState>,
     /// Messages in the dead-letter queue.
     pub dead_lettered: Option<u64>,
     /// Messages waiting in the retry queues.
@@ -72,20 +78,21 @@ impl OutputSample {
     /// The figures one record carries.
     pub fn from_record(r: &ScaleRecord) -> Self {
         let reading = r.reading.unwrap_or_default();
+        // The age the policy used: the tracked one, or the policy's own estimate without it.
+        let age = reading.oldest_age.or(r.reading.map(|_| Age {
+            seconds: r.decision.signals.age_s,
+            estimated: r.decision.signals.age_estimated,
+        }));
         Self {
             pipeline: r.pipeline.clone(),
             output: r.output.clone(),
             at_ms: unix_ms(r.at),
             ready: reading.ready,
             unacked: reading.unacked,
-            // The age the policy used: measured where the broker reports the head message's
-            // timestamp, estimated otherwise (quorum queues have no head timestamp).
-            oldest_age_s: reading
-                .oldest_age
-                .filter(|age| !age.estimated)
-                .map(|age| age.seconds)
-                .or(r.reading.map(|_| r.decision.signals.age_s)),
+            oldest_age_s: age.map(|age| age.seconds),
+            age_estimated: age.is_some_and(|age| age.estimated),
             consumers: reading.consumers,
+            sink: r.reading.and_then(|reading| reading.sink()),
             dead_lettered: reading.dead_lettered,
             retrying: reading.retrying,
             replicas: Replicas {
@@ -121,7 +128,7 @@ pub struct ScaleEvent {
     pub from: u32,
     /// Replicas after.
     pub to: u32,
-    /// Why, in words: `age 41s > 30s: 3 → 7`.
+    /// Why, in words: `age 41s (measured) > 30s: 3 → 7`.
     pub reason: String,
 }
 
@@ -173,6 +180,7 @@ mod tests {
                 reason: format!("age 41s > 30s: {current} → {desired}"),
                 signals: Signals {
                     age_s: 12.0,
+                    age_estimated: true,
                     ..Default::default()
                 },
                 metrics_missing: reading.is_none(),
@@ -206,6 +214,8 @@ mod tests {
             (Some(120), Some(20), Some(3))
         );
         assert_eq!(f.oldest_age_s, Some(41.0));
+        assert!(!f.age_estimated);
+        assert_eq!(f.sink, Some(SinkState::Up));
         assert_eq!((f.dead_lettered, f.retrying), (Some(3), Some(7)));
         assert_eq!(
             f.rates,
@@ -229,7 +239,27 @@ mod tests {
         };
         let f = OutputSample::from_record(&record(Some(obs), 1, 1));
         assert_eq!(f.oldest_age_s, Some(12.0));
+        assert!(f.age_estimated);
         assert_eq!(f.rates.processed, None, "unknown is not zero");
+        assert_eq!(f.sink, None, "no consumer and nothing held: nothing to say");
+    }
+
+    #[test]
+    fn an_estimated_age_and_a_sink_that_is_down_are_shown_as_such() {
+        let obs = OutputReading {
+            ready: Some(5_000),
+            unacked: Some(200),
+            consumers: Some(0),
+            sampled_consumers: Some(0),
+            oldest_age: Some(Age::estimated(95.0)),
+            ..OutputReading::default()
+        };
+        let f = OutputSample::from_record(&record(Some(obs), 2, 2));
+        assert_eq!((f.oldest_age_s, f.age_estimated), (Some(95.0), true));
+        assert_eq!(f.sink, Some(SinkState::Down));
+        let json = serde_json::to_value(&f).unwrap();
+        assert_eq!(json["sink"], "down");
+        assert_eq!(json["age_estimated"], true);
     }
 
     #[test]

@@ -100,18 +100,19 @@
     return [
       ["ready", fmtInt(f.ready), ""],
       ["unacked", fmtInt(f.unacked), ""],
-      ["oldest_age", fmtAge(f.oldest_age_s), ""],
+      ["oldest_age", (f.age_estimated && f.oldest_age_s != null ? "~" : "") + fmtAge(f.oldest_age_s), ""],
       ["dlq", fmtInt(f.dead_lettered), f.dead_lettered > 0 ? "warn" : ""],
       ["retrying", fmtInt(f.retrying), ""],
       ["replicas", replicas, r.current !== r.desired ? "changing" : ""],
       ["consumers", fmtInt(f.consumers), ""],
+      ["sink", f.sink == null ? dash : f.sink, f.sink === "down" ? "bad" : ""],
       ["processed", fmtRate(f.rates.processed), ""],
       ["retried", fmtRate(f.rates.retried), f.rates.retried > 0 ? "warn" : ""],
       ["dead_lettered_rate", fmtRate(f.rates.dead_lettered), f.rates.dead_lettered > 0 ? "bad" : ""],
     ];
   }
   const HEADERS = ["Output", "Ready", "Unacked", "Oldest age", "DLQ", "Retrying", "Replicas",
-    "Workers", "Processed/s", "Retried/s", "Dead-lettered/s"];
+    "Workers", "Sink", "Processed/s", "Retried/s", "Dead-lettered/s"];
 
   function fillRow(row, detailRow, o) {
     const f = o.figures;
