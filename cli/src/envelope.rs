@@ -467,6 +467,7 @@ mod tests {
         let body = log_body("api", Level::Error, "boom", &fields, noon());
         let e = encode(
             ProduceFormat::Otlp,
+            QueueType::Quorum,
             "api",
             Level::Error,
             &body,
