@@ -91,6 +91,7 @@ impl HttpSink {
                         self.shown,
                         chain(&e.without_url())
                     ),
+                    status: None,
                 });
             }
         };
@@ -120,6 +121,7 @@ impl HttpSink {
                 WriteOutcome::Failed(SinkFailure {
                     class,
                     reason: format!("{} answered {status}: {quoted}", self.shown),
+                    status: Some(status.as_u16()),
                 })
             }
         }

@@ -7,7 +7,9 @@
 pub mod classify;
 pub mod file;
 pub mod format;
+pub mod health;
 pub mod http;
+pub mod narrow;
 pub mod stdout;
 
 use std::sync::Arc;
@@ -25,6 +27,8 @@ pub struct SinkFailure {
     pub class: ErrorClass,
     /// What went wrong, for `x-logstream-error` and the logs.
     pub reason: String,
+    /// The HTTP status the sink answered, when it answered one.
+    pub status: Option<u16>,
 }
 
 impl SinkFailure {
@@ -33,6 +37,7 @@ impl SinkFailure {
         Self {
             class: ErrorClass::Transient,
             reason: reason.into(),
+            status: None,
         }
     }
 
@@ -41,6 +46,7 @@ impl SinkFailure {
         Self {
             class: ErrorClass::Permanent,
             reason: reason.into(),
+            status: None,
         }
     }
 }
