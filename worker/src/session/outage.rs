@@ -123,6 +123,10 @@ impl Session {
 
     /// Publishes copies of `batch` to the main queue and ACKs the originals, in a task.
     fn put_back(&mut self, batch: Vec<Pending>, reason: Returned) {
+        // A copy may come back before the task reports: it must not look like a duplicate.
+        for pending in &batch {
+            self.in_progress.remove(&pending.key);
+        }
         let ctx = Arc::clone(&self.ctx);
         self.tasks
             .spawn(async move { TaskReport::settled(ctx.put_back(batch, reason).await) });

@@ -161,9 +161,10 @@ impl TaskContext {
         key: DedupKey,
         received: std::time::Instant,
     ) -> Settlement {
-        let settlement = |disposition, remember| Settlement {
+        // Not in `in_progress`: the copy may come back before this settlement is applied.
+        let settlement = |disposition, remember: bool| Settlement {
             tag: delivery.delivery_tag,
-            key: Some(key),
+            key: remember.then_some(key),
             remember,
             disposition,
             received,
@@ -202,7 +203,10 @@ impl TaskContext {
                     Disposition::AckReturned(reason),
                 )
                 .await;
-            Settlement::of(p, disposition, false)
+            Settlement {
+                key: None,
+                ..Settlement::of(p, disposition, false)
+            }
         });
         join_all(copies).await
     }

@@ -94,7 +94,6 @@ impl Session {
                 }
             }
             Admission::Suspect => {
-                self.in_progress.insert(key);
                 let ctx = Arc::clone(&self.ctx);
                 self.tasks.spawn(async move {
                     TaskReport::settled(vec![ctx.suspect(&delivery, key, received).await])
