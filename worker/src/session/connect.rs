@@ -3,7 +3,7 @@
 //! the consumer.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, atomic::Ordering},
 };
 
@@ -64,6 +64,7 @@ impl Session {
             tasks: JoinSet::new(),
             held: VecDeque::new(),
             probing: false,
+            restamping: HashMap::new(),
             epoch: 0,
             winding_down: false,
         }

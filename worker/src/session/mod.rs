@@ -25,7 +25,7 @@ mod receive;
 mod settle_loop;
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, atomic::AtomicBool},
     time::{Duration, Instant},
 };
@@ -196,6 +196,8 @@ struct TaskReport {
     epoch: u64,
     /// The task was a probe of a sink that was down.
     probe: bool,
+    /// The task restamped the redelivery with this key as a suspect.
+    restamped: Option<DedupKey>,
 }
 
 impl TaskReport {
@@ -244,6 +246,10 @@ pub struct Session {
     held: VecDeque<Pending>,
     /// A probe is being written.
     probing: bool,
+    /// Keys of redeliveries being restamped as suspects, and their suspect copies that came
+    /// back before the original was ACKed: a copy is written only after that ACK, or a crash
+    /// during its write would bring the original back too.
+    restamping: HashMap<DedupKey, Vec<Pending>>,
     /// The outage count writes started now belong to.
     epoch: u64,
     /// Stopping or lost: nothing new is taken.

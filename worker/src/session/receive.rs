@@ -85,7 +85,9 @@ impl Session {
                     failed_before,
                     alone,
                 };
-                if state.sink.is_down() {
+                if let Some(waiting) = self.restamping.get_mut(&key) {
+                    waiting.push(pending);
+                } else if state.sink.is_down() {
                     self.hold(pending);
                 } else if alone {
                     self.spawn_alone(pending);
@@ -94,9 +96,13 @@ impl Session {
                 }
             }
             Admission::Suspect => {
+                self.restamping.entry(key).or_default();
                 let ctx = Arc::clone(&self.ctx);
                 self.tasks.spawn(async move {
-                    TaskReport::settled(vec![ctx.suspect(&delivery, key, received).await])
+                    TaskReport {
+                        restamped: Some(key),
+                        ..TaskReport::settled(vec![ctx.suspect(&delivery, key, received).await])
+                    }
                 });
             }
             Admission::Charged(route) => {

@@ -21,6 +21,7 @@ use super::{
     Consuming, Disposition, Pending, ProcessState, Session, SessionEnd, SessionError, Settlement,
     TaskReport,
 };
+use crate::metrics::Returned;
 
 impl Session {
     /// Consumes until the connection is lost or `stop` fires; then settles what is in flight
@@ -188,7 +189,13 @@ impl Session {
         self.ctx.alive.store(false, Ordering::Relaxed);
         self.consumer = None;
         self.consuming = Consuming::Idle;
-        let dropped: Vec<Pending> = self.batcher.take().into_iter().chain(self.held.drain(..)).collect();
+        let dropped: Vec<Pending> = self
+            .batcher
+            .take()
+            .into_iter()
+            .chain(self.held.drain(..))
+            .chain(self.restamping.drain().flat_map(|(_, copies)| copies))
+            .collect();
         for pending in dropped {
             self.in_progress.remove(&pending.key);
             self.ctx.metrics.in_flight.dec();
@@ -261,6 +268,20 @@ impl Session {
     ) -> Result<(), SessionError> {
         let settlements = std::mem::take(&mut report.settlements);
         self.apply(settlements, state).await?;
+        if let Some(key) = report.restamped
+            && let Some(copies) = self.restamping.remove(&key)
+        {
+            // The original is ACKed (or given back): its copies may be written now.
+            for pending in copies {
+                if state.sink.is_down() {
+                    self.hold(pending);
+                } else if pending.alone {
+                    self.spawn_alone(pending);
+                } else if let Some(batch) = self.batcher.push(pending, Instant::now()) {
+                    self.spawn_write(batch, false);
+                }
+            }
+        }
         if self.ctx.alive.load(Ordering::Relaxed) {
             self.on_sink_report(&mut report, state);
         } else {
@@ -293,6 +314,19 @@ impl Session {
                 continue;
             }
             match s.disposition {
+                // A suspect copy is already in the queue: its original is ACKed on the wire now,
+                // not when the deliveries before it are settled (see `restamping`).
+                Disposition::AckReturned(Returned::Suspect) => {
+                    if let Err(e) = self.tracker.ack_alone(s.tag) {
+                        error!("{e}");
+                        continue;
+                    }
+                    metrics.count_returned(Returned::Suspect);
+                    self.consume
+                        .basic_ack(s.tag, BasicAckOptions { multiple: false })
+                        .await
+                        .map_err(SessionError::Settle)?;
+                }
                 Disposition::Ack(_) | Disposition::AckReturned(_) => {
                     if let Err(e) = self.tracker.ack(s.tag) {
                         error!("{e}");

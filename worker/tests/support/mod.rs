@@ -705,3 +705,27 @@ pub fn with_redis(dir: &TestDir, mut config: WorkerConfig, url: &str) -> WorkerC
     );
     config
 }
+
+/// A small pseudo-random sequence (xorshift) for test timings, seeded from the clock and
+/// printed so that a run can be told apart.
+pub struct Random(u64);
+
+impl Random {
+    pub fn seeded() -> Self {
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+            | 1;
+        eprintln!("random seed {seed}");
+        Self(u64::from(seed))
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
