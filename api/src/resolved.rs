@@ -6,10 +6,10 @@
 use crate::{
     defaults,
     duration::Duration,
-    worker_config::DedupSettings,
     pipeline::{
         DeletionPolicy, ExchangeType, HttpFormat, LogPipelineSpec, OutputSpec, QueueType, SinkSpec,
     },
+    worker_config::DedupSettings,
 };
 
 /// Default timeout of one HTTP sink request.

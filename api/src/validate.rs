@@ -619,8 +619,14 @@ mod tests {
             "  broker: {secretRef: {name: r}}\n  outputs:\n    - name: o\n      sink: {stdout: {}}\n      worker: {dedup: {window: 0s, capacity: 20000000, redis: {secretRef: {name: redis}}}}\n",
         );
         assert_eq!(e.len(), 2, "{e:?}");
-        assert!(e[0].starts_with("spec.outputs[0].worker.dedup.window"), "{e:?}");
-        assert!(e[1].starts_with("spec.outputs[0].worker.dedup.capacity"), "{e:?}");
+        assert!(
+            e[0].starts_with("spec.outputs[0].worker.dedup.window"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("spec.outputs[0].worker.dedup.capacity"),
+            "{e:?}"
+        );
         assert!(
             errors(
                 "app",

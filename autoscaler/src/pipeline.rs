@@ -161,12 +161,7 @@ impl PipelineAutoscaler {
                     None
                 }
             };
-            let reading = observe(
-                stats.as_deref().map(Vec::as_slice),
-                &o.queues,
-                depth,
-                at,
-            );
+            let reading = observe(stats.as_deref().map(Vec::as_slice), &o.queues, depth, at);
             let now_s = self.clock.elapsed().as_secs_f64();
             let (decision, error) = match o.target.replicas().await {
                 Ok(current) => {

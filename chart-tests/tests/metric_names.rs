@@ -1,11 +1,7 @@
 //! Every metric the Grafana dashboard and the PrometheusRule use is exported by the worker
 //! or the operator: the names are read from their real registries, not from a list.
 
-use std::{
-    collections::BTreeSet,
-    fs,
-    time::Duration,
-};
+use std::{collections::BTreeSet, fs, time::Duration};
 
 use logstream_api::pipeline::OutputStatus;
 use logstream_autoscaler::{Decision, ScaleRecord, Signals, serve::MetricsText};

@@ -126,7 +126,8 @@ struct Worker {
 
 impl Worker {
     async fn start(endpoint: &BrokerEndpoint, config: &WorkerConfig, name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("logstream-bench-outage-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("logstream-bench-outage-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config_path = dir.join(format!("{name}.yaml"));
         std::fs::write(&config_path, config.to_yaml()).unwrap();
@@ -189,8 +190,8 @@ impl Worker {
     }
 
     fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
         let fields: Vec<f64> = rest
             .split_whitespace()

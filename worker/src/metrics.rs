@@ -256,7 +256,9 @@ impl Metrics {
         );
         // Every label value exists from the start, so rates and alerts see zeros, not gaps.
         for reason in Returned::ALL {
-            metrics.returned.get_or_create_owned(&ReasonLabel { reason });
+            metrics
+                .returned
+                .get_or_create_owned(&ReasonLabel { reason });
         }
         for outcome in Settled::ALL {
             metrics

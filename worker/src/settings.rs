@@ -201,19 +201,25 @@ mod tests {
         .unwrap()
         .spec;
         let mut config = WorkerConfig::for_output("games", "app", &spec, "out").unwrap();
-        config
-            .secrets
-            .get_mut(&SecretUse::DedupRedis)
-            .unwrap()
-            .dir = dir.display().to_string();
+        config.secrets.get_mut(&SecretUse::DedupRedis).unwrap().dir = dir.display().to_string();
         let path = dir.join("worker.yaml");
         std::fs::write(&path, config.to_yaml()).unwrap();
 
-        let err = Settings::load(&path, None, Some("amqp://h")).unwrap_err().to_string();
-        assert!(err.starts_with("failed to read key url of Secret dedup"), "{err}");
+        let err = Settings::load(&path, None, Some("amqp://h"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("failed to read key url of Secret dedup"),
+            "{err}"
+        );
         std::fs::write(dir.join("url"), "http://u:s3cret@redis:6379/0\n").unwrap();
-        let err = Settings::load(&path, None, Some("amqp://h")).unwrap_err().to_string();
-        assert!(err.contains("Secret dedup") && !err.contains("s3cret"), "{err}");
+        let err = Settings::load(&path, None, Some("amqp://h"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Secret dedup") && !err.contains("s3cret"),
+            "{err}"
+        );
         std::fs::write(dir.join("url"), "redis://u:s3cret@redis:6379/0\n").unwrap();
         let s = Settings::load(&path, None, Some("amqp://h")).unwrap();
         assert!(s.dedup_store.is_some());

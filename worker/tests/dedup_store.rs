@@ -139,7 +139,7 @@ on_both_queue_types! {
         let sink = SinkServer::start_with_delay(Duration::from_millis(5), |_| 200).await;
         let dir = TestDir::new("redis-kills");
         let config = with_redis(&dir, pipeline.config_for(&sink.url), &redis_url());
-        let mut workers = vec![
+        let mut workers = [
             WorkerProcess::spawn(&dir, &vhost, &config),
             WorkerProcess::spawn(&dir, &vhost, &config),
         ];

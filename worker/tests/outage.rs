@@ -48,15 +48,18 @@ async fn publish_logs(vhost: &TestVhost, pipeline: &TestPipeline, first: u64, n:
 /// cancelled consumer as long as it holds deliveries (so does `basic.get`): there the sign is
 /// only that nothing more is taken while messages wait.
 async fn paused(vhost: &TestVhost, queue: &str, queue_type: &str) -> u64 {
-    let held = eventually(SETTLED, "the worker paused with deliveries held unacked", || async {
-        match consumers_and_unacked(vhost, queue).await {
-            Some((0, unacked)) if unacked > 0 => Some(unacked),
-            Some((1, unacked)) if unacked > 0 && queue_type == "quorum" => Some(unacked),
-            _ => None,
-        }
-    })
-    .await;
-    held
+    eventually(
+        SETTLED,
+        "the worker paused with deliveries held unacked",
+        || async {
+            match consumers_and_unacked(vhost, queue).await {
+                Some((0, unacked)) if unacked > 0 => Some(unacked),
+                Some((1, unacked)) if unacked > 0 && queue_type == "quorum" => Some(unacked),
+                _ => None,
+            }
+        },
+    )
+    .await
 }
 
 async fn metric(worker: &WorkerProcess, name: &str) -> f64 {

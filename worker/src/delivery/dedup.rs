@@ -30,7 +30,10 @@ impl DedupKey {
 
     fn hash(kind: u8, bytes: &[u8]) -> Self {
         // The kind byte keeps an id apart from a body with the same bytes.
-        let digest = Sha256::new().chain_update([kind]).chain_update(bytes).finalize();
+        let digest = Sha256::new()
+            .chain_update([kind])
+            .chain_update(bytes)
+            .finalize();
         let mut first = [0u8; 16];
         first.copy_from_slice(&digest[..16]);
         Self(u128::from_be_bytes(first))

@@ -49,7 +49,11 @@ pub fn returned_copy(original: &BasicProperties, routing_key: &str) -> BasicProp
 
 /// The properties of a suspect copy of a redelivery: as [`returned_copy`], marked
 /// [`HEADER_SUSPECT`] (`charged`: 0 or 1).
-pub fn suspect_copy(original: &BasicProperties, routing_key: &str, charged: u32) -> BasicProperties {
+pub fn suspect_copy(
+    original: &BasicProperties,
+    routing_key: &str,
+    charged: u32,
+) -> BasicProperties {
     with_headers(original, routing_key, |h| {
         h.insert(
             ShortString::from(HEADER_SUSPECT),
@@ -199,8 +203,20 @@ mod tests {
             4
         );
         // A quorum queue's count says "redelivered" even where the flag does not.
-        assert!(history(&with(HEADER_DELIVERY_COUNT, AMQPValue::LongLongInt(2)), false).redelivered);
-        assert!(!history(&with(HEADER_DELIVERY_COUNT, AMQPValue::LongLongInt(0)), false).redelivered);
+        assert!(
+            history(
+                &with(HEADER_DELIVERY_COUNT, AMQPValue::LongLongInt(2)),
+                false
+            )
+            .redelivered
+        );
+        assert!(
+            !history(
+                &with(HEADER_DELIVERY_COUNT, AMQPValue::LongLongInt(0)),
+                false
+            )
+            .redelivered
+        );
         assert_eq!(
             history(&with(HEADER_SUSPECT, AMQPValue::ShortShortUInt(1)), false).suspect,
             Some(1)
@@ -252,7 +268,11 @@ mod tests {
         let suspect = suspect_copy(&original, "api.error", 0);
         let headers = suspect.headers().clone().unwrap();
         assert_eq!(headers::count(&headers, HEADER_SUSPECT), Some(0));
-        assert_eq!(headers::count(&headers, HEADER_ATTEMPT), Some(2), "nothing charged");
+        assert_eq!(
+            headers::count(&headers, HEADER_ATTEMPT),
+            Some(2),
+            "nothing charged"
+        );
         let charged = mark_charged_suspect(suspect);
         assert_eq!(
             headers::count(charged.headers().as_ref().unwrap(), HEADER_SUSPECT),

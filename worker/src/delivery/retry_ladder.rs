@@ -302,7 +302,10 @@ mod tests {
                 };
                 let mut writes = earlier;
                 let dead_letter = loop {
-                    assert!(writes <= max, "max {max}, earlier {earlier}: {writes} writes");
+                    assert!(
+                        writes <= max,
+                        "max {max}, earlier {earlier}: {writes} writes"
+                    );
                     match ladder.admit(copy) {
                         Admission::Process { .. } => writes += 1,
                         other => panic!("a fresh copy is written, got {other:?}"),
@@ -320,7 +323,10 @@ mod tests {
                         other => panic!("a redelivery is never written, got {other:?}"),
                     }
                 };
-                assert!(writes <= max, "max {max}, earlier {earlier}: {writes} writes");
+                assert!(
+                    writes <= max,
+                    "max {max}, earlier {earlier}: {writes} writes"
+                );
                 assert!(dead_letter >= max);
             }
         }

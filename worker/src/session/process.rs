@@ -105,11 +105,11 @@ impl TaskContext {
         let mut to_copy = Vec::new();
         for (p, verdict) in batch.into_iter().zip(verdicts) {
             match verdict {
-                Verdict::Written => report.settlements.push(Settlement::of(
-                    &p,
-                    Disposition::Ack(Settled::Ok),
-                    true,
-                )),
+                Verdict::Written => {
+                    report
+                        .settlements
+                        .push(Settlement::of(&p, Disposition::Ack(Settled::Ok), true))
+                }
                 Verdict::Failed(f) => to_copy.push((p, f)),
                 Verdict::Held(_) => report.held.push(p),
             }
@@ -142,10 +142,15 @@ impl TaskContext {
         let mut rest = Vec::with_capacity(batch.len());
         for (p, written) in batch.into_iter().zip(written) {
             if written {
-                debug!(tag = p.delivery.delivery_tag, "duplicate: written by a replica");
-                report
-                    .settlements
-                    .push(Settlement::of(&p, Disposition::Ack(Settled::Duplicate), true));
+                debug!(
+                    tag = p.delivery.delivery_tag,
+                    "duplicate: written by a replica"
+                );
+                report.settlements.push(Settlement::of(
+                    &p,
+                    Disposition::Ack(Settled::Duplicate),
+                    true,
+                ));
             } else {
                 rest.push(p);
             }
@@ -191,10 +196,8 @@ impl TaskContext {
     /// and reports the originals to be ACKed.
     pub(super) async fn put_back(&self, batch: Vec<Pending>, reason: Returned) -> Vec<Settlement> {
         let copies = batch.iter().map(|p| async move {
-            let properties = republish::returned_copy(
-                &p.delivery.properties,
-                p.delivery.routing_key.as_str(),
-            );
+            let properties =
+                republish::returned_copy(&p.delivery.properties, p.delivery.routing_key.as_str());
             let disposition = self
                 .publish(
                     &self.config.queue,
@@ -279,7 +282,10 @@ impl TaskContext {
             .find(|v| !matches!(v, Verdict::Written))
         {
             if narrowed.held() {
-                debug!(logs = records.len(), "sink write failed, the sink looks down: {}", f.reason);
+                debug!(
+                    logs = records.len(),
+                    "sink write failed, the sink looks down: {}", f.reason
+                );
             } else {
                 warn!(
                     logs = records.len(),

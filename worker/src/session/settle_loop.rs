@@ -252,7 +252,10 @@ impl Session {
             }
             batch.push(p);
             if batch.len() == max {
-                self.spawn_write(std::mem::replace(&mut batch, Vec::with_capacity(max)), false);
+                self.spawn_write(
+                    std::mem::replace(&mut batch, Vec::with_capacity(max)),
+                    false,
+                );
             }
         }
         if !batch.is_empty() {

@@ -115,7 +115,11 @@ mod tests {
         let mut health = SinkHealth::new();
         let before = health.epoch();
         health.failed(start);
-        assert_eq!(health.wrote(before, start), None, "an older write proves nothing");
+        assert_eq!(
+            health.wrote(before, start),
+            None,
+            "an older write proves nothing"
+        );
         assert!(health.is_down());
         let probe = health.epoch();
         assert_eq!(

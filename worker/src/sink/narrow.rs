@@ -122,7 +122,8 @@ impl Narrower<'_> {
                                 Verdict::Failed(f)
                             }
                             None => {
-                                let f = SinkFailure::transient("the sink said nothing about this log");
+                                let f =
+                                    SinkFailure::transient("the sink said nothing about this log");
                                 self.error(f.class);
                                 Verdict::Failed(f)
                             }

@@ -316,7 +316,9 @@ pub fn written_item_attempts(sink: &SinkServer) -> Vec<(String, u64)> {
     for r in sink.received() {
         let answer: Value = serde_json::from_str(&r.reply).unwrap_or_default();
         for (i, log) in r.logs.iter().enumerate() {
-            let status = answer["items"][i]["index"]["status"].as_u64().unwrap_or(500);
+            let status = answer["items"][i]["index"]["status"]
+                .as_u64()
+                .unwrap_or(500);
             if (200..300).contains(&r.status) && status < 300 {
                 written.push((message_of(log), attempt_of(log)));
             }
@@ -668,7 +670,12 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     // Fields after the command name (which may hold spaces) start at the state, field 3.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15: indexes 11 and 12 after the state.
     (ticks(11) + ticks(12)) / clock_ticks()
 }
