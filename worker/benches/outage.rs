@@ -26,7 +26,7 @@ use std::{
 
 use axum::{Router, extract::State, http::StatusCode, routing::post};
 use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    BasicProperties, Channel, Confirmation,
     options::{BasicPublishOptions, ConfirmSelectOptions},
 };
 use logstream_api::{
@@ -35,21 +35,10 @@ use logstream_api::{
     worker_config::{AMQP_URI_ENV, WorkerConfig},
 };
 use logstream_broker::{BrokerAdmin, BrokerEndpoint, ManagementClient};
-use logstream_worker::metrics::sample;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
 
-fn endpoint() -> BrokerEndpoint {
-    let amqp = std::env::var("AMQP_ADDR")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let management = std::env::var("MANAGEMENT_ADDR").ok();
-    BrokerEndpoint::from_uri(&amqp, management.as_deref()).expect("AMQP_ADDR parses")
-}
+use common::{connect, endpoint, env_or, metric};
 
 /// A log of the message contract, about 300 bytes.
 fn body(seq: u64) -> Vec<u8> {
@@ -167,16 +156,14 @@ impl Worker {
     }
 
     async fn written(&self) -> f64 {
-        let text = match self
-            .client
-            .get(format!("http://{}/metrics", self.listen))
-            .send()
-            .await
-        {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        sample(&text, "logstream_messages_total", &[("outcome", "ok")]).unwrap_or(0.0)
+        metric(
+            &self.client,
+            &self.listen,
+            "logstream_messages_total",
+            &[("outcome", "ok")],
+        )
+        .await
+        .unwrap_or(0.0)
     }
 
     /// Waits until `n` logs were written; returns when.
@@ -232,12 +219,7 @@ async fn run(outage: Duration, rate: u64, queue_type: &str) {
     admin.close().await;
     let config = WorkerConfig::from_plan(&topology, "bench", "bench", &spec, "out").unwrap();
     let queue = config.queue.clone();
-    let connection = Connection::connect_uri(
-        endpoint.with_vhost(&vhost).amqp(),
-        ConnectionProperties::default(),
-    )
-    .await
-    .expect("connect");
+    let connection = connect(&endpoint, &vhost).await;
     let channel = connection.create_channel().await.unwrap();
     channel
         .confirm_select(ConfirmSelectOptions::default())

@@ -513,27 +513,11 @@ on_both_queue_types! {
     // first time, everything else is stored.
     let throttled = Mutex::new(false);
     let sink = SinkServer::start(move |logs| {
-        let mut errors = false;
-        let items: Vec<serde_json::Value> = logs
-            .iter()
-            .map(|log| {
-                let status = match message_of(log).as_str() {
-                    "bad" => 400,
-                    "busy" if !std::mem::replace(&mut *throttled.lock().unwrap(), true) => 429,
-                    _ => 201,
-                };
-                errors |= status >= 300;
-                serde_json::json!({"index": {
-                    "_id": log["logstream"]["message_id"],
-                    "status": status,
-                    "error": (status >= 300).then(|| serde_json::json!({"type": "test_error"})),
-                }})
-            })
-            .collect();
-        support::Reply {
-            status: 200,
-            body: serde_json::json!({"took": 1, "errors": errors, "items": items}).to_string(),
-        }
+        support::bulk_reply(logs, |log| match message_of(log).as_str() {
+            "bad" => 400,
+            "busy" if !std::mem::replace(&mut *throttled.lock().unwrap(), true) => 429,
+            _ => 201,
+        })
     })
     .await;
     let dir = TestDir::new("es-bulk");
