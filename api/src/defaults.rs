@@ -69,10 +69,20 @@ pub const MAX_OUTPUTS: usize = 32;
 /// Most bindings an output may have.
 pub const MAX_BINDINGS: usize = 64;
 
-/// Message ids a worker remembers to drop duplicates (its dedup cache's capacity).
+/// Message ids a worker remembers to drop duplicates (its dedup cache's capacity,
+/// `worker.dedup.capacity`).
 pub const DEDUP_CAPACITY: u32 = 100_000;
-/// How long a worker remembers a message id.
+/// Most message ids a worker's own dedup cache may be asked to remember.
+pub const MAX_DEDUP_CAPACITY: u32 = 10_000_000;
+/// How long a worker remembers a message id (`worker.dedup.window`; also the time to live of
+/// the ids in the shared Redis store).
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(600);
+/// Longest accepted `worker.dedup.window`.
+pub const MAX_DEDUP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Longest time a worker keeps deliveries unacknowledged while its sink is down before it puts
+/// them back in the main queue (unchanged) and takes new ones. Under RabbitMQ's default
+/// `consumer_timeout` (30 min), after which the broker would close the worker's channel.
+pub const SINK_HOLD_LIMIT: Duration = Duration::from_secs(25 * 60);
 /// How long a worker may take after SIGTERM to settle in-flight work before it exits; the
 /// worker pod's `terminationGracePeriodSeconds` leaves 5 s more.
 pub const WORKER_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);

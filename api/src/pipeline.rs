@@ -484,6 +484,43 @@ pub struct WorkerSpec {
     /// CPU and memory requests and limits of the worker container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+
+    /// Duplicate suppression: a log whose message id (or, without one, body) was written within
+    /// `window` is acknowledged without being written again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<DedupSpec>,
+}
+
+/// Duplicate suppression by message id. Each worker remembers the ids it wrote in its own
+/// cache; with `redis`, the ids are also shared, so that an id written by any replica (or by a
+/// worker that restarted) is not written again.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DedupSpec {
+    /// A shared dedup store on Redis, seen by every replica of the output. Without it, a
+    /// duplicate is caught only when it reaches the worker process that wrote the first copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisDedupSpec>,
+
+    /// Message ids one worker process remembers (oldest forgotten first); 0 turns the
+    /// per-process cache off. Default 100000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000000))]
+    pub capacity: Option<u32>,
+
+    /// How long a written id is remembered, in the per-process cache and in Redis (the keys'
+    /// time to live). Default 10m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
+}
+
+/// Where the shared dedup store is.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisDedupSpec {
+    /// A Secret in the pipeline's namespace with key `url` (`redis://[user:password@]host:6379/0`,
+    /// or `rediss://` for TLS). The URL is never written into the worker's configuration.
+    pub secret_ref: LocalObjectRef,
 }
 
 /// Sink write batching: a batch is written when it is full or its first log waited `linger`.

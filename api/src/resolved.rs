@@ -9,6 +9,7 @@ use crate::{
     pipeline::{
         DeletionPolicy, ExchangeType, HttpFormat, LogPipelineSpec, OutputSpec, QueueType, SinkSpec,
     },
+    worker_config::DedupSettings,
 };
 
 /// Default timeout of one HTTP sink request.
@@ -121,6 +122,26 @@ impl OutputSpec {
             batch_linger: batch.linger.unwrap_or(defaults::BATCH_LINGER),
             max_message_bytes: w.max_message_bytes.unwrap_or(defaults::MAX_MESSAGE_BYTES),
         }
+    }
+
+    /// The per-process dedup cache's capacity and the ids' window.
+    pub fn dedup_settings(&self) -> DedupSettings {
+        let d = self.worker.as_ref().and_then(|w| w.dedup.as_ref());
+        DedupSettings {
+            capacity: d
+                .and_then(|d| d.capacity)
+                .unwrap_or(defaults::DEDUP_CAPACITY),
+            window: d.and_then(|d| d.window).unwrap_or(defaults::DEDUP_WINDOW),
+        }
+    }
+
+    /// The Secret holding the shared dedup store's `url`, when the output has one.
+    pub fn dedup_redis_secret(&self) -> Option<&str> {
+        self.worker
+            .as_ref()
+            .and_then(|w| w.dedup.as_ref())
+            .and_then(|d| d.redis.as_ref())
+            .map(|r| r.secret_ref.name.as_str())
     }
 
     /// Resolved autoscaling settings.

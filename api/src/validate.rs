@@ -527,6 +527,30 @@ fn check_worker(v: &mut Collector, at: &str, o: &OutputSpec) {
             format!("must be between 1024 and 134217728, got {bytes}"),
         );
     }
+    if let Some(dedup) = &w.dedup {
+        if let Some(window) = dedup.window
+            && (window.as_std().is_zero() || window > defaults::MAX_DEDUP_WINDOW)
+        {
+            v.push(
+                format!("{at}.dedup.window"),
+                format!(
+                    "must be longer than 0s and at most {}, got {window}",
+                    defaults::MAX_DEDUP_WINDOW
+                ),
+            );
+        }
+        if let Some(capacity) = dedup.capacity
+            && capacity > defaults::MAX_DEDUP_CAPACITY
+        {
+            v.push(
+                format!("{at}.dedup.capacity"),
+                format!(
+                    "must be at most {}, got {capacity}",
+                    defaults::MAX_DEDUP_CAPACITY
+                ),
+            );
+        }
+    }
     if w.image.as_deref() == Some("") {
         v.push(
             format!("{at}.image"),
@@ -748,5 +772,29 @@ mod tests {
             "{url: \"https://loki/\", format: otlp, compression: gzip, auth: {secretRef: {name: loki-auth}}, headers: {X-Scope-OrgID: a}, headersFrom: {secretRef: {name: h}}, tls: {caSecretRef: {name: loki-ca}, clientCertSecretRef: {name: loki-client}}}",
         );
         assert!(ok.is_empty(), "{ok:?}");
+    }
+
+    #[test]
+    fn a_dedup_window_of_zero_or_a_huge_capacity_is_refused() {
+        let e = errors(
+            "app",
+            "  broker: {secretRef: {name: r}}\n  outputs:\n    - name: o\n      sink: {stdout: {}}\n      worker: {dedup: {window: 0s, capacity: 20000000, redis: {secretRef: {name: redis}}}}\n",
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].starts_with("spec.outputs[0].worker.dedup.window"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("spec.outputs[0].worker.dedup.capacity"),
+            "{e:?}"
+        );
+        assert!(
+            errors(
+                "app",
+                "  broker: {secretRef: {name: r}}\n  outputs:\n    - name: o\n      sink: {stdout: {}}\n      worker: {dedup: {window: 1h, capacity: 0}}\n",
+            )
+            .is_empty()
+        );
     }
 }

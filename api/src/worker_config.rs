@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     defaults,
     duration::Duration,
-    pipeline::{LogPipelineSpec, QueueType, SinkSpec},
+    pipeline::{LogPipelineSpec, OutputSpec, QueueType, SinkSpec},
     resolved::WorkerSettings,
     topology::{QueueRole, TopologyPlan, plan},
     validate::{FieldError, ValidationErrors},
@@ -119,6 +119,18 @@ pub fn sink_secrets(sink: &SinkSpec) -> BTreeMap<SecretUse, SecretFiles> {
     .collect()
 }
 
+/// Every Secret the worker of output `o` reads as files: its sink's and its dedup store's.
+fn worker_secrets(o: &OutputSpec) -> BTreeMap<SecretUse, SecretFiles> {
+    let mut secrets = sink_secrets(&o.sink);
+    if let Some(secret) = o.dedup_redis_secret() {
+        secrets.insert(
+            SecretUse::DedupRedis,
+            SecretFiles::mounted(secret, SecretUse::DedupRedis),
+        );
+    }
+    secrets
+}
+
 /// One step of the retry ladder.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -129,13 +141,14 @@ pub struct RetryStep {
     pub delay: Duration,
 }
 
-/// The worker's dedup cache.
+/// The worker's dedup cache (the shared store, when there is one, is the Secret of
+/// [`SecretUse::DedupRedis`] in [`WorkerConfig::secrets`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DedupSettings {
-    /// Message ids remembered at most.
+    /// Message ids the per-process cache remembers at most; 0 turns it off.
     pub capacity: u32,
-    /// How long an id is remembered.
+    /// How long an id is remembered (also the time to live of the ids in the shared store).
     pub window: Duration,
 }
 
@@ -173,9 +186,17 @@ pub struct WorkerConfig {
     pub listen: String,
     /// Longest time to settle in-flight work after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Longest time deliveries are held unacknowledged while the sink is down (then they are
+    /// put back in the main queue unchanged). Absent in files of older operators: the default.
+    #[serde(default = "default_hold_limit")]
+    pub hold_limit: Duration,
     /// The Secrets the worker reads as files, by use.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<SecretUse, SecretFiles>,
+}
+
+fn default_hold_limit() -> Duration {
+    defaults::SINK_HOLD_LIMIT
 }
 
 /// Why a worker configuration could not be read.
@@ -234,14 +255,12 @@ impl WorkerConfig {
             dead_letter_queue: plan.queue(output, QueueRole::DeadLetter)?.name.clone(),
             max_attempts: o.max_attempts(),
             consume: o.worker_settings(),
-            dedup: DedupSettings {
-                capacity: defaults::DEDUP_CAPACITY,
-                window: defaults::DEDUP_WINDOW,
-            },
+            dedup: o.dedup_settings(),
             sink: o.sink.clone(),
             listen: format!("0.0.0.0:{}", defaults::WORKER_PORT),
             shutdown_grace: defaults::WORKER_SHUTDOWN_GRACE,
-            secrets: sink_secrets(&o.sink),
+            hold_limit: defaults::SINK_HOLD_LIMIT,
+            secrets: worker_secrets(o),
         })
     }
 
@@ -307,6 +326,45 @@ mod tests {
         );
         assert_eq!(c.listen, "0.0.0.0:9090");
         assert!(WorkerConfig::for_output("games", "app", &spec(), "nope").is_err());
+    }
+
+    #[test]
+    fn dedup_settings_and_the_redis_secret_come_from_the_spec_without_the_url() {
+        let c = WorkerConfig::for_output("games", "app", &spec(), "sec").unwrap();
+        assert_eq!(c.dedup.capacity, defaults::DEDUP_CAPACITY);
+        assert_eq!(c.dedup.window, defaults::DEDUP_WINDOW);
+        assert_eq!(c.hold_limit, defaults::SINK_HOLD_LIMIT);
+        assert!(c.secrets.is_empty());
+
+        let with_store = parse_pipeline(
+            "apiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {name: app}\nspec:\n  broker: {secretRef: {name: r}}\n  outputs:\n    - name: sec\n      sink: {stdout: {}}\n      worker: {dedup: {redis: {secretRef: {name: dedup-store}}, capacity: 500, window: 2m}}\n",
+        )
+        .unwrap()
+        .spec;
+        let c = WorkerConfig::for_output("games", "app", &with_store, "sec").unwrap();
+        assert_eq!(c.dedup.capacity, 500);
+        assert_eq!(c.dedup.window, Duration::from_secs(120));
+        assert_eq!(
+            c.secrets.get(&SecretUse::DedupRedis),
+            Some(&SecretFiles {
+                secret: "dedup-store".into(),
+                dir: format!("{SECRETS_DIR}/dedup-redis"),
+            })
+        );
+        let text = c.to_yaml();
+        assert!(text.contains("dedup-redis:"), "{text}");
+        assert!(!text.contains("redis://"), "{text}");
+        assert_eq!(WorkerConfig::from_yaml(&text).unwrap(), c);
+        // A file written before holdLimit existed still loads, with the default.
+        let older = text
+            .lines()
+            .filter(|l| !l.starts_with("holdLimit:"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(
+            WorkerConfig::from_yaml(&older).unwrap().hold_limit,
+            defaults::SINK_HOLD_LIMIT
+        );
     }
 
     #[test]

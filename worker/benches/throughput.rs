@@ -23,7 +23,7 @@ use std::{
 
 use futures::StreamExt;
 use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    BasicProperties, Channel, Confirmation,
     options::{
         BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
         ConfirmSelectOptions,
@@ -36,7 +36,10 @@ use logstream_api::{
     worker_config::{AMQP_URI_ENV, WorkerConfig},
 };
 use logstream_broker::{BrokerAdmin, BrokerEndpoint, ManagementClient};
-use logstream_worker::metrics::sample;
+
+mod common;
+
+use common::{connect, endpoint, env_or, metric};
 
 const BODY_BYTES: usize = 1024;
 
@@ -45,20 +48,6 @@ struct Settings {
     rounds: usize,
     queue_types: Vec<String>,
     prefetch: u16,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn endpoint() -> BrokerEndpoint {
-    let amqp = std::env::var("AMQP_ADDR")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let management = std::env::var("MANAGEMENT_ADDR").ok();
-    BrokerEndpoint::from_uri(&amqp, management.as_deref()).expect("AMQP_ADDR parses")
 }
 
 /// A 1 KB log of the message contract.
@@ -81,15 +70,6 @@ fn body(seq: u64) -> Vec<u8> {
     })
     .to_string();
     body.into_bytes()
-}
-
-async fn connect(endpoint: &BrokerEndpoint, vhost: &str) -> Connection {
-    Connection::connect_uri(
-        endpoint.with_vhost(vhost).amqp(),
-        ConnectionProperties::default(),
-    )
-    .await
-    .expect("connect")
 }
 
 async fn fill(channel: &Channel, queue: &str, n: u64, round: usize) {
@@ -177,23 +157,6 @@ async fn bare(
 struct WorkerRun {
     rate: f64,
     peak_rss_kib: u64,
-}
-
-async fn metric(
-    client: &reqwest::Client,
-    listen: &str,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> Option<f64> {
-    let text = client
-        .get(format!("http://{listen}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    sample(&text, name, labels)
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {

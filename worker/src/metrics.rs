@@ -2,7 +2,11 @@
 //! `pipeline` and `output` (labels of the registry); the Grafana dashboard and the alerts use
 //! these names.
 
-use std::borrow::Cow;
+use std::{
+    borrow::Cow,
+    sync::{Mutex, atomic::AtomicU64},
+    time::Instant,
+};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, text::encode},
@@ -60,6 +64,43 @@ struct OutcomeLabel {
     outcome: Settled,
 }
 
+/// Why a delivery was put back in the main queue as a copy: the `reason` label of
+/// `logstream_returned_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Returned {
+    /// A broker redelivery, restamped as a suspect (charged nothing).
+    Suspect,
+    /// Held while the sink was down for as long as `holdLimit` allows.
+    HoldLimit,
+    /// Held while the sink was down when the worker was asked to stop.
+    Stopping,
+}
+
+impl Returned {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Suspect => "suspect",
+            Self::HoldLimit => "hold_limit",
+            Self::Stopping => "stopping",
+        }
+    }
+
+    const ALL: [Returned; 3] = [Self::Suspect, Self::HoldLimit, Self::Stopping];
+}
+
+impl EncodeLabelValue for Returned {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// The label set of `logstream_returned_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: Returned,
+}
+
 /// The label set of `logstream_sink_errors_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClassLabel {
@@ -92,6 +133,20 @@ pub struct Metrics {
     pub redelivered: Counter,
     /// Connections re-established after the broker connection was lost.
     pub reconnects: Counter,
+    /// 1 while the sink takes writes, 0 while it is down.
+    pub sink_up: Gauge,
+    sink_down_seconds: Gauge<f64, AtomicU64>,
+    /// When the current outage began; `logstream_sink_down_seconds` is read from it.
+    down_since: Mutex<Option<Instant>>,
+    /// Outages of the sink (each counted when it begins).
+    pub sink_outages: Counter,
+    /// Probes of a sink that was down (rewrites of held deliveries).
+    pub sink_probes: Counter,
+    returned: Family<ReasonLabel, Counter>,
+    /// 1 while the shared dedup store answers (or none is configured), 0 while it does not.
+    pub dedup_store_up: Gauge,
+    /// Failed requests to the shared dedup store.
+    pub dedup_store_errors: Counter,
 }
 
 impl Metrics {
@@ -111,7 +166,17 @@ impl Metrics {
             settle_refused: Counter::default(),
             redelivered: Counter::default(),
             reconnects: Counter::default(),
+            sink_up: Gauge::default(),
+            sink_down_seconds: Gauge::default(),
+            down_since: Mutex::new(None),
+            sink_outages: Counter::default(),
+            sink_probes: Counter::default(),
+            returned: Family::default(),
+            dedup_store_up: Gauge::default(),
+            dedup_store_errors: Counter::default(),
         };
+        metrics.sink_up.set(1);
+        metrics.dedup_store_up.set(1);
         let registry = &mut metrics.registry;
         // prometheus-client appends `_total` to counter names and `.` to help texts.
         registry.register(
@@ -154,7 +219,47 @@ impl Metrics {
             "Broker connections re-established after a loss",
             metrics.reconnects.clone(),
         );
+        registry.register(
+            "logstream_sink_up",
+            "1 while the sink takes writes, 0 while it is down (the worker then holds what it has, takes nothing new and probes)",
+            metrics.sink_up.clone(),
+        );
+        registry.register(
+            "logstream_sink_down_seconds",
+            "Seconds the current sink outage has lasted (0 while the sink is up)",
+            metrics.sink_down_seconds.clone(),
+        );
+        registry.register(
+            "logstream_sink_outages",
+            "Sink outages (every write failing), counted when each begins",
+            metrics.sink_outages.clone(),
+        );
+        registry.register(
+            "logstream_sink_probes",
+            "Rewrites of held deliveries to a sink that was down",
+            metrics.sink_probes.clone(),
+        );
+        registry.register(
+            "logstream_returned",
+            "Deliveries put back in the main queue as copies, by reason: suspect (a broker redelivery, charged nothing), hold_limit, stopping (held while the sink was down)",
+            metrics.returned.clone(),
+        );
+        registry.register(
+            "logstream_dedup_store_up",
+            "1 while the shared dedup store answers or none is configured, 0 while the worker falls back to its own cache",
+            metrics.dedup_store_up.clone(),
+        );
+        registry.register(
+            "logstream_dedup_store_errors",
+            "Requests to the shared dedup store that failed or timed out",
+            metrics.dedup_store_errors.clone(),
+        );
         // Every label value exists from the start, so rates and alerts see zeros, not gaps.
+        for reason in Returned::ALL {
+            metrics
+                .returned
+                .get_or_create_owned(&ReasonLabel { reason });
+        }
         for outcome in Settled::ALL {
             metrics
                 .messages
@@ -178,6 +283,22 @@ impl Metrics {
         self.messages.get_or_create(&OutcomeLabel { outcome }).get()
     }
 
+    /// Counts a delivery put back in the main queue for `reason`.
+    pub fn count_returned(&self, reason: Returned) {
+        self.returned.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Records that the sink went down at `since`, or (`None`) came back.
+    pub fn set_sink_down(&self, since: Option<Instant>) {
+        self.sink_up.set(i64::from(since.is_none()));
+        if let Ok(mut down) = self.down_since.lock() {
+            *down = since;
+        }
+        if since.is_none() {
+            self.sink_down_seconds.set(0.0);
+        }
+    }
+
     /// Counts a failed sink write of `class`.
     pub fn sink_error(&self, class: ErrorClass) {
         self.sink_errors.get_or_create(&ClassLabel::of(class)).inc();
@@ -185,6 +306,10 @@ impl Metrics {
 
     /// The OpenMetrics text exposition of every metric.
     pub fn render(&self) -> String {
+        if let Ok(down) = self.down_since.lock() {
+            self.sink_down_seconds
+                .set(down.map_or(0.0, |since| since.elapsed().as_secs_f64()));
+        }
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
@@ -243,10 +368,24 @@ mod tests {
             "logstream_settle_refused_total",
             "logstream_redelivered_total",
             "logstream_reconnects_total",
+            "logstream_sink_down_seconds",
+            "logstream_sink_outages_total",
+            "logstream_sink_probes_total",
+            "logstream_dedup_store_errors_total",
             "logstream_processing_seconds_count",
             "logstream_message_age_seconds_count",
         ] {
             assert_eq!(sample(&text, name, &base), Some(0.0), "{name} in\n{text}");
+        }
+        for name in ["logstream_sink_up", "logstream_dedup_store_up"] {
+            assert_eq!(sample(&text, name, &base), Some(1.0), "{name} in\n{text}");
+        }
+        for reason in ["suspect", "hold_limit", "stopping"] {
+            assert_eq!(
+                sample(&text, "logstream_returned_total", &with(("reason", reason))),
+                Some(0.0),
+                "{reason} in\n{text}"
+            );
         }
         // Every sample line carries both labels (bucket lines included).
         for line in text.lines().filter(|l| !l.starts_with('#')) {
@@ -270,6 +409,20 @@ mod tests {
         );
         assert!(!text.contains(".."), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn the_sink_outage_shows_as_down_with_its_duration() {
+        let m = Metrics::new("app", "sec");
+        m.set_sink_down(Some(Instant::now() - std::time::Duration::from_secs(5)));
+        let text = m.render();
+        assert_eq!(sample(&text, "logstream_sink_up", &[]), Some(0.0));
+        let down = sample(&text, "logstream_sink_down_seconds", &[]).unwrap();
+        assert!((5.0..6.0).contains(&down), "{down}");
+        m.set_sink_down(None);
+        let text = m.render();
+        assert_eq!(sample(&text, "logstream_sink_up", &[]), Some(1.0));
+        assert_eq!(sample(&text, "logstream_sink_down_seconds", &[]), Some(0.0));
     }
 
     #[test]

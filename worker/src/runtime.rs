@@ -11,12 +11,12 @@ use tokio::{net::TcpListener, sync::watch};
 use tracing::{info, warn};
 
 use crate::{
-    delivery::{dedup::DedupCache, retry_ladder::Ladder},
+    delivery::{dedup::DedupCache, dedup_store::DedupStore, retry_ladder::Ladder},
     metrics::Metrics,
     server::{self, Health},
-    session::{Session, SessionEnd, Worker},
+    session::{ProcessState, Session, SessionEnd, Worker},
     settings::Settings,
-    sink::Sink,
+    sink::{Sink, health::SinkHealth},
 };
 
 /// First pause before reconnecting after the broker connection was lost or refused.
@@ -38,6 +38,9 @@ pub enum RuntimeError {
     /// Signal handlers could not be installed.
     #[error("failed to install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The shared dedup store's client could not be set up.
+    #[error("failed to set up the shared dedup store: {0}")]
+    DedupStore(String),
 }
 
 /// Runs the worker until SIGTERM or SIGINT.
@@ -45,12 +48,28 @@ pub async fn run(settings: Settings, sink: Arc<dyn Sink>) -> Result<(), RuntimeE
     let config = Arc::new(settings.config.clone());
     let metrics = Arc::new(Metrics::new(&config.pipeline, &config.output));
     let ready = Arc::new(AtomicBool::new(false));
+    let dedup_store = match &settings.dedup_store {
+        Some(client) => {
+            let scope = format!("{}/{}/{}", config.namespace, config.pipeline, config.output);
+            let store = DedupStore::new(
+                client,
+                &scope,
+                config.dedup.window.as_std(),
+                Arc::clone(&metrics),
+            )
+            .map_err(|e| RuntimeError::DedupStore(e.to_string()))?;
+            info!("dedup: ids are shared with the other replicas through Redis");
+            Some(Arc::new(store))
+        }
+        None => None,
+    };
     let worker = Worker {
         ladder: Ladder::new(config.max_attempts, config.retry.len()),
         config: Arc::clone(&config),
         sink,
         metrics: Arc::clone(&metrics),
         ready: Arc::clone(&ready),
+        dedup_store,
     };
 
     let listener =
@@ -81,10 +100,13 @@ pub async fn run(settings: Settings, sink: Arc<dyn Sink>) -> Result<(), RuntimeE
     });
 
     let broker = settings.broker.to_string();
-    let mut dedup = DedupCache::new(
-        usize::try_from(config.dedup.capacity).unwrap_or(usize::MAX),
-        config.dedup.window.as_std(),
-    );
+    let mut state = ProcessState {
+        dedup: DedupCache::new(
+            usize::try_from(config.dedup.capacity).unwrap_or(usize::MAX),
+            config.dedup.window.as_std(),
+        ),
+        sink: SinkHealth::new(),
+    };
     let mut backoff = RECONNECT_BACKOFF_MIN;
     let mut was_connected = false;
     while !*stop.borrow() {
@@ -103,7 +125,7 @@ pub async fn run(settings: Settings, sink: Arc<dyn Sink>) -> Result<(), RuntimeE
                 was_connected = true;
                 backoff = RECONNECT_BACKOFF_MIN;
                 match session
-                    .run(&mut stop, &mut dedup, config.shutdown_grace.as_std())
+                    .run(&mut stop, &mut state, config.shutdown_grace.as_std())
                     .await
                 {
                     SessionEnd::Stopped { settled } => {

@@ -3,8 +3,13 @@
 
 use std::{net::SocketAddr, path::Path};
 
-use logstream_api::worker_config::{AMQP_URI_ENV, WorkerConfig, WorkerConfigError};
+use logstream_api::worker_config::{AMQP_URI_ENV, SecretUse, WorkerConfig, WorkerConfigError};
 use logstream_broker::{BrokerEndpoint, EndpointError};
+
+use crate::{
+    delivery::dedup_store::{self, DedupStoreError},
+    secrets::{self, SecretError},
+};
 
 /// Why the worker cannot start. The broker URI is never repeated: it holds a password.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +41,12 @@ pub enum SettingsError {
     /// The listen address does not parse.
     #[error("failed to use listen address {0:?}: expected ip:port, e.g. 0.0.0.0:9090")]
     Listen(String),
+    /// The dedup store's Secret could not be read.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The dedup store's URL is not usable (it is never shown: it may hold a password).
+    #[error(transparent)]
+    DedupStore(#[from] DedupStoreError),
 }
 
 /// The worker's settings, ready to use.
@@ -47,6 +58,9 @@ pub struct Settings {
     pub broker: BrokerEndpoint,
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     pub listen: SocketAddr,
+    /// The shared dedup store's client (from the `url` of the Secret the configuration names
+    /// for [`SecretUse::DedupRedis`]), when the output has one. Not connected yet.
+    pub dedup_store: Option<redis::Client>,
 }
 
 impl Settings {
@@ -72,10 +86,18 @@ impl Settings {
             .ok_or(SettingsError::MissingUri)?;
         let broker = BrokerEndpoint::from_uri(raw, None)?.with_vhost(&config.vhost);
         let listen = parse_listen(listen_override.unwrap_or(&config.listen))?;
+        let dedup_store = match config.secrets.get(&SecretUse::DedupRedis) {
+            Some(files) => {
+                let url = secrets::read_text(files, "url")?;
+                Some(dedup_store::client(&url, &files.secret)?)
+            }
+            None => None,
+        };
         Ok(Self {
             config,
             broker,
             listen,
+            dedup_store,
         })
     }
 }
@@ -195,5 +217,45 @@ mod tests {
             "{err}"
         );
         std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn the_dedup_stores_url_comes_from_its_secret_and_is_never_shown() {
+        let dir = std::env::temp_dir().join(format!(
+            "logstream-settings-redis-{}-{}",
+            std::process::id(),
+            jiff::Timestamp::now().as_nanosecond()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = parse_pipeline(
+            "apiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {name: app}\nspec:\n  broker: {secretRef: {name: r}}\n  outputs:\n    - name: out\n      sink: {stdout: {}}\n      worker: {dedup: {redis: {secretRef: {name: dedup}}}}\n",
+        )
+        .unwrap()
+        .spec;
+        let mut config = WorkerConfig::for_output("games", "app", &spec, "out").unwrap();
+        config.secrets.get_mut(&SecretUse::DedupRedis).unwrap().dir = dir.display().to_string();
+        let path = dir.join("worker.yaml");
+        std::fs::write(&path, config.to_yaml()).unwrap();
+
+        let err = Settings::load(&path, None, Some("amqp://h"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("failed to read key url of Secret dedup"),
+            "{err}"
+        );
+        std::fs::write(dir.join("url"), "http://u:s3cret@redis:6379/0\n").unwrap();
+        let err = Settings::load(&path, None, Some("amqp://h"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Secret dedup") && !err.contains("s3cret"),
+            "{err}"
+        );
+        std::fs::write(dir.join("url"), "redis://u:s3cret@redis:6379/0\n").unwrap();
+        let s = Settings::load(&path, None, Some("amqp://h")).unwrap();
+        assert!(s.dedup_store.is_some());
+        assert!(!format!("{s:?}").contains("s3cret"), "{s:?}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,7 +1,10 @@
 //! The worker process dying or being stopped: SIGTERM settles in-flight work and exits 0;
-//! SIGKILL loses nothing (the broker redelivers); a message that kills every worker that
-//! writes it ends in the DLQ after at most maxAttempts deliveries, on classic and quorum queues.
+//! SIGKILL loses nothing and dead-letters no healthy log (the broker redelivers; redeliveries
+//! are suspects, charged only when they kill a worker while written alone); a message that
+//! kills every worker that writes it ends in the DLQ after at most maxAttempts deliveries. On
+//! classic and quorum queues.
 
+#[macro_use]
 mod support;
 
 use std::{
@@ -45,13 +48,14 @@ fn messages_of(logs: &[Value]) -> BTreeSet<String> {
     logs.iter().map(message_of).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_mid_stream_settles_in_flight_work_and_exits_zero() {
+on_both_queue_types! {
+    async fn sigterm_mid_stream_settles_in_flight_work_and_exits_zero(queue_type) {
     const N: u64 = 3_000;
     let vhost = TestVhost::new("sigterm").await;
     let pipeline = TestPipeline::declare(
         &vhost,
         &PipelineOptions {
+            queue_type,
             prefetch: 100,
             batch_max: 20,
             ..PipelineOptions::default()
@@ -98,15 +102,21 @@ async fn sigterm_mid_stream_settles_in_flight_work_and_exits_zero() {
     let log = worker.log();
     assert!(log.contains("stopping"), "{log}");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_sigkills_mid_stream_lose_nothing() {
-    const N: u64 = 2_000;
+on_both_queue_types! {
+    /// Ten workers killed with SIGKILL at random moments mid-stream: every healthy log is
+    /// written, none is in the DLQ (maxAttempts 3), nothing is lost.
+    async fn ten_sigkills_at_random_put_no_healthy_log_in_the_dlq(queue_type) {
+    // Enough for the ten kills to land mid-stream at ~2,000 logs/s.
+    const N: u64 = 15_000;
+    const KILLS: u32 = 10;
     let vhost = TestVhost::new("sigkill").await;
     let pipeline = TestPipeline::declare(
         &vhost,
         &PipelineOptions {
-            max_attempts: 5,
+            queue_type,
+            max_attempts: 3,
             prefetch: 100,
             batch_max: 20,
             backoff: "[100ms]",
@@ -119,22 +129,25 @@ async fn five_sigkills_mid_stream_lose_nothing() {
     publish_logs(&vhost, &pipeline, N).await;
     let config = pipeline.config_for(&sink.url);
 
-    for round in 1..=5 {
+    let mut random = support::Random::seeded();
+    for round in 1..=KILLS {
         let before = sink.written_len();
         let mut worker = WorkerProcess::spawn(&dir, &vhost, &config);
         eventually(
             Duration::from_secs(30),
             "progress before the kill",
-            || async { (sink.written_len() >= before + 150).then_some(()) },
+            || async { (sink.written_len() > before).then_some(()) },
         )
         .await;
+        // Anywhere in the next 0.1-0.6 s: while writing, settling, restamping, holding.
+        tokio::time::sleep(Duration::from_millis(100 + random.below(500))).await;
         worker.kill();
         eprintln!("kill {round}: {} logs written so far", sink.written_len());
     }
     let worker = WorkerProcess::spawn(&dir, &vhost, &config);
     let dlq = pipeline.config.dead_letter_queue.clone();
-    let dead = eventually(
-        Duration::from_secs(60),
+    eventually(
+        Duration::from_secs(90),
         "every log written or dead-lettered",
         || {
             let dlq = dlq.clone();
@@ -143,8 +156,7 @@ async fn five_sigkills_mid_stream_lose_nothing() {
             async move {
                 let written = messages_of(&sink.written());
                 let missing = N as usize - written.len();
-                let dead = vhost.ready(&dlq).await as usize;
-                (dead >= missing).then_some(dead)
+                (vhost.ready(&dlq).await as usize >= missing).then_some(())
             }
         },
     )
@@ -162,27 +174,18 @@ async fn five_sigkills_mid_stream_lose_nothing() {
 
     let written = messages_of(&sink.written());
     let dead_letters = vhost.drain(&dlq).await;
-    assert_eq!(dead_letters.len(), dead);
-    let dead: BTreeSet<String> = dead_letters
-        .iter()
-        .map(|m| message_of(&serde_json::from_slice(&m.body).unwrap()))
-        .collect();
-    for m in &dead_letters {
-        assert_eq!(m.header(HEADER_ERROR_CLASS).as_deref(), Some("redelivered"));
-    }
-    assert_eq!(
-        &written | &dead,
-        all_messages(N),
-        "published = written ∪ dead-lettered"
-    );
     let duplicates = sink.written_len() - written.len();
     eprintln!(
-        "{} written ({} duplicate writes), {} dead-lettered, redelivered {:?}",
+        "{queue_type}: {KILLS} kills: {} of {N} written ({duplicates} duplicate writes), {} dead-lettered, suspects restamped {:?}",
         written.len(),
-        duplicates,
-        dead.len(),
-        worker.metric("logstream_redelivered_total", &[]).await
+        dead_letters.len(),
+        worker
+            .metric("logstream_returned_total", &[("reason", "suspect")])
+            .await,
     );
+    assert_eq!(dead_letters.len(), 0, "no healthy log in the DLQ");
+    assert_eq!(written, all_messages(N), "nothing lost");
+    }
 }
 
 /// Runs workers one after another, as a Deployment would restart them, until `poison` is in

@@ -73,6 +73,12 @@ impl AckTracker {
         }
     }
 
+    /// Removes `tag`, which the caller ACKs on its own (`multiple=false`) right now, ahead of
+    /// the deliveries before it.
+    pub fn ack_alone(&mut self, tag: DeliveryTag) -> Result<(), TrackerError> {
+        self.requeue(tag)
+    }
+
     /// Removes `tag`, which the caller gives back with `basic.nack` (requeue) right now.
     pub fn requeue(&mut self, tag: DeliveryTag) -> Result<(), TrackerError> {
         match self.find(tag) {
@@ -139,6 +145,17 @@ mod tests {
         t.requeue(10).unwrap();
         assert_eq!(t.take_ackable(), Some(11));
         assert_eq!(t.open(), 1);
+    }
+
+    #[test]
+    fn a_delivery_acked_alone_leaves_at_once_and_is_never_acked_again() {
+        let mut t = tracker([1, 2, 3]);
+        t.ack_alone(2).unwrap();
+        assert_eq!(t.ack(2), Err(TrackerError::NotOpen(2)));
+        t.ack(3).unwrap();
+        assert_eq!(t.take_ackable(), None, "1 is still open");
+        t.ack(1).unwrap();
+        assert_eq!(t.take_ackable(), Some(3));
     }
 
     #[test]

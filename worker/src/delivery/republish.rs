@@ -1,11 +1,16 @@
-//! Copies of failed deliveries: to a retry step or to the dead-letter queue, through the
-//! default exchange, with the failure recorded in the `x-logstream-*` headers
-//! ([`headers::failure_copy`]), and confirmed by the broker before the original is ACKed.
+//! Copies of deliveries, published through the default exchange and confirmed by the broker
+//! before the original is ACKed: a failed one to a retry step or the dead-letter queue, with
+//! the failure recorded in the `x-logstream-*` headers ([`headers::failure_copy`]); a
+//! redelivered one back to the main queue as a suspect ([`suspect_copy`]); a held one back to
+//! the main queue unchanged ([`returned_copy`]).
 
 use std::time::Duration;
 
-use lapin::{BasicProperties, Channel};
-use logstream_api::contract::HEADER_ATTEMPT;
+use lapin::{
+    BasicProperties, Channel,
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+use logstream_api::contract::{HEADER_ATTEMPT, HEADER_ORIGIN_ROUTING_KEY};
 use logstream_broker::{
     PublishOutcome,
     headers::{self, HEADER_DELIVERY_COUNT},
@@ -13,6 +18,11 @@ use logstream_broker::{
 };
 
 use super::retry_ladder::DeliveryHistory;
+
+/// Header marking a suspect: a message the broker redelivered (its worker died holding it),
+/// written alone from then on. `0` until its deaths are charged, then `1`. (A worker header;
+/// its home is the message contract, `logstream_api::contract`, once the API takes it.)
+pub const HEADER_SUSPECT: &str = "x-logstream-suspect";
 
 /// Reads what a delivery's headers and flags say about its past.
 pub fn history(properties: &BasicProperties, redelivered: bool) -> DeliveryHistory {
@@ -24,9 +34,98 @@ pub fn history(properties: &BasicProperties, redelivered: bool) -> DeliveryHisto
     };
     DeliveryHistory {
         recorded_failures: count(HEADER_ATTEMPT).unwrap_or(0),
-        redelivered,
-        delivery_count: count(HEADER_DELIVERY_COUNT),
+        redelivered: redelivered || count(HEADER_DELIVERY_COUNT).is_some_and(|n| n > 0),
+        suspect: count(HEADER_SUSPECT),
     }
+}
+
+/// The properties of a copy that goes back to the main queue as it came (a held delivery put
+/// back before the broker's consumer timeout): every property and header kept, attempts
+/// unchanged, without the broker's `x-delivery-count` and a per-message `expiration`, and with
+/// the producer's routing key recorded (the copy travels under the queue's name).
+pub fn returned_copy(original: &BasicProperties, routing_key: &str) -> BasicProperties {
+    with_headers(original, routing_key, |_| {})
+}
+
+/// The properties of a suspect copy of a redelivery: as [`returned_copy`], marked
+/// [`HEADER_SUSPECT`] (`charged`: 0 or 1).
+pub fn suspect_copy(
+    original: &BasicProperties,
+    routing_key: &str,
+    charged: u32,
+) -> BasicProperties {
+    with_headers(original, routing_key, |h| {
+        h.insert(
+            ShortString::from(HEADER_SUSPECT),
+            AMQPValue::LongLongInt(i64::from(charged)),
+        );
+    })
+}
+
+/// `properties` (a retry or dead-letter copy's) marked as a charged suspect.
+pub fn mark_charged_suspect(properties: BasicProperties) -> BasicProperties {
+    let mut h = properties
+        .headers()
+        .as_ref()
+        .map(|h| h.inner().clone())
+        .unwrap_or_default();
+    h.insert(ShortString::from(HEADER_SUSPECT), AMQPValue::LongLongInt(1));
+    properties.with_headers(FieldTable::from(h))
+}
+
+fn with_headers(
+    original: &BasicProperties,
+    routing_key: &str,
+    edit: impl FnOnce(&mut std::collections::BTreeMap<ShortString, AMQPValue>),
+) -> BasicProperties {
+    let mut h = original
+        .headers()
+        .as_ref()
+        .map(|h| h.inner().clone())
+        .unwrap_or_default();
+    h.remove(HEADER_DELIVERY_COUNT);
+    h.entry(ShortString::from(HEADER_ORIGIN_ROUTING_KEY))
+        .or_insert_with(|| AMQPValue::LongString(LongString::from(routing_key)));
+    edit(&mut h);
+    // Every property but `expiration`: a copy must not expire where the original would not have.
+    let mut p = BasicProperties::default().with_headers(FieldTable::from(h));
+    if let Some(v) = original.content_type() {
+        p = p.with_content_type(v.clone());
+    }
+    if let Some(v) = original.content_encoding() {
+        p = p.with_content_encoding(v.clone());
+    }
+    if let Some(v) = original.delivery_mode() {
+        p = p.with_delivery_mode(*v);
+    }
+    if let Some(v) = original.priority() {
+        p = p.with_priority(*v);
+    }
+    if let Some(v) = original.correlation_id() {
+        p = p.with_correlation_id(v.clone());
+    }
+    if let Some(v) = original.reply_to() {
+        p = p.with_reply_to(v.clone());
+    }
+    if let Some(v) = original.message_id() {
+        p = p.with_message_id(v.clone());
+    }
+    if let Some(v) = original.timestamp() {
+        p = p.with_timestamp(*v);
+    }
+    if let Some(v) = original.kind() {
+        p = p.with_type(v.clone());
+    }
+    if let Some(v) = original.user_id() {
+        p = p.with_user_id(v.clone());
+    }
+    if let Some(v) = original.app_id() {
+        p = p.with_app_id(v.clone());
+    }
+    if let Some(v) = original.cluster_id() {
+        p = p.with_cluster_id(v.clone());
+    }
+    p
 }
 
 /// Publishes copies on a channel in confirm mode.
@@ -81,7 +180,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn history_reads_attempts_and_delivery_counts_of_any_integer_type() {
+    fn history_reads_attempts_redeliveries_and_suspects_of_any_integer_type() {
         let with = |name: &str, value| {
             let mut h = FieldTable::default();
             h.insert(name.into(), value);
@@ -92,7 +191,7 @@ mod tests {
             DeliveryHistory {
                 recorded_failures: 3,
                 redelivered: false,
-                delivery_count: None
+                suspect: None
             }
         );
         assert_eq!(
@@ -103,13 +202,24 @@ mod tests {
             .recorded_failures,
             4
         );
-        assert_eq!(
+        // A quorum queue's count says "redelivered" even where the flag does not.
+        assert!(
             history(
                 &with(HEADER_DELIVERY_COUNT, AMQPValue::LongLongInt(2)),
-                true
+                false
             )
-            .delivery_count,
-            Some(2)
+            .redelivered
+        );
+        assert!(
+            !history(
+                &with(HEADER_DELIVERY_COUNT, AMQPValue::LongLongInt(0)),
+                false
+            )
+            .redelivered
+        );
+        assert_eq!(
+            history(&with(HEADER_SUSPECT, AMQPValue::ShortShortUInt(1)), false).suspect,
+            Some(1)
         );
         assert_eq!(
             history(&with(HEADER_ATTEMPT, AMQPValue::LongInt(-1)), false).recorded_failures,
@@ -118,6 +228,55 @@ mod tests {
         assert_eq!(
             history(&BasicProperties::default(), false),
             DeliveryHistory::default()
+        );
+    }
+
+    #[test]
+    fn returned_and_suspect_copies_keep_everything_but_the_brokers_count_and_expiry() {
+        let mut h = FieldTable::default();
+        h.insert(HEADER_ATTEMPT.into(), AMQPValue::LongLongInt(2));
+        h.insert(HEADER_DELIVERY_COUNT.into(), AMQPValue::LongLongInt(1));
+        h.insert("x-producer".into(), AMQPValue::LongString("kept".into()));
+        let original = BasicProperties::default()
+            .with_headers(h)
+            .with_message_id("m-1".into())
+            .with_priority(3)
+            .with_timestamp(1_700_000_000)
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_expiration("60000".into());
+        let returned = returned_copy(&original, "api.error");
+        let headers = returned.headers().clone().unwrap();
+        assert_eq!(headers::count(&headers, HEADER_ATTEMPT), Some(2));
+        assert_eq!(headers::count(&headers, HEADER_DELIVERY_COUNT), None);
+        assert_eq!(headers::count(&headers, HEADER_SUSPECT), None);
+        assert_eq!(
+            headers::string(&headers, "x-producer").as_deref(),
+            Some("kept")
+        );
+        assert_eq!(
+            headers::string(&headers, HEADER_ORIGIN_ROUTING_KEY).as_deref(),
+            Some("api.error")
+        );
+        assert_eq!(returned.message_id().as_ref().unwrap().as_str(), "m-1");
+        assert_eq!(*returned.priority(), Some(3));
+        assert_eq!(*returned.timestamp(), Some(1_700_000_000));
+        assert_eq!(*returned.delivery_mode(), Some(2));
+        assert!(returned.content_type().is_some());
+        assert_eq!(*returned.expiration(), None);
+
+        let suspect = suspect_copy(&original, "api.error", 0);
+        let headers = suspect.headers().clone().unwrap();
+        assert_eq!(headers::count(&headers, HEADER_SUSPECT), Some(0));
+        assert_eq!(
+            headers::count(&headers, HEADER_ATTEMPT),
+            Some(2),
+            "nothing charged"
+        );
+        let charged = mark_charged_suspect(suspect);
+        assert_eq!(
+            headers::count(charged.headers().as_ref().unwrap(), HEADER_SUSPECT),
+            Some(1)
         );
     }
 }

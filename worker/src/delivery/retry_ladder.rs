@@ -3,12 +3,20 @@
 //!
 //! `maxAttempts` counts deliveries. A message is dead-lettered at the failure of delivery
 //! number `maxAttempts`; failure number `n` (1-based) waits in retry step `min(n - 1, steps - 1)`.
-//! A broker redelivery is a failed attempt of its own (class `redelivered`): the worker that
-//! held the message died, maybe because of the message. Quorum queues count those in the
-//! `x-delivery-count` header; classic queues only set the `redelivered` flag, which cannot
-//! count, so such a delivery is *restamped*: republished to the ladder with the failure
-//! recorded in `x-logstream-attempt`, and not written. Either way a message that kills every
-//! worker reaches the dead-letter queue after at most `maxAttempts` writes.
+//!
+//! A broker redelivery (the `redelivered` flag; on quorum queues also `x-delivery-count`) means
+//! the worker that held the message died or lost its connection before settling it. Most such
+//! messages were only waiting in that worker's prefetch, so a redelivery is not charged: the
+//! message is restamped as a *suspect* (a copy to the main queue marked `x-logstream-suspect`,
+//! attempts unchanged, the original ACKed). A suspect is written alone, at once. A suspect that
+//! comes back redelivered was being written alone when its worker died: it kills workers. Then
+//! its deaths are charged as failed attempts of class `redelivered`: the first one (in a batch)
+//! and this one, then one per later death. So a message that kills every worker is written at
+//! most `maxAttempts` times, while a healthy log becomes a charged suspect only if a worker dies
+//! during the few milliseconds it is being written alone. Where a suspect's two charges would
+//! not fit in `maxAttempts` any more, a redelivery is charged at once, as before suspects
+//! existed. Classic and quorum queues are treated alike: the broker's count of a copy is never
+//! needed, since every restamp is a new copy.
 
 use logstream_api::contract::ErrorClass;
 
@@ -17,10 +25,12 @@ use logstream_api::contract::ErrorClass;
 pub struct DeliveryHistory {
     /// `x-logstream-attempt`: failed attempts recorded by the workers that republished it.
     pub recorded_failures: u32,
-    /// The broker's `redelivered` flag.
+    /// The broker redelivered it: the `redelivered` flag, or a quorum queue's
+    /// `x-delivery-count` above 0.
     pub redelivered: bool,
-    /// `x-delivery-count` (quorum queues): deliveries of this copy that ended unsettled.
-    pub delivery_count: Option<u32>,
+    /// `x-logstream-suspect`: `None` for a message never redelivered; `Some(0)` for a suspect
+    /// whose deaths were not charged yet, `Some(1)` once they were.
+    pub suspect: Option<u32>,
 }
 
 /// Where a failed attempt sends the message: the next retry step, or the dead-letter queue.
@@ -53,14 +63,19 @@ impl Route {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
     /// Write it; `failed_before` attempts failed before this one (it is delivery number
-    /// `failed_before + 1`).
+    /// `failed_before + 1`). A suspect is written `alone`: in a batch of its own, at once.
     Process {
         /// Failed attempts before this delivery.
         failed_before: u32,
+        /// Write it in a batch of one, without waiting for a batch to fill.
+        alone: bool,
     },
-    /// A broker redelivery: do not write it; republish it where the [`Route`] says (class
-    /// `redelivered`) so that the failed attempt is counted.
-    Redelivered(Route),
+    /// A redelivery, probably held in a dead worker's prefetch: do not write it; restamp it
+    /// as a suspect, charging nothing.
+    Suspect,
+    /// A redelivered suspect: it was being written alone when its worker died. Do not write
+    /// it; republish it where the [`Route`] says (class `redelivered`), still a suspect.
+    Charged(Route),
 }
 
 /// One output's retry ladder.
@@ -106,24 +121,32 @@ impl Ladder {
 
     /// Decides what to do with a delivery given its history.
     pub fn admit(&self, history: DeliveryHistory) -> Admission {
-        match history.delivery_count.filter(|&n| n > 0) {
-            // Quorum queue: the broker counts the deliveries that died; nothing to restamp.
-            Some(died) => {
-                let failed = history.recorded_failures.saturating_add(died);
-                if failed >= self.max_attempts {
-                    Admission::Redelivered(Route::DeadLetter { attempt: failed })
-                } else {
-                    Admission::Process {
-                        failed_before: failed,
-                    }
-                }
+        let recorded = history.recorded_failures;
+        if !history.redelivered {
+            return Admission::Process {
+                failed_before: recorded,
+                alone: history.suspect.is_some(),
+            };
+        }
+        match history.suspect {
+            // Room for the two charges a suspect may need later: suspect it.
+            None if recorded.saturating_add(2) <= self.max_attempts => Admission::Suspect,
+            None => Admission::Charged(self.after_failure(recorded, ErrorClass::Redelivered)),
+            // The first death (in a batch) and this one (alone).
+            Some(0) => Admission::Charged(self.charge(recorded.saturating_add(2))),
+            Some(_) => Admission::Charged(self.charge(recorded.saturating_add(1))),
+        }
+    }
+
+    /// Where a message goes once `attempt` attempts failed.
+    fn charge(&self, attempt: u32) -> Route {
+        if attempt >= self.max_attempts {
+            Route::DeadLetter { attempt }
+        } else {
+            Route::Retry {
+                step: self.step_for(attempt),
+                attempt,
             }
-            None if history.redelivered => Admission::Redelivered(
-                self.after_failure(history.recorded_failures, ErrorClass::Redelivered),
-            ),
-            None => Admission::Process {
-                failed_before: history.recorded_failures,
-            },
         }
     }
 }
@@ -202,87 +225,136 @@ mod tests {
         };
         assert_eq!(
             ladder.admit(history),
-            Admission::Process { failed_before: 2 }
+            Admission::Process {
+                failed_before: 2,
+                alone: false
+            }
+        );
+        let suspect = DeliveryHistory {
+            suspect: Some(0),
+            ..history
+        };
+        assert_eq!(
+            ladder.admit(suspect),
+            Admission::Process {
+                failed_before: 2,
+                alone: true
+            }
         );
     }
 
     #[test]
-    fn a_classic_redelivery_is_restamped_as_a_failed_attempt() {
+    fn a_redelivery_becomes_a_suspect_and_is_charged_nothing() {
         let ladder = Ladder::new(3, 3);
-        let history = |recorded| DeliveryHistory {
+        let redelivered = |recorded| DeliveryHistory {
             recorded_failures: recorded,
             redelivered: true,
-            delivery_count: None,
+            suspect: None,
         };
+        assert_eq!(ladder.admit(redelivered(0)), Admission::Suspect);
+        assert_eq!(ladder.admit(redelivered(1)), Admission::Suspect);
+        // No room left for a suspect's two charges: charged at once.
         assert_eq!(
-            ladder.admit(history(0)),
-            Admission::Redelivered(Route::Retry {
-                step: 0,
-                attempt: 1
-            })
-        );
-        assert_eq!(
-            ladder.admit(history(2)),
-            Admission::Redelivered(Route::DeadLetter { attempt: 3 })
+            ladder.admit(redelivered(2)),
+            Admission::Charged(Route::DeadLetter { attempt: 3 })
         );
     }
 
     #[test]
-    fn a_message_that_kills_every_classic_worker_is_written_at_most_max_attempts_times() {
-        // Each written delivery kills the worker; the broker redelivers it; the next worker
-        // restamps it; the restamped copy is written again.
-        let ladder = Ladder::new(4, 2);
-        let mut recorded = 0;
-        let mut writes = 0;
-        loop {
-            match ladder.admit(DeliveryHistory {
-                recorded_failures: recorded,
-                redelivered: false,
-                delivery_count: None,
-            }) {
-                Admission::Process { .. } => writes += 1,
-                other => panic!("a fresh copy is processed, got {other:?}"),
-            }
-            match ladder.admit(DeliveryHistory {
-                recorded_failures: recorded,
-                redelivered: true,
-                delivery_count: None,
-            }) {
-                Admission::Redelivered(Route::Retry { attempt, .. }) => recorded = attempt,
-                Admission::Redelivered(Route::DeadLetter { attempt }) => {
-                    assert_eq!(attempt, 4);
-                    break;
-                }
-                other => panic!("a redelivery is never written, got {other:?}"),
-            }
-        }
-        assert_eq!(writes, 4);
-    }
-
-    #[test]
-    fn quorum_delivery_counts_are_failed_attempts_without_restamping() {
-        let ladder = Ladder::new(3, 3);
-        let history = |count| DeliveryHistory {
-            recorded_failures: 1,
+    fn a_redelivered_suspect_is_charged_its_batched_death_and_its_own() {
+        let ladder = Ladder::new(5, 3);
+        let suspect = |recorded, charged| DeliveryHistory {
+            recorded_failures: recorded,
             redelivered: true,
-            delivery_count: Some(count),
+            suspect: Some(charged),
         };
         assert_eq!(
-            ladder.admit(history(1)),
-            Admission::Process { failed_before: 2 }
-        );
-        assert_eq!(
-            ladder.admit(history(2)),
-            Admission::Redelivered(Route::DeadLetter { attempt: 3 })
-        );
-        // A zero count (as RabbitMQ 4 may send) is no information: the flag decides.
-        assert_eq!(
-            ladder.admit(history(0)),
-            Admission::Redelivered(Route::Retry {
+            ladder.admit(suspect(0, 0)),
+            Admission::Charged(Route::Retry {
                 step: 1,
                 attempt: 2
             })
         );
+        assert_eq!(
+            ladder.admit(suspect(2, 1)),
+            Admission::Charged(Route::Retry {
+                step: 2,
+                attempt: 3
+            })
+        );
+        assert_eq!(
+            ladder.admit(suspect(4, 1)),
+            Admission::Charged(Route::DeadLetter { attempt: 5 })
+        );
+    }
+
+    #[test]
+    fn a_message_that_kills_every_worker_is_written_at_most_max_attempts_times() {
+        // Each written delivery kills its worker; the broker redelivers it to the next one,
+        // which restamps it (a new copy: the broker's count starts again).
+        for max in 1..=6 {
+            for earlier in 0..max {
+                let ladder = Ladder::new(max, 3);
+                let mut copy = DeliveryHistory {
+                    recorded_failures: earlier,
+                    redelivered: false,
+                    suspect: None,
+                };
+                let mut writes = earlier;
+                let dead_letter = loop {
+                    assert!(
+                        writes <= max,
+                        "max {max}, earlier {earlier}: {writes} writes"
+                    );
+                    match ladder.admit(copy) {
+                        Admission::Process { .. } => writes += 1,
+                        other => panic!("a fresh copy is written, got {other:?}"),
+                    }
+                    match ladder.admit(DeliveryHistory {
+                        redelivered: true,
+                        ..copy
+                    }) {
+                        Admission::Suspect => copy.suspect = Some(0),
+                        Admission::Charged(Route::Retry { attempt, .. }) => {
+                            copy.recorded_failures = attempt;
+                            copy.suspect = Some(1);
+                        }
+                        Admission::Charged(Route::DeadLetter { attempt }) => break attempt,
+                        other => panic!("a redelivery is never written, got {other:?}"),
+                    }
+                };
+                assert!(
+                    writes <= max,
+                    "max {max}, earlier {earlier}: {writes} writes"
+                );
+                assert!(dead_letter >= max);
+            }
+        }
+    }
+
+    #[test]
+    fn a_healthy_log_caught_in_dead_workers_prefetch_is_never_charged() {
+        let ladder = Ladder::new(3, 3);
+        let mut copy = DeliveryHistory::default();
+        for _ in 0..10 {
+            // Held (not written) by a worker that died: redelivered, restamped as a suspect.
+            let redelivered = DeliveryHistory {
+                redelivered: true,
+                suspect: None,
+                ..copy
+            };
+            assert_eq!(ladder.admit(redelivered), Admission::Suspect);
+            copy.suspect = Some(0);
+            // The suspect is written alone, successfully: nothing was ever charged.
+            assert_eq!(
+                ladder.admit(copy),
+                Admission::Process {
+                    failed_before: 0,
+                    alone: true
+                }
+            );
+            copy.suspect = None;
+        }
     }
 
     #[test]

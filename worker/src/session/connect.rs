@@ -3,7 +3,7 @@
 //! the consumer.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, atomic::Ordering},
 };
 
@@ -17,7 +17,7 @@ use logstream_broker::{BrokerConnection, BrokerEndpoint, BrokerError, Purpose};
 use tokio::task::JoinSet;
 use tracing::info;
 
-use super::{Session, SessionError, Worker, process::TaskContext};
+use super::{Consuming, Session, SessionError, Worker, process::TaskContext};
 use crate::delivery::{ack_tracker::AckTracker, batch::Batcher};
 
 impl Session {
@@ -53,14 +53,41 @@ impl Session {
             connection,
             consume,
             consumer: Some(consumer),
+            consuming: Consuming::Active,
             consumer_tag,
+            consumers_started: 1,
             ctx: Arc::new(TaskContext::new(worker, publish)),
             ready: Arc::clone(&worker.ready),
             tracker: AckTracker::new(),
             batcher: Batcher::new(batch_max, config.consume.batch_linger.as_std()),
             in_progress: HashSet::new(),
             tasks: JoinSet::new(),
+            held: VecDeque::new(),
+            probing: false,
+            restamping: HashMap::new(),
+            epoch: 0,
+            winding_down: false,
         }
+    }
+
+    /// Consumes the main queue again (after [`Self::pause`]) under a tag not used before.
+    pub(super) async fn start_consumer(&mut self) -> Result<(), SessionError> {
+        let queue = self.ctx.config.queue.clone();
+        let tag = ShortString::from(format!("{}.{}", self.consumer_tag, self.consumers_started));
+        let consumer = self
+            .consume
+            .basic_consume(
+                ShortString::from(queue.as_str()),
+                tag,
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(SessionError::Lost)?;
+        self.consumers_started += 1;
+        self.consumer = Some(consumer);
+        self.consuming = Consuming::Active;
+        Ok(())
     }
 }
 

@@ -8,17 +8,24 @@
 //! by redelivery, and logs that were written before the loss are remembered in the dedup cache
 //! so that their redeliveries are ACKed without a second write.
 //!
+//! When the sink is down (see [`crate::sink::narrow`] and [`crate::sink::health`]) the session
+//! cancels its consumer and *holds* the deliveries it has, unacknowledged and uncharged; it
+//! probes the sink by rewriting them with backoff, consumes again once a write succeeds, and
+//! puts what it holds back in the queue (unchanged) before `holdLimit` runs out.
+//!
 //! `connect` starts a session; `settle_loop` is the task that owns the consumer channel and
-//! sends every ACK and NACK; `receive` takes each delivery in on that task; `process` decodes
-//! and writes batches and publishes copies, in tasks of their own.
+//! sends every ACK and NACK; `receive` takes each delivery in on that task; `outage` holds,
+//! probes and resumes; `process` decodes and writes batches and publishes copies, in tasks of
+//! their own.
 
 mod connect;
+mod outage;
 mod process;
 mod receive;
 mod settle_loop;
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, atomic::AtomicBool},
     time::{Duration, Instant},
 };
@@ -33,11 +40,12 @@ use crate::{
     delivery::{
         ack_tracker::{AckTracker, DeliveryTag},
         batch::Batcher,
-        dedup::DedupKey,
+        dedup::{DedupCache, DedupKey},
+        dedup_store::DedupStore,
         retry_ladder::Ladder,
     },
-    metrics::{Metrics, Settled},
-    sink::Sink,
+    metrics::{Metrics, Returned, Settled},
+    sink::{Sink, health::SinkHealth},
 };
 use process::TaskContext;
 
@@ -59,6 +67,17 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     /// `/readyz`: true while connected and consuming.
     pub ready: Arc<AtomicBool>,
+    /// The shared dedup store, when the output has one.
+    pub dedup_store: Option<Arc<DedupStore>>,
+}
+
+/// What outlives a session: the ids written recently and the sink's health.
+#[derive(Debug)]
+pub struct ProcessState {
+    /// Ids this process wrote recently.
+    pub dedup: DedupCache,
+    /// The sink's health.
+    pub sink: SinkHealth,
 }
 
 /// Why a session could not start or ended without being asked to.
@@ -116,13 +135,15 @@ pub enum SessionEnd {
     Lost(SessionError),
 }
 
-/// A delivery waiting for (or in) a sink write.
+/// A delivery waiting for (or in) a sink write, or held while the sink is down.
 struct Pending {
     delivery: Delivery,
     key: DedupKey,
     received: Instant,
     received_at: Timestamp,
     failed_before: u32,
+    /// A suspect: written in a batch of its own, at once, and never held.
+    alone: bool,
 }
 
 /// How one delivery is to be settled, as a task reports it.
@@ -130,6 +151,8 @@ struct Pending {
 enum Disposition {
     /// ACK it; count it as settled this way.
     Ack(Settled),
+    /// A copy of it went back to the main queue: ACK it; the copy is what will be settled.
+    AckReturned(Returned),
     /// Its copy was refused: give it back to the queue.
     Requeue,
     /// The session died: leave it to the broker.
@@ -142,10 +165,60 @@ struct Settlement {
     tag: DeliveryTag,
     /// Set when the delivery was in `in_progress`.
     key: Option<DedupKey>,
-    /// The sink wrote it: its key goes into the dedup cache.
-    written: bool,
+    /// Its key goes into the dedup cache: the sink wrote it (or a replica did).
+    remember: bool,
     disposition: Disposition,
     received: Instant,
+}
+
+impl Settlement {
+    /// The settlement of `pending`.
+    fn of(pending: &Pending, disposition: Disposition, remember: bool) -> Self {
+        Self {
+            tag: pending.delivery.delivery_tag,
+            key: Some(pending.key),
+            remember,
+            disposition,
+            received: pending.received,
+        }
+    }
+}
+
+/// What a write or copy task reports to the settle loop.
+#[derive(Default)]
+struct TaskReport {
+    settlements: Vec<Settlement>,
+    /// Deliveries not written because the sink is down: the session holds them.
+    held: Vec<Pending>,
+    /// The sink wrote something: it is up.
+    wrote: bool,
+    /// The outage count when the task started ([`SinkHealth::epoch`]).
+    epoch: u64,
+    /// The task was a probe of a sink that was down.
+    probe: bool,
+    /// The task restamped the redelivery with this key as a suspect.
+    restamped: Option<DedupKey>,
+}
+
+impl TaskReport {
+    fn settled(settlements: Vec<Settlement>) -> Self {
+        Self {
+            settlements,
+            ..Self::default()
+        }
+    }
+}
+
+/// Where the consumer stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Consuming {
+    /// Deliveries flow.
+    Active,
+    /// `basic.cancel` sent; deliveries already on their way still arrive. `resume`: consume
+    /// again once the cancellation is through.
+    Cancelling { resume: bool },
+    /// No consumer.
+    Idle,
 }
 
 /// An open connection with its consumer.
@@ -153,15 +226,32 @@ pub struct Session {
     connection: BrokerConnection,
     /// The consumer's channel: only the settle loop uses it.
     consume: Channel,
-    /// `None` once cancelled (by us or the broker) or lost.
+    /// The current consumer's deliveries; `None` once it ended (cancelled or lost).
     consumer: Option<Consumer>,
+    consuming: Consuming,
+    /// Tags of this session's consumers are `<consumer_tag>` then `<consumer_tag>.<n>`: a tag is
+    /// never reused while the broker may still be cancelling it.
     consumer_tag: ShortString,
+    consumers_started: u32,
     ctx: Arc<TaskContext>,
     ready: Arc<AtomicBool>,
     tracker: AckTracker,
     batcher: Batcher<Pending>,
-    /// Keys of the deliveries being written: a second copy arriving meanwhile is a duplicate.
+    /// Keys of the deliveries being written or held: a second copy arriving meanwhile is a
+    /// duplicate.
     in_progress: HashSet<DedupKey>,
     /// Write and copy tasks; each reports its settlements.
-    tasks: JoinSet<Vec<Settlement>>,
+    tasks: JoinSet<TaskReport>,
+    /// Deliveries held (unacknowledged, uncharged) while the sink is down, in probe order.
+    held: VecDeque<Pending>,
+    /// A probe is being written.
+    probing: bool,
+    /// Keys of redeliveries being restamped as suspects, and their suspect copies that came
+    /// back before the original was ACKed: a copy is written only after that ACK, or a crash
+    /// during its write would bring the original back too.
+    restamping: HashMap<DedupKey, Vec<Pending>>,
+    /// The outage count writes started now belong to.
+    epoch: u64,
+    /// Stopping or lost: nothing new is taken.
+    winding_down: bool,
 }

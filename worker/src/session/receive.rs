@@ -1,6 +1,7 @@
 //! Taking one delivery in: track it for ACKs, observe its age, ACK a duplicate at once,
-//! restamp a broker redelivery as a failed attempt (without writing it), or batch it for the
-//! sink.
+//! restamp a broker redelivery as a suspect (or charge a redelivered suspect), and otherwise
+//! write it: a suspect alone and at once, anything else in a batch; while the sink is down,
+//! hold it instead.
 
 use std::{
     sync::Arc,
@@ -12,10 +13,10 @@ use lapin::{message::Delivery, types::ShortString};
 use logstream_api::contract::ErrorClass;
 use tracing::{debug, error};
 
-use super::{Disposition, Pending, Session, SessionError, Settlement};
+use super::{Disposition, Pending, ProcessState, Session, SessionError, Settlement, TaskReport};
 use crate::{
     delivery::{
-        dedup::{DedupCache, DedupKey},
+        dedup::DedupKey,
         republish,
         retry_ladder::{Admission, Route},
     },
@@ -26,7 +27,7 @@ impl Session {
     pub(super) async fn on_delivery(
         &mut self,
         delivery: Delivery,
-        dedup: &mut DedupCache,
+        state: &mut ProcessState,
     ) -> Result<(), SessionError> {
         let received = Instant::now();
         let metrics = &self.ctx.metrics;
@@ -53,25 +54,28 @@ impl Session {
             .as_ref()
             .map(ShortString::as_str);
         let key = DedupKey::of(message_id, &delivery.data);
-        if dedup.contains(key, received) || self.in_progress.contains(&key) {
+        if state.dedup.contains(key, received) || self.in_progress.contains(&key) {
             debug!(tag, "duplicate: already written or being written");
             return self
                 .apply(
                     vec![Settlement {
                         tag,
                         key: None,
-                        written: false,
+                        remember: false,
                         disposition: Disposition::Ack(Settled::Duplicate),
                         received,
                     }],
-                    dedup,
+                    state,
                 )
                 .await;
         }
 
         let history = republish::history(&delivery.properties, delivery.redelivered);
         match self.ctx.ladder.admit(history) {
-            Admission::Process { failed_before } => {
+            Admission::Process {
+                failed_before,
+                alone,
+            } => {
                 self.in_progress.insert(key);
                 let pending = Pending {
                     delivery,
@@ -79,33 +83,50 @@ impl Session {
                     received,
                     received_at: Timestamp::now(),
                     failed_before,
+                    alone,
                 };
-                if let Some(batch) = self.batcher.push(pending, received) {
-                    self.spawn_write(batch);
+                if let Some(waiting) = self.restamping.get_mut(&key) {
+                    waiting.push(pending);
+                } else if state.sink.is_down() {
+                    self.hold(pending);
+                } else if alone {
+                    self.spawn_alone(pending);
+                } else if let Some(batch) = self.batcher.push(pending, received) {
+                    self.spawn_write(batch, false);
                 }
             }
-            Admission::Redelivered(route) => {
+            Admission::Suspect => {
+                self.restamping.entry(key).or_default();
+                let ctx = Arc::clone(&self.ctx);
+                self.tasks.spawn(async move {
+                    TaskReport {
+                        restamped: Some(key),
+                        ..TaskReport::settled(vec![ctx.suspect(&delivery, key, received).await])
+                    }
+                });
+            }
+            Admission::Charged(route) => {
                 let reason = match route {
                     Route::Retry { attempt, .. } => format!(
-                        "redelivered by the broker: the worker holding it stopped before settling it (failed attempt {attempt} of {})",
+                        "redelivered by the broker while written alone: the worker writing it stopped before settling it (failed attempt {attempt} of {})",
                         self.ctx.ladder.max_attempts()
                     ),
                     Route::DeadLetter { attempt } => format!(
-                        "redelivered by the broker {attempt} times: every worker holding it stopped before settling it"
+                        "redelivered by the broker {attempt} times: every worker writing it stopped before settling it"
                     ),
                 };
                 let ctx = Arc::clone(&self.ctx);
                 self.tasks.spawn(async move {
                     let disposition = ctx
-                        .copy(&delivery, route, ErrorClass::Redelivered, &reason)
+                        .copy(&delivery, route, ErrorClass::Redelivered, &reason, true)
                         .await;
-                    vec![Settlement {
+                    TaskReport::settled(vec![Settlement {
                         tag: delivery.delivery_tag,
                         key: None,
-                        written: false,
+                        remember: false,
                         disposition,
                         received,
-                    }]
+                    }])
                 });
             }
         }

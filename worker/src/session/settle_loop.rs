@@ -1,6 +1,7 @@
 //! The session's own task: it owns the consumer channel and every ACK and NACK. It takes
 //! deliveries in (see `receive`), hands full batches to write tasks, applies the settlements
-//! they report in the order they arrive, and on a stop or a lost connection winds down.
+//! they report in the order they arrive, holds and probes while the sink is down (see
+//! `outage`), and on a stop or a lost connection winds down.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -16,8 +17,11 @@ use lapin::{
 use tokio::time::sleep_until;
 use tracing::{error, info, warn};
 
-use super::{Disposition, Pending, Session, SessionEnd, SessionError, Settlement};
-use crate::delivery::dedup::DedupCache;
+use super::{
+    Consuming, Disposition, Pending, ProcessState, Session, SessionEnd, SessionError, Settlement,
+    TaskReport,
+};
+use crate::metrics::Returned;
 
 impl Session {
     /// Consumes until the connection is lost or `stop` fires; then settles what is in flight
@@ -25,20 +29,42 @@ impl Session {
     pub async fn run(
         mut self,
         stop: &mut tokio::sync::watch::Receiver<bool>,
-        dedup: &mut DedupCache,
+        state: &mut ProcessState,
         grace: Duration,
     ) -> SessionEnd {
         let mut stop_deadline: Option<tokio::time::Instant> = None;
         let mut lost: Option<SessionError> = None;
+        self.epoch = state.sink.epoch();
         if *stop.borrow() {
             stop_deadline = Some(tokio::time::Instant::now() + grace);
             self.begin_stop(&mut lost).await;
         }
         loop {
-            if self.consumer.is_none() && self.batcher.is_empty() && self.tasks.is_empty() {
+            if lost.is_none()
+                && let Err(e) = self.steer_consumer(state).await
+            {
+                self.lose(&mut lost, e);
+            }
+            if self.winding_down
+                && self.consumer.is_none()
+                && self.batcher.is_empty()
+                && self.tasks.is_empty()
+                && self.held.is_empty()
+            {
                 break;
             }
             let batch_deadline = self.batcher.deadline().map(tokio::time::Instant::from_std);
+            let probe_at = (state.sink.is_down()
+                && !self.probing
+                && !self.held.is_empty()
+                && !self.winding_down)
+                .then(|| state.sink.next_probe())
+                .flatten()
+                .map(tokio::time::Instant::from_std);
+            let hold_deadline = self
+                .hold_deadline()
+                .filter(|_| !self.winding_down)
+                .map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
                 _ = stop.changed(), if stop_deadline.is_none() && lost.is_none() => {
@@ -57,8 +83,8 @@ impl Session {
                 }
                 Some(joined) = self.tasks.join_next() => {
                     match joined {
-                        Ok(settlements) => {
-                            if let Err(e) = self.apply(settlements, dedup).await {
+                        Ok(report) => {
+                            if let Err(e) = self.on_report(report, state).await {
                                 self.lose(&mut lost, e);
                             }
                         }
@@ -71,24 +97,40 @@ impl Session {
                 }
                 next = next_delivery(&mut self.consumer), if self.consumer.is_some() => match next {
                     Some(Ok(delivery)) => {
-                        if let Err(e) = self.on_delivery(delivery, dedup).await {
+                        if let Err(e) = self.on_delivery(delivery, state).await {
                             self.lose(&mut lost, e);
                         }
                     }
                     Some(Err(e)) => self.lose(&mut lost, SessionError::Lost(e)),
                     None => {
                         self.consumer = None;
-                        if stop_deadline.is_some() {
-                            // Cancelled by us: every delivery is in; write what waits.
-                            self.flush_batch();
-                        } else if lost.is_none() {
-                            let queue = self.ctx.config.queue.clone();
-                            self.lose(&mut lost, SessionError::Cancelled(queue));
+                        match self.consuming {
+                            // Cancelled by us: every delivery of that consumer is in.
+                            Consuming::Cancelling { .. } if stop_deadline.is_some() => {
+                                self.consuming = Consuming::Idle;
+                                self.flush_batch();
+                            }
+                            Consuming::Cancelling { .. } | Consuming::Idle => {
+                                self.consuming = Consuming::Idle;
+                            }
+                            Consuming::Active => {
+                                self.consuming = Consuming::Idle;
+                                if lost.is_none() {
+                                    let queue = self.ctx.config.queue.clone();
+                                    self.lose(&mut lost, SessionError::Cancelled(queue));
+                                }
+                            }
                         }
                     }
                 },
                 () = sleep_until(batch_deadline.unwrap_or_else(far_future)), if batch_deadline.is_some() => {
                     self.flush_batch();
+                }
+                () = sleep_until(probe_at.unwrap_or_else(far_future)), if probe_at.is_some() => {
+                    self.probe();
+                }
+                () = sleep_until(hold_deadline.unwrap_or_else(far_future)), if hold_deadline.is_some() => {
+                    self.return_expired();
                 }
             }
         }
@@ -107,23 +149,31 @@ impl Session {
     }
 
     /// Stops consuming: cancels the consumer (deliveries already sent still arrive and are
-    /// processed) and writes the waiting batch at once.
+    /// processed), writes the waiting batch at once, and puts what is held back in the queue.
     async fn begin_stop(&mut self, lost: &mut Option<SessionError>) {
         self.ready.store(false, Ordering::Relaxed);
+        self.winding_down = true;
         info!(
             open = self.tracker.open(),
             "stopping: cancelling the consumer and settling in-flight deliveries"
         );
-        if self.consumer.is_some() {
+        if self.consuming == Consuming::Active
+            && let Some(consumer) = &self.consumer
+        {
             let cancelled = self
                 .consume
-                .basic_cancel(self.consumer_tag.clone(), BasicCancelOptions::default())
+                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
                 .await;
             if let Err(e) = cancelled {
                 self.lose(lost, SessionError::Lost(e));
             }
+            self.consuming = Consuming::Cancelling { resume: false };
+        }
+        if let Consuming::Cancelling { .. } = self.consuming {
+            self.consuming = Consuming::Cancelling { resume: false };
         }
         self.flush_batch();
+        self.return_all_held();
     }
 
     /// Marks the session dead: nothing more is sent on it. Deliveries not yet handed to the
@@ -134,10 +184,19 @@ impl Session {
             warn!("{e}");
             *lost = Some(e);
         }
+        self.winding_down = true;
         self.ready.store(false, Ordering::Relaxed);
         self.ctx.alive.store(false, Ordering::Relaxed);
         self.consumer = None;
-        for pending in self.batcher.take() {
+        self.consuming = Consuming::Idle;
+        let dropped: Vec<Pending> = self
+            .batcher
+            .take()
+            .into_iter()
+            .chain(self.held.drain(..))
+            .chain(self.restamping.drain().flat_map(|(_, copies)| copies))
+            .collect();
+        for pending in dropped {
             self.in_progress.remove(&pending.key);
             self.ctx.metrics.in_flight.dec();
         }
@@ -147,21 +206,101 @@ impl Session {
     fn flush_batch(&mut self) {
         let batch = self.batcher.take();
         if !batch.is_empty() {
-            self.spawn_write(batch);
+            self.spawn_write(batch, false);
         }
     }
 
+    /// Most logs in one sink write.
+    pub(super) fn batch_max(&self) -> usize {
+        usize::try_from(self.ctx.config.consume.batch_max_messages)
+            .unwrap_or(1)
+            .max(1)
+    }
+
     /// Writes `batch` in a task of its own, which reports the batch's settlements.
-    pub(super) fn spawn_write(&mut self, batch: Vec<Pending>) {
+    pub(super) fn spawn_write(&mut self, batch: Vec<Pending>, probe: bool) {
         let ctx = Arc::clone(&self.ctx);
-        self.tasks.spawn(async move { ctx.write(batch).await });
+        let epoch = self.epoch;
+        self.tasks.spawn(async move {
+            let mut report = ctx.write(batch, false).await;
+            report.epoch = epoch;
+            report.probe = probe;
+            report
+        });
+    }
+
+    /// Writes a suspect in a batch of its own, at once: the shorter a suspect waits, the less
+    /// likely a crash meanwhile is charged to it.
+    pub(super) fn spawn_alone(&mut self, pending: Pending) {
+        let ctx = Arc::clone(&self.ctx);
+        let epoch = self.epoch;
+        self.tasks.spawn(async move {
+            let mut report = ctx.write(vec![pending], true).await;
+            report.epoch = epoch;
+            report
+        });
+    }
+
+    /// Writes `pending` in full batches (suspects alone), at once.
+    pub(super) fn spawn_batches(&mut self, pending: Vec<Pending>) {
+        let max = self.batch_max();
+        let mut batch = Vec::with_capacity(max);
+        for p in pending {
+            if p.alone {
+                self.spawn_alone(p);
+                continue;
+            }
+            batch.push(p);
+            if batch.len() == max {
+                self.spawn_write(
+                    std::mem::replace(&mut batch, Vec::with_capacity(max)),
+                    false,
+                );
+            }
+        }
+        if !batch.is_empty() {
+            self.spawn_write(batch, false);
+        }
+    }
+
+    /// Applies a task's report: its settlements, then what it says about the sink.
+    async fn on_report(
+        &mut self,
+        mut report: TaskReport,
+        state: &mut ProcessState,
+    ) -> Result<(), SessionError> {
+        let settlements = std::mem::take(&mut report.settlements);
+        self.apply(settlements, state).await?;
+        if let Some(key) = report.restamped
+            && let Some(copies) = self.restamping.remove(&key)
+        {
+            // The original is ACKed (or given back): its copies may be written now.
+            for pending in copies {
+                if state.sink.is_down() {
+                    self.hold(pending);
+                } else if pending.alone {
+                    self.spawn_alone(pending);
+                } else if let Some(batch) = self.batcher.push(pending, Instant::now()) {
+                    self.spawn_write(batch, false);
+                }
+            }
+        }
+        if self.ctx.alive.load(Ordering::Relaxed) {
+            self.on_sink_report(&mut report, state);
+        } else {
+            for pending in report.held {
+                self.in_progress.remove(&pending.key);
+                self.ctx.metrics.in_flight.dec();
+            }
+        }
+        Ok(())
     }
 
     /// Records settlements, then sends the NACKs and the one multiple ACK they allow.
     pub(super) async fn apply(
         &mut self,
         settlements: Vec<Settlement>,
-        dedup: &mut DedupCache,
+        state: &mut ProcessState,
     ) -> Result<(), SessionError> {
         let alive = self.ctx.alive.load(Ordering::Relaxed);
         let metrics = Arc::clone(&self.ctx.metrics);
@@ -169,8 +308,8 @@ impl Session {
         for s in settlements {
             if let Some(key) = s.key {
                 self.in_progress.remove(&key);
-                if s.written {
-                    dedup.insert(key, now);
+                if s.remember {
+                    state.dedup.insert(key, now);
                 }
             }
             metrics.in_flight.dec();
@@ -178,12 +317,29 @@ impl Session {
                 continue;
             }
             match s.disposition {
-                Disposition::Ack(outcome) => {
+                // A suspect copy is already in the queue: its original is ACKed on the wire now,
+                // not when the deliveries before it are settled (see `restamping`).
+                Disposition::AckReturned(Returned::Suspect) => {
+                    if let Err(e) = self.tracker.ack_alone(s.tag) {
+                        error!("{e}");
+                        continue;
+                    }
+                    metrics.count_returned(Returned::Suspect);
+                    self.consume
+                        .basic_ack(s.tag, BasicAckOptions { multiple: false })
+                        .await
+                        .map_err(SessionError::Settle)?;
+                }
+                Disposition::Ack(_) | Disposition::AckReturned(_) => {
                     if let Err(e) = self.tracker.ack(s.tag) {
                         error!("{e}");
                         continue;
                     }
-                    metrics.count_settled(outcome);
+                    match s.disposition {
+                        Disposition::Ack(outcome) => metrics.count_settled(outcome),
+                        Disposition::AckReturned(reason) => metrics.count_returned(reason),
+                        _ => {}
+                    }
                     metrics
                         .processing_seconds
                         .observe(now.saturating_duration_since(s.received).as_secs_f64());

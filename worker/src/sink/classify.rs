@@ -1,7 +1,39 @@
-//! Failure classification of sink writes: what may succeed later (transient: retried through
-//! the ladder) and what never will (permanent: dead-lettered at once).
+//! Failure classification of sink writes: what may succeed later (transient) and what never
+//! will (permanent), and whom a failed write blames: the sink (it is down or misconfigured:
+//! every log would fail alike) or the logs it carried.
 
 use logstream_api::contract::ErrorClass;
+
+use super::SinkFailure;
+
+/// Statuses that refuse the request for where it went or who sent it, not for what it carried:
+/// 401 and 403 (credentials), 404 (a wrong URL). Answered to every log, they mean the sink is
+/// misconfigured, not that the logs are bad.
+pub const MISCONFIGURED_STATUSES: [u16; 3] = [401, 403, 404];
+
+/// Whom a failed write blames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blame {
+    /// The sink is down, overloaded or misconfigured: any log would have failed. Charging the
+    /// logs an attempt would dead-letter healthy logs during an outage.
+    Sink,
+    /// The sink answered and refused what it was sent: some log in the batch is bad.
+    Logs,
+}
+
+/// Whom `failure` of a whole write blames: transient failures (refused connections, timeouts,
+/// 408, 429, 5xx) and the misconfiguration statuses blame the sink; other permanent failures
+/// (400, 413, 422, ...) blame the logs.
+pub fn blame(failure: &SinkFailure) -> Blame {
+    let misconfigured = failure
+        .status
+        .is_some_and(|s| MISCONFIGURED_STATUSES.contains(&s));
+    if failure.class == ErrorClass::Transient || misconfigured {
+        Blame::Sink
+    } else {
+        Blame::Logs
+    }
+}
 
 /// How an HTTP sink's answer settles the logs it carried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +89,26 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    #[test]
+    fn outages_and_misconfiguration_blame_the_sink_other_refusals_the_logs() {
+        let answered = |class, status| SinkFailure {
+            class,
+            reason: String::new(),
+            status: Some(status),
+        };
+        assert_eq!(blame(&SinkFailure::transient("refused")), Blame::Sink);
+        for status in [503, 429, 408] {
+            assert_eq!(blame(&answered(ErrorClass::Transient, status)), Blame::Sink);
+        }
+        for status in MISCONFIGURED_STATUSES {
+            assert_eq!(blame(&answered(ErrorClass::Permanent, status)), Blame::Sink);
+        }
+        for status in [400, 409, 413, 422] {
+            assert_eq!(blame(&answered(ErrorClass::Permanent, status)), Blame::Logs);
+        }
+        assert_eq!(blame(&SinkFailure::permanent("not JSON")), Blame::Logs);
     }
 
     #[test]

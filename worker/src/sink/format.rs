@@ -178,6 +178,7 @@ pub fn elasticsearch_items(body: &[u8], n: usize) -> Result<Vec<Option<SinkFailu
                             .as_ref()
                             .map_or_else(|| "no reason given".to_owned(), Value::to_string)
                     ),
+                    status: Some(result.status),
                 }),
             }
         })

@@ -122,6 +122,7 @@ impl HttpSink {
                         self.shown,
                         describe(&e.without_url())
                     ),
+                    status: None,
                 });
             }
         };
@@ -162,6 +163,7 @@ impl HttpSink {
                 WriteOutcome::Failed(SinkFailure {
                     class,
                     reason: format!("{} answered {status}: {quoted}", self.shown),
+                    status: Some(status.as_u16()),
                 })
             }
         }

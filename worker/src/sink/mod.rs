@@ -7,8 +7,10 @@
 pub mod classify;
 pub mod file;
 pub mod format;
+pub mod health;
 pub mod http;
 pub mod http_client;
+pub mod narrow;
 pub mod otlp;
 pub mod stdout;
 
@@ -31,6 +33,8 @@ pub struct SinkFailure {
     pub class: ErrorClass,
     /// What went wrong, for `x-logstream-error` and the logs.
     pub reason: String,
+    /// The HTTP status the sink answered, when it answered one.
+    pub status: Option<u16>,
 }
 
 impl SinkFailure {
@@ -39,6 +43,7 @@ impl SinkFailure {
         Self {
             class: ErrorClass::Transient,
             reason: reason.into(),
+            status: None,
         }
     }
 
@@ -47,6 +52,7 @@ impl SinkFailure {
         Self {
             class: ErrorClass::Permanent,
             reason: reason.into(),
+            status: None,
         }
     }
 

@@ -42,6 +42,34 @@ pub const PIPELINE: &str = "app";
 /// Name of the output every test pipeline has.
 pub const OUTPUT: &str = "out";
 
+/// Both queue types a pipeline may have.
+pub const QUEUE_TYPES: [&str; 2] = ["classic", "quorum"];
+
+/// One test per queue type: `name::classic` and `name::quorum` run `body` with the queue type
+/// bound to the given identifier.
+#[macro_export]
+macro_rules! on_both_queue_types {
+    ($(#[$meta:meta])* async fn $name:ident($queue_type:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($queue_type: &'static str) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn classic() {
+                run("classic").await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn quorum() {
+                run("quorum").await;
+            }
+        }
+    };
+}
+
 /// A temporary directory, removed on drop.
 pub struct TestDir(pub PathBuf);
 
@@ -126,6 +154,18 @@ impl TestPipeline {
     /// The exchange producers publish to.
     pub fn exchange(&self) -> &str {
         &self.config.exchange
+    }
+
+    /// The worker configuration writing Elasticsearch bulk requests to the sink at `url`.
+    pub fn config_for_elasticsearch(&self, url: &str) -> WorkerConfig {
+        let mut config = self.config_for(url);
+        config.sink = SinkSpec::Http(HttpSink {
+            url: url.to_owned(),
+            format: Some(HttpFormat::Elasticsearch),
+            timeout: Some(logstream_api::Duration::from_secs(5)),
+            ..HttpSink::default()
+        });
+        config
     }
 
     /// The worker configuration writing to the HTTP sink at `url` (JSON arrays).
@@ -250,18 +290,70 @@ impl From<u16> for Reply {
     }
 }
 
+/// An Elasticsearch bulk answer (200) giving each log the item status `status_of(log)`.
+pub fn bulk_reply(logs: &[Value], status_of: impl Fn(&Value) -> u16) -> Reply {
+    let mut errors = false;
+    let items: Vec<Value> = logs
+        .iter()
+        .map(|log| {
+            let status = status_of(log);
+            errors |= status >= 300;
+            serde_json::json!({"index": {
+                "_id": log["logstream"]["message_id"],
+                "status": status,
+                "error": (status >= 300).then(|| serde_json::json!({"type": "test_error"})),
+            }})
+        })
+        .collect();
+    Reply {
+        status: 200,
+        body: serde_json::json!({"took": 1, "errors": errors, "items": items}).to_string(),
+    }
+}
+
+/// The logs an Elasticsearch-style sink stored (item status under 300), with their
+/// `logstream.attempt`, in arrival order.
+pub fn written_item_attempts(sink: &SinkServer) -> Vec<(String, u64)> {
+    let mut written = Vec::new();
+    for r in sink.received() {
+        let answer: Value = serde_json::from_str(&r.reply).unwrap_or_default();
+        for (i, log) in r.logs.iter().enumerate() {
+            let status = answer["items"][i]["index"]["status"]
+                .as_u64()
+                .unwrap_or(500);
+            if (200..300).contains(&r.status) && status < 300 {
+                written.push((message_of(log), attempt_of(log)));
+            }
+        }
+    }
+    written
+}
+
+/// How many times an Elasticsearch-style sink stored each message.
+pub fn written_item_counts(sink: &SinkServer) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for (message, _) in written_item_attempts(sink) {
+        *counts.entry(message).or_default() += 1;
+    }
+    counts
+}
+
 /// One request the sink server received.
 #[derive(Clone, Debug)]
 pub struct Received {
     pub status: u16,
     pub logs: Vec<Value>,
     pub at: std::time::Instant,
+    /// The answer's body.
+    pub reply: String,
 }
 
 struct SinkState {
     received: Mutex<Vec<Received>>,
     behaviour: Box<Behaviour>,
     delay: Duration,
+    /// When set, every request is answered with this status, whatever the behaviour says.
+    down: std::sync::atomic::AtomicU16,
 }
 
 /// An HTTP sink on 127.0.0.1 that records every request (JSON arrays of logs) and answers
@@ -294,6 +386,7 @@ impl SinkServer {
             received: Mutex::new(Vec::new()),
             behaviour: Box::new(move |logs| behaviour(logs).into()),
             delay,
+            down: std::sync::atomic::AtomicU16::new(0),
         });
         let app = Router::new()
             .route("/logs", post(receive))
@@ -308,6 +401,14 @@ impl SinkServer {
             state,
             task,
         }
+    }
+
+    /// From now on answers every request with `status` (an outage: 503, a misconfiguration:
+    /// 401), or (`None`) as its behaviour says again.
+    pub fn set_down(&self, status: Option<u16>) {
+        self.state
+            .down
+            .store(status.unwrap_or(0), std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Every request so far.
@@ -366,11 +467,17 @@ async fn receive(State(state): State<Arc<SinkState>>, body: Bytes) -> (StatusCod
         tokio::time::sleep(state.delay).await;
     }
     let logs = parse_logs(&body);
-    let reply = (state.behaviour)(&logs);
+    let down = state.down.load(std::sync::atomic::Ordering::SeqCst);
+    let reply = if down == 0 {
+        (state.behaviour)(&logs)
+    } else {
+        Reply::from(down)
+    };
     state.received.lock().unwrap().push(Received {
         status: reply.status,
         logs,
         at,
+        reply: reply.body.clone(),
     });
     (
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -549,4 +656,85 @@ fn tail(text: &str, lines: usize) -> String {
 /// Sends SIGKILL to process `pid` (a worker the test started), ignoring a process already gone.
 pub fn kill_pid(pid: u32) {
     let _ = signal::kill(Pid::from_raw(pid as i32), signal::Signal::SIGKILL);
+}
+
+/// Consumers and unacknowledged messages of `queue`, as the management API reports them
+/// (sampled: callers poll).
+pub async fn consumers_and_unacked(vhost: &TestVhost, queue: &str) -> Option<(u64, u64)> {
+    let queues = vhost.management().queues(&vhost.vhost).await.ok()?;
+    let q = queues.into_iter().find(|q| q.name == queue)?;
+    Some((q.consumers?, q.messages_unacknowledged?))
+}
+
+/// CPU seconds (user + system) process `pid` used so far, from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15: indexes 11 and 12 after the state.
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The Redis the tests use: `REDIS_URL`, else the one of `scripts/ensure-redis.sh`.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// `config` with the shared dedup store at `url`: a Secret directory in `dir` holding `url`.
+pub fn with_redis(dir: &TestDir, mut config: WorkerConfig, url: &str) -> WorkerConfig {
+    use logstream_api::worker_config::{SecretFiles, SecretUse};
+    // A namespace of its own: the store's keys are per output, and tests run side by side.
+    config.namespace = unique("test");
+    let secret = dir.path().join(unique("dedup-redis"));
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::write(secret.join("url"), format!("{url}\n")).unwrap();
+    config.secrets.insert(
+        SecretUse::DedupRedis,
+        SecretFiles {
+            secret: "dedup-redis".into(),
+            dir: secret.display().to_string(),
+        },
+    );
+    config
+}
+
+/// A small pseudo-random sequence (xorshift) for test timings, seeded from the clock and
+/// printed so that a run can be told apart.
+pub struct Random(u64);
+
+impl Random {
+    pub fn seeded() -> Self {
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+            | 1;
+        eprintln!("random seed {seed}");
+        Self(u64::from(seed))
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
 }
