@@ -51,8 +51,12 @@ pub enum SecretUse {
     SinkCa,
     /// The client certificate shown to an HTTP sink (`tls.crt`, `tls.key`).
     SinkClientCert,
-    /// The broker's CA and optional client certificate (`ca.crt`, `tls.crt`, `tls.key`).
-    BrokerTls,
+    /// The CA the broker's certificate is checked against (`ca.crt`), from
+    /// `spec.broker.tls.caSecretRef`.
+    BrokerCa,
+    /// The client certificate shown to the broker (`tls.crt`, `tls.key`), from
+    /// `spec.broker.tls.clientCertSecretRef`.
+    BrokerClientCert,
 }
 
 impl SecretUse {
@@ -64,7 +68,8 @@ impl SecretUse {
             Self::SinkHeaders => "sink-headers",
             Self::SinkCa => "sink-ca",
             Self::SinkClientCert => "sink-client-cert",
-            Self::BrokerTls => "broker-tls",
+            Self::BrokerCa => "broker-ca",
+            Self::BrokerClientCert => "broker-client-cert",
         }
     }
 }
@@ -87,6 +92,25 @@ impl SecretFiles {
             dir: format!("{SECRETS_DIR}/{}", use_.as_str()),
         }
     }
+}
+
+/// The Secrets of `spec.broker.tls` a worker reads, by use: the broker's CA and the client
+/// certificate it shows.
+fn broker_secrets(spec: &LogPipelineSpec) -> BTreeMap<SecretUse, SecretFiles> {
+    let tls = spec.broker.tls.as_ref();
+    [
+        (
+            SecretUse::BrokerCa,
+            tls.and_then(|t| t.ca_secret_ref.as_ref()),
+        ),
+        (
+            SecretUse::BrokerClientCert,
+            tls.and_then(|t| t.client_cert_secret_ref.as_ref()),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(use_, secret)| Some((use_, SecretFiles::mounted(&secret?.name, use_))))
+    .collect()
 }
 
 /// One step of the retry ladder.
@@ -211,7 +235,7 @@ impl WorkerConfig {
             sink: o.sink.clone(),
             listen: format!("0.0.0.0:{}", defaults::WORKER_PORT),
             shutdown_grace: defaults::WORKER_SHUTDOWN_GRACE,
-            secrets: BTreeMap::new(),
+            secrets: broker_secrets(spec),
         })
     }
 
@@ -292,6 +316,44 @@ mod tests {
             "{yaml}"
         );
         assert!(!yaml.contains('!'), "no YAML tags: {yaml}");
+    }
+
+    #[test]
+    fn the_brokers_ca_and_client_certificate_are_secrets_read_as_files() {
+        let spec = parse_pipeline(
+            "apiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {name: app}\nspec:\n  broker: {secretRef: {name: r}, tls: {caSecretRef: {name: rabbit-ca}, clientCertSecretRef: {name: rabbit-client}}}\n  outputs:\n    - {name: sec, sink: {stdout: {}}}\n",
+        )
+        .unwrap()
+        .spec;
+        let c = WorkerConfig::for_output("games", "app", &spec, "sec").unwrap();
+        assert_eq!(
+            c.secrets,
+            BTreeMap::from([
+                (
+                    SecretUse::BrokerCa,
+                    SecretFiles {
+                        secret: "rabbit-ca".into(),
+                        dir: "/var/run/secrets/logstream/broker-ca".into()
+                    }
+                ),
+                (
+                    SecretUse::BrokerClientCert,
+                    SecretFiles {
+                        secret: "rabbit-client".into(),
+                        dir: "/var/run/secrets/logstream/broker-client-cert".into()
+                    }
+                ),
+            ])
+        );
+        let yaml = c.to_yaml();
+        assert!(yaml.contains("secrets:\n  broker-ca:\n"), "{yaml}");
+        assert_eq!(WorkerConfig::from_yaml(&yaml).unwrap(), c);
+        assert!(
+            WorkerConfig::for_output("games", "app", &self::spec(), "sec")
+                .unwrap()
+                .secrets
+                .is_empty()
+        );
     }
 
     #[test]
