@@ -204,14 +204,29 @@ impl AmqpAddress {
     /// The URI with the password percent-encoded: for handing to a worker through a Secret or
     /// an environment variable, never for display.
     pub fn to_uri_with_password(&self) -> String {
-        let mut uri = format!(
-            "{}://{}:{}@{}/{}",
-            if self.tls { "amqps" } else { "amqp" },
+        format!(
+            "{}://{}:{}@{}/{}{}",
+            self.scheme(),
             encode(&self.username),
             encode(&self.password),
             self.host_list(),
-            encode(&self.vhost)
-        );
+            encode(&self.vhost),
+            self.query()
+        )
+    }
+
+    /// The URI without user, password and vhost: `amqp://host:5672/` (every host, and the
+    /// query).
+    pub fn to_location_uri(&self) -> String {
+        format!("{}://{}/{}", self.scheme(), self.host_list(), self.query())
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls { "amqps" } else { "amqp" }
+    }
+
+    /// `?heartbeat=…&connection_timeout=…`, or nothing.
+    fn query(&self) -> String {
         let query: Vec<String> = [
             self.heartbeat.map(|h| format!("heartbeat={h}")),
             self.connection_timeout_ms
@@ -220,11 +235,11 @@ impl AmqpAddress {
         .into_iter()
         .flatten()
         .collect();
-        if !query.is_empty() {
-            uri.push('?');
-            uri.push_str(&query.join("&"));
+        if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", query.join("&"))
         }
-        uri
     }
 
     /// The hosts as a URI lists them: `host1:5672,host2:5672`.
@@ -241,7 +256,7 @@ impl fmt::Display for AmqpAddress {
         write!(
             f,
             "{}://{}:***@{}/{}",
-            if self.tls { "amqps" } else { "amqp" },
+            self.scheme(),
             self.username,
             self.host_list(),
             encode(&self.vhost)

@@ -279,6 +279,13 @@ impl BrokerEndpoint {
         &self.address.username
     }
 
+    /// Where the broker is, without credentials or vhost: `amqp://host:5672/` (every host of
+    /// a list, and the URI's `heartbeat` and `connection_timeout`); safe to show, and what a
+    /// worker gets when its user and password come separately.
+    pub fn location_uri(&self) -> String {
+        self.address.to_location_uri()
+    }
+
     /// The full AMQP URI with the password, percent-encoded (every host of a list); for
     /// handing to a worker through a Secret, never for display.
     pub fn amqp_uri_with_password(&self) -> String {

@@ -9,9 +9,7 @@
 //! (`amqp://user:password@rabbit-0:5672,rabbit-1:5672/vhost`), in `host`
 //! (`rabbit-0,rabbit-1,rabbit-2`, all on `port`), and in `managementUri`.
 
-use std::collections::BTreeMap;
-
-use logstream_api::pipeline::BrokerSpec;
+use logstream_api::{manifest::SecretData, pipeline::BrokerSpec};
 
 use crate::{
     address::AMQPS_PORT,
@@ -46,9 +44,6 @@ pub enum CredentialsError {
     #[error(transparent)]
     Tls(#[from] TlsError),
 }
-
-/// A Secret's data: keys and decoded values.
-pub type SecretData = BTreeMap<String, Vec<u8>>;
 
 /// What a broker Secret says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,7 +177,7 @@ mod tests {
     use super::*;
     use logstream_api::pipeline::LocalObjectRef;
 
-    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+    fn data(pairs: &[(&str, &str)]) -> SecretData {
         pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
