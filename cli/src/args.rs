@@ -17,6 +17,9 @@ pub const DEFAULT_CONFIRM_WINDOW: usize = 1000;
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 /// Service name of logs produced without `--service`.
 pub const DEFAULT_SERVICE: &str = "logstream-cli";
+/// How long `produce` keeps reconnecting after a lost connection without
+/// `--reconnect-timeout`.
+pub const DEFAULT_RECONNECT_TIMEOUT: &str = "30s";
 /// Level mix of a load run without `--levels`.
 pub const DEFAULT_LEVELS: &str = "info=90,warn=7,error=2.9,critical=0.1";
 
@@ -201,6 +204,12 @@ pub struct ProduceArgs {
     /// Published logs whose confirm may be outstanding at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CONFIRM_WINDOW, value_parser = parse_window)]
     pub window: usize,
+
+    /// When the connection to the broker is lost (a node restarts or dies), keep reconnecting,
+    /// through any host of --amqp, for this long, and publish again every log whose confirm
+    /// had not come; 0s stops at the first loss.
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_RECONNECT_TIMEOUT)]
+    pub reconnect_timeout: Duration,
 }
 
 impl ProduceArgs {

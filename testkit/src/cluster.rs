@@ -153,6 +153,31 @@ impl Cluster {
         self.run_ok(&["ctl", self.dir(), &n.to_string(), "stop"]);
     }
 
+    /// Waits up to `timeout` until stopping node `n` leaves every quorum queue with a
+    /// majority of its members (`rabbitmq-queues check_if_node_is_quorum_critical`), as a
+    /// rolling restart does before it stops a node.
+    pub fn wait_until_not_quorum_critical(&self, n: u32, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.run(&[
+                "queues",
+                self.dir(),
+                &n.to_string(),
+                "check_if_node_is_quorum_critical",
+            ]);
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node{n} still quorum-critical after {timeout:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// The node leading quorum queue `queue` of `vhost`, waiting up to `timeout` for an
     /// election to end.
     pub fn leader(&self, vhost: &str, queue: &str, timeout: Duration) -> u32 {
