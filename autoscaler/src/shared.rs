@@ -75,10 +75,7 @@ impl SharedQueueStats {
         {
             return Ok(queues.clone());
         }
-        let (queues, pages) = admin
-            .management()
-            .queue_stats_paged(admin.vhost())
-            .await?;
+        let (queues, pages) = admin.management().queue_stats_paged(admin.vhost()).await?;
         let pages = u32::try_from(pages).unwrap_or(u32::MAX);
         let serves = REFRESH.max(REFRESH_PER_PAGE.saturating_mul(pages));
         let queues = Arc::new(queues);

@@ -444,7 +444,9 @@ impl ManagementClient {
 
     /// [`queue_stats_paged`](Self::queue_stats_paged) without the page count.
     pub async fn queue_stats(&self, vhost: &str) -> Result<Vec<QueueStats>, ManagementError> {
-        self.queue_stats_paged(vhost).await.map(|(queues, _)| queues)
+        self.queue_stats_paged(vhost)
+            .await
+            .map(|(queues, _)| queues)
     }
 
     /// The bindings of queue `queue` of `vhost` (its default-exchange binding included).

@@ -118,7 +118,11 @@ fn main() {
     }
     let mut missed = Vec::new();
     for r in runs.iter().filter(|r| r.pipelines > 0) {
-        let target = if r.pipelines >= 1000 { TARGET_1000_MIB } else { TARGET_100_MIB };
+        let target = if r.pipelines >= 1000 {
+            TARGET_1000_MIB
+        } else {
+            TARGET_100_MIB
+        };
         let mut check = |what: String, met: bool| {
             println!("target: {what}: {}", if met { "met" } else { "MISSED" });
             if !met {
@@ -126,23 +130,35 @@ fn main() {
             }
         };
         check(
-            format!("peak RSS with {} pipelines <= {target} MiB ({:.1} MiB)", r.pipelines, r.hwm),
+            format!(
+                "peak RSS with {} pipelines <= {target} MiB ({:.1} MiB)",
+                r.pipelines, r.hwm
+            ),
             r.hwm <= target,
         );
         if r.pipelines >= 1000 {
             let secs = r.window.as_secs_f64();
             check(
-                format!("first pass over {} pipelines <= {} s ({:.1} s)", r.pipelines, FIRST_PASS_TARGET.as_secs(), r.first_pass.as_secs_f64()),
+                format!(
+                    "first pass over {} pipelines <= {} s ({:.1} s)",
+                    r.pipelines,
+                    FIRST_PASS_TARGET.as_secs(),
+                    r.first_pass.as_secs_f64()
+                ),
                 r.first_pass <= FIRST_PASS_TARGET,
             );
             let rate = r.management_requests as f64 / secs;
             check(
-                format!("management API requests <= {MANAGEMENT_PER_SECOND_TARGET}/s ({rate:.2}/s)"),
+                format!(
+                    "management API requests <= {MANAGEMENT_PER_SECOND_TARGET}/s ({rate:.2}/s)"
+                ),
                 rate <= MANAGEMENT_PER_SECOND_TARGET,
             );
             let per_minute = r.amqp_connections as f64 * 60.0 / secs;
             check(
-                format!("new AMQP connections <= {CONNECTIONS_PER_MINUTE_TARGET}/min ({per_minute:.2}/min)"),
+                format!(
+                    "new AMQP connections <= {CONNECTIONS_PER_MINUTE_TARGET}/min ({per_minute:.2}/min)"
+                ),
                 per_minute <= CONNECTIONS_PER_MINUTE_TARGET,
             );
         }
@@ -186,7 +202,8 @@ impl CountingProxy {
                             }
                             tail.extend_from_slice(&buf[..n]);
                             let pattern = b" HTTP/1.1\r\n";
-                            let found = tail.windows(pattern.len()).filter(|w| w == pattern).count();
+                            let found =
+                                tail.windows(pattern.len()).filter(|w| w == pattern).count();
                             requests.fetch_add(found as u64, Ordering::Relaxed);
                             let keep = tail.len().min(pattern.len() - 1);
                             tail.drain(..tail.len() - keep);

@@ -78,14 +78,15 @@ pub async fn read_named(
         ca.as_ref().map(|(name, data)| (*name, data)),
         client.as_ref().map(|(name, data)| (*name, data)),
     )?;
-    named.credentials.endpoint = named
-        .credentials
-        .endpoint
-        .with_tls(tls)
-        .map_err(|source| CredentialsError::Endpoint {
-            secret: name.clone(),
-            source,
-        })?;
+    named.credentials.endpoint =
+        named
+            .credentials
+            .endpoint
+            .with_tls(tls)
+            .map_err(|source| CredentialsError::Endpoint {
+                secret: name.clone(),
+                source,
+            })?;
     Ok(named)
 }
 
