@@ -13,15 +13,6 @@ use logstream_testkit::{
 const USER: &str = "tls-user";
 const PASSWORD: &str = "tls-s3cret-pass";
 
-async fn add_user(node: &PrivateNode) {
-    let management = ManagementClient::new(node.endpoint().management().clone());
-    management
-        .put_user(USER, PASSWORD, "management")
-        .await
-        .unwrap();
-    management.grant_all("/", USER).await.unwrap();
-}
-
 /// The node over AMQPS and https, as `USER`, trusting `ca` and showing `client`.
 fn tls_endpoint(node: &PrivateNode, certs: &TestCerts, ca: &str, client: bool) -> BrokerEndpoint {
     let mut tls = TlsMaterial::default().with_ca(certs.read(ca), ca).unwrap();
@@ -31,9 +22,7 @@ fn tls_endpoint(node: &PrivateNode, certs: &TestCerts, ca: &str, client: bool) -
             .unwrap();
     }
     BrokerEndpoint::from_uri(
-        &node
-            .amqps_uri()
-            .replace("guest:guest", &format!("{USER}:{PASSWORD}")),
+        &node.amqps_uri_as(USER, PASSWORD),
         Some(&node.https_management_uri()),
     )
     .unwrap()
@@ -48,7 +37,7 @@ async fn amqps_and_https_trust_the_given_ca_and_a_wrong_ca_is_one_clear_line() {
         certs: &certs,
         require_client_cert: false,
     }));
-    add_user(&node).await;
+    node.add_user(USER, PASSWORD).await;
 
     // The right CA: AMQPS and the management API over https both work.
     let endpoint = tls_endpoint(&node, &certs, "ca.crt", false);
@@ -89,13 +78,7 @@ async fn amqps_and_https_trust_the_given_ca_and_a_wrong_ca_is_one_clear_line() {
     assert!(!line.contains(PASSWORD) && !line.contains('\n'), "{line}");
 
     // Without a CA, the system's CAs do not know the test CA either.
-    let system = BrokerEndpoint::from_uri(
-        &node
-            .amqps_uri()
-            .replace("guest:guest", &format!("{USER}:{PASSWORD}")),
-        None,
-    )
-    .unwrap();
+    let system = BrokerEndpoint::from_uri(&node.amqps_uri_as(USER, PASSWORD), None).unwrap();
     let err = BrokerAdmin::connect(&system, "/").await.unwrap_err();
     assert!(
         err.to_string()
@@ -111,7 +94,7 @@ async fn a_broker_that_requires_a_client_certificate_takes_the_given_one() {
         certs: &certs,
         require_client_cert: true,
     }));
-    add_user(&node).await;
+    node.add_user(USER, PASSWORD).await;
 
     let without = tls_endpoint(&node, &certs, "ca.crt", false);
     let err = BrokerAdmin::connect(&without, "/").await.unwrap_err();

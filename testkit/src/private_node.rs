@@ -4,7 +4,7 @@
 
 use std::{path::PathBuf, process::Command};
 
-use logstream_broker::BrokerEndpoint;
+use logstream_broker::{BrokerEndpoint, ManagementClient};
 
 use crate::{free_port, tls::TestCerts, unique};
 
@@ -98,6 +98,27 @@ impl PrivateNode {
             "https://127.0.0.1:{}",
             self.https_port.expect("a node with TLS listeners")
         )
+    }
+
+    /// Adds administrator `user` with `password`, with every permission on vhost `/` (tests
+    /// that check no output shows a password give it a user of its own, whose password is
+    /// not also its name).
+    pub async fn add_user(&self, user: &str, password: &str) {
+        let management = ManagementClient::new(self.endpoint().management().clone());
+        management
+            .put_user(user, password, "administrator")
+            .await
+            .expect("create a user on the private node");
+        management
+            .grant_all("/", user)
+            .await
+            .expect("grant the user vhost /");
+    }
+
+    /// The AMQPS URI as `user` with `password` (vhost `/`), for nodes with TLS listeners.
+    pub fn amqps_uri_as(&self, user: &str, password: &str) -> String {
+        self.amqps_uri()
+            .replace("guest:guest", &format!("{user}:{password}"))
     }
 
     /// Runs `rabbitmqctl <args>` against the node; panics when it fails.
