@@ -2,10 +2,16 @@
 # A private, throw-away RabbitMQ node for tests that must disrupt a broker (stop_app/start_app)
 # without touching the shared node every other test uses.
 #
-#   rabbitmq-private-node.sh start   <dir> <amqp-port> <management-port> <dist-port>
+#   rabbitmq-private-node.sh start   <dir> <amqp-port> <management-port> <dist-port> [tls options]
 #   rabbitmq-private-node.sh ctl     <dir> <rabbitmqctl arguments...>
 #   rabbitmq-private-node.sh stop    <dir>
 #   rabbitmq-private-node.sh restart <dir>   (starts a stopped or killed node again, as it was)
+#
+# TLS options (after the ports): `--tls <cert-dir> <amqps-port> <https-port>` adds an AMQPS
+# listener and the management API over https, with the PEM files ca.crt, server.crt and
+# server.key of <cert-dir> (copied into <dir>/tls, so that a chrooted RabbitMQ 4 node reads
+# them); `--require-client-cert` after it makes the AMQPS listener refuse clients without a
+# certificate signed by ca.crt (ssl_options.fail_if_no_peer_cert = true).
 #
 # Everything the node writes lives under <dir>: its database, logs, pid file, config, plugin
 # list and a private HOME holding the Erlang cookie (the shared node's cookie when it is
@@ -41,7 +47,7 @@ INNER=/logstream-node
 NODE_USER=${SUDO_UID:-$(id -u)}:${SUDO_GID:-$(id -g)}
 
 usage() {
-  sed -n '2,9p' "$0" >&2
+  sed -n '2,15p' "$0" >&2
   exit 64
 }
 
@@ -107,6 +113,15 @@ ctl() {
 
 start() {
   local dir=$1 amqp_port=$2 management_port=$3 dist_port=$4 version
+  shift 4
+  local tls_dir="" amqps_port="" https_port="" require_client_cert=false
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --tls) [ $# -ge 4 ] || usage; tls_dir=$(cd "$2" && pwd); amqps_port=$3; https_port=$4; shift 4 ;;
+      --require-client-cert) require_client_cert=true; shift ;;
+      *) usage ;;
+    esac
+  done
   version=$(wanted_version)
   mkdir -p "$dir/home" "$dir/mnesia" "$dir/log"
   dir=$(cd "$dir" && pwd)
@@ -139,6 +154,24 @@ management.tcp.port = $management_port
 management.tcp.ip = 127.0.0.1
 log.file.level = warning
 EOF
+  if [ -n "$tls_dir" ]; then
+    mkdir -p "$dir/tls"
+    cp "$tls_dir/ca.crt" "$tls_dir/server.crt" "$tls_dir/server.key" "$dir/tls/"
+    chmod 600 "$dir/tls/server.key"
+    cat >>"$dir/rabbitmq.conf" <<EOF
+listeners.ssl.default = 127.0.0.1:$amqps_port
+ssl_options.cacertfile = $base/tls/ca.crt
+ssl_options.certfile = $base/tls/server.crt
+ssl_options.keyfile = $base/tls/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = $require_client_cert
+management.ssl.port = $https_port
+management.ssl.ip = 127.0.0.1
+management.ssl.cacertfile = $base/tls/ca.crt
+management.ssl.certfile = $base/tls/server.crt
+management.ssl.keyfile = $base/tls/server.key
+EOF
+  fi
   echo '[rabbitmq_management].' >"$dir/enabled_plugins"
   : >"$dir/rabbitmq-env.conf"
 
@@ -161,7 +194,7 @@ EOF
     # The distribution listener on loopback too (it defaults to every interface).
     echo 'RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"' >>"$dir/node.env"
   fi
-  if [ "$NODE_USER" != 0:0 ] && [ "$version" = 4 ]; then chown "$NODE_USER" "$dir"/*; fi
+  if [ "$NODE_USER" != 0:0 ] && [ "$version" = 4 ]; then chown -R "$NODE_USER" "$dir"/*; fi
   launch "$dir"
 }
 
@@ -222,7 +255,7 @@ if [ "$command" != start ] && [ -d "$dir" ]; then
 fi
 shift
 case "$command" in
-  start) [ $# -eq 3 ] || usage; start "$dir" "$@" ;;
+  start) [ $# -ge 3 ] || usage; start "$dir" "$@" ;;
   stop) stop "$dir" ;;
   restart) launch "$dir" ;;
   ctl) ctl "$dir" "$@" ;;

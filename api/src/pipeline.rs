@@ -106,7 +106,10 @@ pub struct LogPipelineSpec {
 pub struct BrokerSpec {
     /// A Secret in the pipeline's namespace with key `uri` (`amqp://` or `amqps://`, user and
     /// password percent-encoded) and optional `managementUri`; or keys `host`, `username`,
-    /// `password` and optional `port`.
+    /// `password` and optional `port`. Several nodes of a cluster are listed with commas
+    /// (`amqp://user:password@rabbit-0:5672,rabbit-1:5672,rabbit-2:5672/vhost`, or `host:
+    /// rabbit-0,rabbit-1,rabbit-2`) and tried in that order; on Kubernetes one Service in front
+    /// of the nodes is simpler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalObjectRef>,
 
@@ -129,6 +132,35 @@ pub struct BrokerSpec {
     /// user with its output or pipeline. Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_users: Option<bool>,
+
+    /// TLS of an `amqps://` broker (and of its management API over `https`): the CA the
+    /// broker's certificate is checked against and the client certificate to show. Default:
+    /// the system's trusted CAs, no client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BrokerTls>,
+}
+
+/// TLS to the broker. Secrets use the keys cert-manager writes; they may be the broker Secret
+/// itself.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.insecureSkipVerify) || !self.insecureSkipVerify").message("insecureSkipVerify is not supported for the broker: name the CA that signed its certificate in caSecretRef"))]
+pub struct BrokerTls {
+    /// A Secret whose key `ca.crt` (PEM) holds the CA certificates the broker's certificate is
+    /// checked against, instead of the system's trusted CAs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<LocalObjectRef>,
+
+    /// A Secret with the client certificate shown to the broker (for a broker that requires
+    /// one, `ssl_options.fail_if_no_peer_cert = true`): keys `tls.crt` and `tls.key` (PEM), as
+    /// a `kubernetes.io/tls` Secret holds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_secret_ref: Option<LocalObjectRef>,
+
+    /// Must be false or absent: the broker's certificate is always checked (the field keeps
+    /// the shape of an HTTP sink's `tls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_verify: Option<bool>,
 }
 
 /// A reference to an object in the LogPipeline's namespace.

@@ -153,6 +153,22 @@ fn check_broker(v: &mut Collector, spec: &LogPipelineSpec) {
             "must not be empty (the default vhost is \"/\")",
         );
     }
+    if let Some(tls) = &b.tls {
+        for (field, secret) in [
+            ("caSecretRef", &tls.ca_secret_ref),
+            ("clientCertSecretRef", &tls.client_cert_secret_ref),
+        ] {
+            if secret.as_ref().is_some_and(|r| r.name.is_empty()) {
+                v.push(format!("spec.broker.tls.{field}.name"), "is required");
+            }
+        }
+        if tls.insecure_skip_verify == Some(true) {
+            v.push(
+                "spec.broker.tls.insecureSkipVerify",
+                "is not supported for the broker: name the CA that signed its certificate in caSecretRef",
+            );
+        }
+    }
 }
 
 fn check_exchange(v: &mut Collector, namespace: &str, name: &str, spec: &LogPipelineSpec) {
@@ -658,6 +674,27 @@ mod tests {
                 "{bad}: {e:?}"
             );
         }
+    }
+
+    #[test]
+    fn broker_tls_names_its_secrets_and_never_skips_verification() {
+        let e = errors(
+            "app",
+            &format!(
+                "  broker: {{secretRef: {{name: r}}, tls: {{caSecretRef: {{name: \"\"}}, insecureSkipVerify: true}}}}\n{OUTPUT}"
+            ),
+        );
+        assert_eq!(
+            e,
+            [
+                "spec.broker.tls.caSecretRef.name: is required",
+                "spec.broker.tls.insecureSkipVerify: is not supported for the broker: name the CA that signed its certificate in caSecretRef"
+            ]
+        );
+        let ok = format!(
+            "  broker: {{secretRef: {{name: r}}, tls: {{caSecretRef: {{name: r}}, clientCertSecretRef: {{name: c}}, insecureSkipVerify: false}}}}\n{OUTPUT}"
+        );
+        assert!(errors("app", &ok).is_empty());
     }
 
     #[test]

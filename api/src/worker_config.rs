@@ -51,8 +51,12 @@ pub enum SecretUse {
     SinkCa,
     /// The client certificate shown to an HTTP sink (`tls.crt`, `tls.key`).
     SinkClientCert,
-    /// The broker's CA and optional client certificate (`ca.crt`, `tls.crt`, `tls.key`).
-    BrokerTls,
+    /// The CA the broker's certificate is checked against (`ca.crt`), from
+    /// `spec.broker.tls.caSecretRef`.
+    BrokerCa,
+    /// The client certificate shown to the broker (`tls.crt`, `tls.key`), from
+    /// `spec.broker.tls.clientCertSecretRef`.
+    BrokerClientCert,
 }
 
 impl SecretUse {
@@ -64,7 +68,8 @@ impl SecretUse {
             Self::SinkHeaders => "sink-headers",
             Self::SinkCa => "sink-ca",
             Self::SinkClientCert => "sink-client-cert",
-            Self::BrokerTls => "broker-tls",
+            Self::BrokerCa => "broker-ca",
+            Self::BrokerClientCert => "broker-client-cert",
         }
     }
 }
@@ -119,9 +124,30 @@ pub fn sink_secrets(sink: &SinkSpec) -> BTreeMap<SecretUse, SecretFiles> {
     .collect()
 }
 
-/// Every Secret the worker of output `o` reads as files: its sink's and its dedup store's.
-fn worker_secrets(o: &OutputSpec) -> BTreeMap<SecretUse, SecretFiles> {
-    let mut secrets = sink_secrets(&o.sink);
+/// The Secrets of `spec.broker.tls` a worker reads, by use: the broker's CA and the client
+/// certificate it shows.
+fn broker_secrets(spec: &LogPipelineSpec) -> BTreeMap<SecretUse, SecretFiles> {
+    let tls = spec.broker.tls.as_ref();
+    [
+        (
+            SecretUse::BrokerCa,
+            tls.and_then(|t| t.ca_secret_ref.as_ref()),
+        ),
+        (
+            SecretUse::BrokerClientCert,
+            tls.and_then(|t| t.client_cert_secret_ref.as_ref()),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(use_, secret)| Some((use_, SecretFiles::mounted(&secret?.name, use_))))
+    .collect()
+}
+
+/// Every Secret the worker of output `o` of `spec` reads as files: the broker's TLS
+/// material, its sink's and its dedup store's.
+fn worker_secrets(spec: &LogPipelineSpec, o: &OutputSpec) -> BTreeMap<SecretUse, SecretFiles> {
+    let mut secrets = broker_secrets(spec);
+    secrets.extend(sink_secrets(&o.sink));
     if let Some(secret) = o.dedup_redis_secret() {
         secrets.insert(
             SecretUse::DedupRedis,
@@ -260,7 +286,7 @@ impl WorkerConfig {
             listen: format!("0.0.0.0:{}", defaults::WORKER_PORT),
             shutdown_grace: defaults::WORKER_SHUTDOWN_GRACE,
             hold_limit: defaults::SINK_HOLD_LIMIT,
-            secrets: worker_secrets(o),
+            secrets: worker_secrets(spec, o),
         })
     }
 
@@ -380,6 +406,44 @@ mod tests {
             "{yaml}"
         );
         assert!(!yaml.contains('!'), "no YAML tags: {yaml}");
+    }
+
+    #[test]
+    fn the_brokers_ca_and_client_certificate_are_secrets_read_as_files() {
+        let spec = parse_pipeline(
+            "apiVersion: logstream.io/v1alpha1\nkind: LogPipeline\nmetadata: {name: app}\nspec:\n  broker: {secretRef: {name: r}, tls: {caSecretRef: {name: rabbit-ca}, clientCertSecretRef: {name: rabbit-client}}}\n  outputs:\n    - {name: sec, sink: {stdout: {}}}\n",
+        )
+        .unwrap()
+        .spec;
+        let c = WorkerConfig::for_output("games", "app", &spec, "sec").unwrap();
+        assert_eq!(
+            c.secrets,
+            BTreeMap::from([
+                (
+                    SecretUse::BrokerCa,
+                    SecretFiles {
+                        secret: "rabbit-ca".into(),
+                        dir: "/var/run/secrets/logstream/broker-ca".into()
+                    }
+                ),
+                (
+                    SecretUse::BrokerClientCert,
+                    SecretFiles {
+                        secret: "rabbit-client".into(),
+                        dir: "/var/run/secrets/logstream/broker-client-cert".into()
+                    }
+                ),
+            ])
+        );
+        let yaml = c.to_yaml();
+        assert!(yaml.contains("secrets:\n  broker-ca:\n"), "{yaml}");
+        assert_eq!(WorkerConfig::from_yaml(&yaml).unwrap(), c);
+        assert!(
+            WorkerConfig::for_output("games", "app", &self::spec(), "sec")
+                .unwrap()
+                .secrets
+                .is_empty()
+        );
     }
 
     #[test]

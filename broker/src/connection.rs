@@ -2,22 +2,33 @@
 //! password from a missing vhost from an unreachable broker, channels on demand, and passive
 //! checks that name what is missing. The operator's administration, the autoscalers, the
 //! worker and the CLI all connect through here.
+//!
+//! A broker of several hosts (a cluster's nodes) is tried host by host, in the order given,
+//! each with its own timeout; the first that opens wins, and an error names every host tried.
+//! In order rather than shuffled: which node a client lands on is then predictable and
+//! testable, and spreading clients over nodes is a Service's job (the documented default on
+//! Kubernetes) — RabbitMQ serves every queue from every node.
 
 use std::{fmt, time::Duration};
 
 use lapin::{
-    Channel, Connection, ConnectionProperties, ExchangeKind,
+    AsyncTcpStream, Channel, Connection, ConnectionProperties, ExchangeKind,
     options::{ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions},
+    tcp::RustlsConnector,
     types::FieldTable,
+    uri::AMQPUri,
 };
 use tokio::sync::Mutex;
 
 use crate::{
+    address::HostPort,
     endpoint::BrokerEndpoint,
     error::{self, BrokerError},
 };
 
-/// Longest wait for the AMQP connection to open.
+/// Longest wait for one host to open the AMQP connection (TCP, TLS and the AMQP handshake),
+/// unless the URI's `connection_timeout` says otherwise; a broker of several hosts gives each
+/// this long.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest AMQP frame of an administrative connection: the protocol's minimum. Declarations
@@ -48,6 +59,8 @@ pub struct QueueDepth {
 /// An open connection to the vhost of its endpoint.
 pub struct BrokerConnection {
     endpoint: BrokerEndpoint,
+    /// The host that answered.
+    host: HostPort,
     connection: Connection,
     /// The channel passive checks use; a failed check closes it, and the next one opens
     /// another.
@@ -61,30 +74,58 @@ impl fmt::Debug for BrokerConnection {
 }
 
 impl BrokerConnection {
-    /// Connects to the vhost of `endpoint`, named `name` in the management UI.
+    /// Connects to the vhost of `endpoint`, named `name` in the management UI: each host in
+    /// turn until one opens. A refused login or vhost ends the attempt at once (every node of
+    /// a cluster would say the same).
     pub async fn open(
         endpoint: &BrokerEndpoint,
         name: &str,
         purpose: Purpose,
     ) -> Result<Self, BrokerError> {
-        let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let mut uri = endpoint.amqp();
-        if purpose == Purpose::Admin {
-            uri.query.frame_max.get_or_insert(ADMIN_FRAME_MAX);
+        let timeout = endpoint.connect_timeout(CONNECT_TIMEOUT);
+        let tls = if endpoint.is_tls() && !endpoint.tls().is_empty() {
+            let connector = endpoint
+                .tls()
+                .amqp_connector()
+                .map_err(|e| error::tls_setup_error(endpoint, &e))?;
+            Some(connector)
+        } else {
+            None
+        };
+        let mut failures = Vec::new();
+        for (host, mut uri) in endpoint.hosts().iter().zip(endpoint.amqp_uris()) {
+            if purpose == Purpose::Admin {
+                uri.query.frame_max.get_or_insert(ADMIN_FRAME_MAX);
+            }
+            let properties = ConnectionProperties::default().with_connection_name(name.into());
+            let failure = match tokio::time::timeout(timeout, connect(uri, properties, &tls)).await
+            {
+                Ok(Ok(connection)) => {
+                    return Ok(Self {
+                        endpoint: endpoint.clone(),
+                        host: host.clone(),
+                        connection,
+                        inspect: Mutex::new(None),
+                    });
+                }
+                Ok(Err(e)) => error::connect_error(endpoint, &e),
+                Err(_) => BrokerError::Unreachable {
+                    endpoint: endpoint.to_string(),
+                    reason: format!("no answer within {timeout:?}"),
+                },
+            };
+            if matches!(
+                failure,
+                BrokerError::AccessRefused { .. } | BrokerError::VhostNotAllowed { .. }
+            ) {
+                return Err(failure);
+            }
+            if endpoint.hosts().len() > 1 {
+                tracing::debug!(%host, "{failure}; trying the next host");
+            }
+            failures.push((host.clone(), failure));
         }
-        let attempt = Connection::connect_uri(uri, properties);
-        let connection = tokio::time::timeout(CONNECT_TIMEOUT, attempt)
-            .await
-            .map_err(|_| BrokerError::Unreachable {
-                endpoint: endpoint.to_string(),
-                reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
-            })?
-            .map_err(|e| error::connect_error(endpoint, &e))?;
-        Ok(Self {
-            endpoint: endpoint.clone(),
-            connection,
-            inspect: Mutex::new(None),
-        })
+        Err(error::hosts_failed(endpoint, failures))
     }
 
     /// The endpoint (redacted when displayed).
@@ -95,6 +136,11 @@ impl BrokerConnection {
     /// The vhost.
     pub fn vhost(&self) -> &str {
         self.endpoint.vhost()
+    }
+
+    /// The host this connection is open to (one of the endpoint's).
+    pub fn host(&self) -> &HostPort {
+        &self.host
     }
 
     /// True while the connection is open.
@@ -213,4 +259,29 @@ impl BrokerConnection {
     pub async fn close(&self) {
         let _ = self.connection.close(200, "bye".into()).await;
     }
+}
+
+/// Opens one connection: lapin's own TLS (the system's CAs) unless `tls` gives a connector
+/// with the broker's CA or a client certificate.
+async fn connect(
+    uri: AMQPUri,
+    properties: ConnectionProperties,
+    tls: &Option<RustlsConnector>,
+) -> lapin::Result<Connection> {
+    let Some(connector) = tls.clone() else {
+        return Connection::connect_uri(uri, properties).await;
+    };
+    let runtime = lapin::runtime::default_runtime()?;
+    Connection::connector(
+        uri,
+        runtime,
+        async move |uri: AMQPUri, runtime| {
+            let host = uri.authority.host.clone();
+            let addresses = runtime.to_socket_addrs((host.clone(), uri.authority.port));
+            let stream = AsyncTcpStream::connect(&runtime, addresses).await?;
+            Ok(stream.into_rustls(&connector, &host).await?)
+        },
+        properties,
+    )
+    .await
 }

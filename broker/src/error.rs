@@ -75,12 +75,21 @@ pub enum BrokerError {
         /// The broker's words.
         reason: String,
     },
-    /// No connection (refused, timed out, TLS, DNS).
+    /// No connection (refused, timed out, DNS, lost).
     #[error("broker {endpoint} is unreachable: {reason}")]
     Unreachable {
         /// Redacted endpoint.
         endpoint: String,
-        /// What failed.
+        /// What failed (per host, for a broker of several).
+        reason: String,
+    },
+    /// The TLS handshake failed: the broker's certificate is not trusted (a wrong or missing
+    /// CA), or the broker refused the client's (a missing or unknown client certificate).
+    #[error("broker {endpoint}: {reason}")]
+    Tls {
+        /// Redacted endpoint.
+        endpoint: String,
+        /// What failed, in words (per host, for a broker of several).
         reason: String,
     },
     /// A queue or exchange does not exist (`NOT_FOUND`).
@@ -128,6 +137,7 @@ impl BrokerError {
             Self::AccessRefused { .. } => "AccessRefused",
             Self::VhostNotAllowed { .. } => "VhostNotAllowed",
             Self::Unreachable { .. } => "BrokerUnreachable",
+            Self::Tls { .. } => "BrokerTlsFailed",
             Self::NotFound { .. } => "NotFound",
             Self::Conflict(_) => "TopologyConflict",
             Self::NameTooLong { .. } => "InvalidName",
@@ -177,6 +187,12 @@ pub fn connect_error(endpoint: &BrokerEndpoint, e: &lapin::Error) -> BrokerError
         }
     }
     let reason = e.to_string();
+    if let Some(tls) = tls_failure(&reason) {
+        return BrokerError::Tls {
+            endpoint: shown,
+            reason: tls,
+        };
+    }
     // RabbitMQ answers a failed login by closing the socket during the handshake; lapin reports
     // that as an I/O error that mentions the authentication step.
     if reason.contains("ACCESS_REFUSED") || reason.to_ascii_lowercase().contains("authentication") {
@@ -189,6 +205,82 @@ pub fn connect_error(endpoint: &BrokerEndpoint, e: &lapin::Error) -> BrokerError
     BrokerError::Unreachable {
         endpoint: shown,
         reason,
+    }
+}
+
+/// rustls's words for a failed handshake, as one sentence that says which side refused:
+/// `None` when `reason` is not a TLS failure.
+pub(crate) fn tls_failure(reason: &str) -> Option<String> {
+    let lower = reason.to_ascii_lowercase();
+    if lower.contains("invalid peer certificate") {
+        let detail = reason
+            .split_once("invalid peer certificate")
+            .map_or(reason, |(_, d)| d.trim_start_matches(':').trim());
+        return Some(format!(
+            "its TLS certificate is not trusted ({detail}): is the CA that signed it the one given?"
+        ));
+    }
+    if lower.contains("received fatal alert") {
+        let detail = reason
+            .split_once("received fatal alert")
+            .map_or(reason, |(_, d)| d.trim_start_matches(':').trim());
+        let hint = if lower.contains("certificaterequired") || lower.contains("handshakefailure") {
+            ": does it require a client certificate?"
+        } else if lower.contains("badcertificate")
+            || lower.contains("unknownca")
+            || lower.contains("certificateunknown")
+        {
+            ": does it trust the CA of the client certificate?"
+        } else {
+            ""
+        };
+        return Some(format!(
+            "it refused the TLS handshake (fatal alert {detail}){hint}"
+        ));
+    }
+    None
+}
+
+/// The TLS material of `endpoint` could not be turned into a client configuration.
+pub fn tls_setup_error(endpoint: &BrokerEndpoint, e: &std::io::Error) -> BrokerError {
+    BrokerError::Tls {
+        endpoint: endpoint.to_string(),
+        reason: format!("failed to set up TLS with the given CA and client certificate: {e}"),
+    }
+}
+
+/// Every host of `endpoint` failed, each as `failures` says: one host's error as it is; for
+/// several, one error naming each host and what it said (TLS when every host failed TLS,
+/// else unreachable).
+pub fn hosts_failed(
+    endpoint: &BrokerEndpoint,
+    mut failures: Vec<(crate::address::HostPort, BrokerError)>,
+) -> BrokerError {
+    if failures.len() == 1 {
+        return failures.swap_remove(0).1;
+    }
+    let all_tls = failures
+        .iter()
+        .all(|(_, e)| matches!(e, BrokerError::Tls { .. }));
+    let reasons: Vec<String> = failures
+        .iter()
+        .map(|(host, e)| match e {
+            BrokerError::Unreachable { reason, .. } | BrokerError::Tls { reason, .. } => {
+                format!("{host}: {reason}")
+            }
+            other => format!("{host}: {other}"),
+        })
+        .collect();
+    let endpoint = endpoint.to_string();
+    let reason = format!(
+        "tried {} hosts in turn: {}",
+        failures.len(),
+        reasons.join("; ")
+    );
+    if all_tls {
+        BrokerError::Tls { endpoint, reason }
+    } else {
+        BrokerError::Unreachable { endpoint, reason }
     }
 }
 
@@ -261,6 +353,51 @@ pub fn short_string(s: &str, what: &'static str) -> Result<lapin::types::ShortSt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_failures_say_which_side_refused() {
+        assert_eq!(
+            tls_failure("IO error: invalid peer certificate: UnknownIssuer").as_deref(),
+            Some(
+                "its TLS certificate is not trusted (UnknownIssuer): is the CA that signed it the one given?"
+            )
+        );
+        assert_eq!(
+            tls_failure("IO error: received fatal alert: CertificateRequired").as_deref(),
+            Some(
+                "it refused the TLS handshake (fatal alert CertificateRequired): does it require a client certificate?"
+            )
+        );
+        assert_eq!(
+            tls_failure("IO error: Connection refused (os error 111)"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_broker_of_several_hosts_names_each_host_tried() {
+        let endpoint = BrokerEndpoint::from_uri("amqp://u:s3cret@a:1,b:2/%2f", None).unwrap();
+        let failure = |reason: &str| BrokerError::Unreachable {
+            endpoint: endpoint.to_string(),
+            reason: reason.into(),
+        };
+        let hosts = endpoint.hosts().to_vec();
+        let e = hosts_failed(
+            &endpoint,
+            vec![
+                (
+                    hosts[0].clone(),
+                    failure("Connection refused (os error 111)"),
+                ),
+                (hosts[1].clone(), failure("no answer within 10s")),
+            ],
+        );
+        assert_eq!(
+            e.to_string(),
+            "broker amqp://u:***@a:1,b:2/%2F is unreachable: tried 2 hosts in turn: a:1: Connection refused (os error 111); b:2: no answer within 10s"
+        );
+        assert_eq!(e.category(), "BrokerUnreachable");
+    }
 
     #[test]
     fn reads_rabbitmq_inequivalent_arg_replies() {

@@ -3,7 +3,8 @@
 //!
 //! - [`endpoint`]: where a broker is and how to log in (AMQP and management API), redacted
 //!   when shown; [`secret`] reads it from a broker Secret's data;
-//! - [`connection`]: connect with a timeout, channels, passive checks;
+//! - [`tls`]: the CA and client certificate of TLS connections (AMQP and management API);
+//! - [`connection`]: connect (host by host, with a timeout each), channels, passive checks;
 //! - [`error`]: one error type that tells an unreachable broker, refused credentials, a missing
 //!   vhost, `NOT_FOUND` and `PRECONDITION_FAILED` (naming the argument) apart;
 //! - [`publish`]: publishing with confirms and the one outcome type;
@@ -21,9 +22,10 @@ pub mod management;
 pub mod publish;
 pub mod secret;
 pub mod stats;
+pub mod tls;
 pub mod topology;
 
-pub use address::{AMQP_PORT, AMQPS_PORT, AmqpUriError};
+pub use address::{AMQP_PORT, AMQPS_PORT, AmqpUriError, HostPort};
 pub use connection::{BrokerConnection, Purpose, QueueDepth};
 pub use endpoint::{BrokerEndpoint, EndpointError, ManagementEndpoint};
 pub use error::{BrokerError, TopologyConflict};
@@ -31,4 +33,5 @@ pub use management::{ManagementClient, ManagementError, QueueStats};
 pub use publish::{ConfirmWindow, PublishOutcome, publish_confirmed};
 pub use secret::{BrokerSecret, CredentialsError};
 pub use stats::{Age, OutputQueues, OutputReading, SinkState, format_age};
+pub use tls::{TlsError, TlsMaterial};
 pub use topology::{BrokerAdmin, Change, Report, RetainedQueue};

@@ -1,7 +1,14 @@
 //! The RabbitMQ management HTTP API: queue statistics of a whole vhost in one request, the
 //! bindings and queues LogStream reconciles, and the vhost/user calls tests and `dev` need.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, StatusCode};
@@ -247,11 +254,15 @@ pub struct ExchangeInfo {
     pub durable: bool,
 }
 
-/// A client of one broker's management API.
+/// A client of one broker's management API. With several base URLs (a cluster's nodes), a
+/// request that finds no answer is tried on the next node, and later requests start from the
+/// node that last answered.
 #[derive(Clone)]
 pub struct ManagementClient {
     http: reqwest::Client,
     endpoint: ManagementEndpoint,
+    /// Index (in [`ManagementEndpoint::bases`]) of the node that answered last.
+    current: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for ManagementClient {
@@ -265,23 +276,91 @@ fn segment(s: &str) -> String {
 }
 
 impl ManagementClient {
-    /// A client for `endpoint`.
+    /// A client for `endpoint`, over `https` with its TLS material (the CA it trusts, the
+    /// client certificate it shows) when a base URL is `https`.
     pub fn new(endpoint: ManagementEndpoint) -> Self {
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
-        Self { http, endpoint }
+            .connect_timeout(Duration::from_secs(5));
+        // The material was checked when it was read, so this does not fail in practice; if it
+        // did, a client without it still checks certificates against the system's CAs.
+        let http = endpoint
+            .tls
+            .apply_to(builder)
+            .and_then(reqwest::ClientBuilder::build)
+            .unwrap_or_else(|e| {
+                tracing::warn!("management API client without the given TLS material: {e}");
+                reqwest::Client::builder()
+                    .timeout(REQUEST_TIMEOUT)
+                    .connect_timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap_or_default()
+            });
+        Self {
+            http,
+            endpoint,
+            current: Arc::default(),
+        }
+    }
+
+    /// The base URL requests start from: the node that answered last.
+    fn base(&self) -> &url::Url {
+        let bases = 1 + self.endpoint.others.len();
+        let index = self.current.load(Ordering::Relaxed) % bases;
+        self.endpoint
+            .bases()
+            .nth(index)
+            .unwrap_or(&self.endpoint.base)
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}api/{path}", self.endpoint.base)
+        format!("{}api/{path}", self.base())
     }
 
     /// The URL as errors show it: without the query string (the column list is noise).
     fn shown(&self, path: &str) -> String {
         self.url(path.split('?').next().unwrap_or(path))
+    }
+
+    /// Sends the request to the node that answered last, then to each other node in turn
+    /// while none answers.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response, ManagementError> {
+        let bases = 1 + self.endpoint.others.len();
+        let first = self.current.load(Ordering::Relaxed) % bases;
+        let mut failures = Vec::new();
+        for step in 0..bases {
+            let index = (first + step) % bases;
+            self.current.store(index, Ordering::Relaxed);
+            let mut request = self
+                .http
+                .request(method.clone(), self.url(path))
+                .basic_auth(&self.endpoint.username, Some(&self.endpoint.password));
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            match request.send().await {
+                Ok(response) => return Ok(response),
+                Err(e) => failures.push((self.base().to_string(), reqwest_reason(&e))),
+            }
+        }
+        self.current.store(first, Ordering::Relaxed);
+        let reason = match failures.as_slice() {
+            [(_, only)] => only.clone(),
+            all => {
+                let each: Vec<String> =
+                    all.iter().map(|(base, r)| format!("{base}: {r}")).collect();
+                format!("tried {bases} nodes in turn: {}", each.join("; "))
+            }
+        };
+        Err(ManagementError::Unreachable {
+            url: self.shown(path),
+            reason,
+        })
     }
 
     async fn call(
@@ -290,21 +369,8 @@ impl ManagementClient {
         path: &str,
         body: Option<Value>,
     ) -> Result<Vec<u8>, ManagementError> {
+        let response = self.send(method, path, body.as_ref()).await?;
         let url = self.shown(path);
-        let mut request = self
-            .http
-            .request(method, self.url(path))
-            .basic_auth(&self.endpoint.username, Some(&self.endpoint.password));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ManagementError::Unreachable {
-                url: url.clone(),
-                reason: reqwest_reason(&e),
-            })?;
         let status = response.status();
         let bytes = response
             .bytes()
@@ -546,5 +612,5 @@ fn reqwest_reason(e: &reqwest::Error) -> String {
         reason.push_str(&cause.to_string());
         source = cause.source();
     }
-    reason
+    crate::error::tls_failure(&reason).unwrap_or(reason)
 }

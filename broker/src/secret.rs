@@ -1,14 +1,22 @@
 //! The broker Secret, whatever its shape: `uri` (with optional `managementUri`), or
 //! `host`/`username`/`password` (with optional `port` and `managementUri`), which is also the
-//! shape of a RabbitmqCluster's `<name>-default-user` Secret. The operator reads it from the
-//! cluster and `logstream dev` from a manifest's `kind: Secret` documents; both hand its data
+//! shape of a RabbitmqCluster's `<name>-default-user` Secret; and the Secrets of
+//! `spec.broker.tls` (`ca.crt`; `tls.crt` and `tls.key`). The operator reads them from the
+//! cluster and `logstream dev` from a manifest's `kind: Secret` documents; both hand their data
 //! here. Errors name the Secret and the missing keys, never a value.
+//!
+//! Several hosts (a cluster's nodes) are listed with commas: in `uri`
+//! (`amqp://user:password@rabbit-0:5672,rabbit-1:5672/vhost`), in `host`
+//! (`rabbit-0,rabbit-1,rabbit-2`, all on `port`), and in `managementUri`.
 
-use std::collections::BTreeMap;
+use logstream_api::{manifest::SecretData, pipeline::BrokerSpec};
 
-use logstream_api::pipeline::BrokerSpec;
-
-use crate::{address::AMQPS_PORT, endpoint::BrokerEndpoint, endpoint::EndpointError};
+use crate::{
+    address::AMQPS_PORT,
+    endpoint::BrokerEndpoint,
+    endpoint::EndpointError,
+    tls::{CA_KEY, CERT_KEY, KEY_KEY, TlsError, TlsMaterial},
+};
 
 /// Suffix of the Secret the RabbitMQ Cluster Operator writes for a `RabbitmqCluster`.
 pub const CLUSTER_SECRET_SUFFIX: &str = "-default-user";
@@ -32,6 +40,9 @@ pub enum CredentialsError {
         /// The parser's words.
         source: EndpointError,
     },
+    /// A CA or client certificate of `spec.broker.tls` is missing or not PEM.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// What a broker Secret says.
@@ -55,11 +66,51 @@ pub fn secret_name(broker: &BrokerSpec) -> Option<String> {
     }
 }
 
+/// The Secrets of `spec.broker.tls`: the CA's and the client certificate's, when named.
+pub fn tls_secret_names(broker: &BrokerSpec) -> (Option<String>, Option<String>) {
+    let tls = broker.tls.as_ref();
+    (
+        tls.and_then(|t| t.ca_secret_ref.as_ref())
+            .map(|r| r.name.clone()),
+        tls.and_then(|t| t.client_cert_secret_ref.as_ref())
+            .map(|r| r.name.clone()),
+    )
+}
+
+/// Reads the TLS material of `spec.broker.tls` from its Secrets' data, each given with its
+/// name: `ca.crt` of the CA's, `tls.crt` and `tls.key` of the client certificate's.
+pub fn tls_from_secret_data(
+    ca: Option<(&str, &SecretData)>,
+    client: Option<(&str, &SecretData)>,
+) -> Result<TlsMaterial, CredentialsError> {
+    let value = |secret: &str, data: &SecretData, key: &str| {
+        data.get(key)
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .ok_or_else(|| CredentialsError::Shape {
+                secret: secret.to_owned(),
+                reason: format!("it has no key {key}"),
+            })
+    };
+    let mut tls = TlsMaterial::default();
+    if let Some((secret, data)) = ca {
+        tls = tls.with_ca(
+            value(secret, data, CA_KEY)?,
+            &format!("key {CA_KEY} of Secret {secret}"),
+        )?;
+    }
+    if let Some((secret, data)) = client {
+        tls = tls.with_client_cert(
+            value(secret, data, CERT_KEY)?,
+            value(secret, data, KEY_KEY)?,
+            &format!("Secret {secret}"),
+        )?;
+    }
+    Ok(tls)
+}
+
 /// Reads the data (keys and decoded values) of Secret `secret`.
-pub fn from_secret_data(
-    secret: &str,
-    data: &BTreeMap<String, Vec<u8>>,
-) -> Result<BrokerSecret, CredentialsError> {
+pub fn from_secret_data(secret: &str, data: &SecretData) -> Result<BrokerSecret, CredentialsError> {
     let text = |key: &str| -> Result<Option<String>, CredentialsError> {
         match data.get(key) {
             None => Ok(None),
@@ -126,7 +177,7 @@ mod tests {
     use super::*;
     use logstream_api::pipeline::LocalObjectRef;
 
-    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+    fn data(pairs: &[(&str, &str)]) -> SecretData {
         pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
@@ -200,6 +251,55 @@ mod tests {
             err.contains("invalid AMQP URI") && !err.contains("s3cret"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_host_list_reaches_every_node() {
+        let c = from_secret_data(
+            "rabbitmq",
+            &data(&[("uri", "amqp://app:s3cret@rabbit-0,rabbit-1:5673/logs")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.endpoint.to_string(),
+            "amqp://app:***@rabbit-0:5672,rabbit-1:5673/logs"
+        );
+        let c = from_secret_data(
+            "s",
+            &data(&[
+                ("host", "r0,r1,r2"),
+                ("port", "5671"),
+                ("username", "u"),
+                ("password", "p"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.endpoint.hosts().len(), 3);
+        assert_eq!(
+            c.endpoint.management().others[1].as_str(),
+            "https://r2:15671/"
+        );
+    }
+
+    #[test]
+    fn tls_secrets_give_the_ca_and_client_certificate_and_name_missing_keys() {
+        let pem = crate::tls::TEST_CERT;
+        let ca = data(&[("ca.crt", pem)]);
+        let tls = tls_from_secret_data(Some(("rabbit-ca", &ca)), None).unwrap();
+        assert!(tls.has_ca() && !tls.has_client_cert());
+        let client = data(&[("tls.crt", pem)]);
+        let err = tls_from_secret_data(Some(("rabbit-ca", &ca)), Some(("rabbit-client", &client)))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "failed to read broker credentials from Secret rabbit-client: it has no key tls.key"
+        );
+        let err = tls_from_secret_data(Some(("rabbit-ca", &client)), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("it has no key ca.crt"), "{err}");
+        assert!(tls_from_secret_data(None, None).unwrap().is_empty());
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub const DEFAULT_SERVICE: &str = "logstream-cli";
 /// Routing key of `produce --format otlp` without `--routing-key`: the OpenTelemetry
 /// Collector's RabbitMQ exporter's default for logs.
 pub const OTLP_ROUTING_KEY: &str = "otlp_logs";
+/// How long `produce` keeps reconnecting after a lost connection without
+/// `--reconnect-timeout`.
+pub const DEFAULT_RECONNECT_TIMEOUT: &str = "30s";
 /// Level mix of a load run without `--levels`.
 pub const DEFAULT_LEVELS: &str = "info=90,warn=7,error=2.9,critical=0.1";
 
@@ -47,7 +50,9 @@ pub struct Cli {
 /// Broker and pipeline coordinates shared by every command.
 #[derive(Clone, Debug, Args)]
 pub struct BrokerArgs {
-    /// AMQP URI of the broker; special characters in user and password percent-encoded.
+    /// AMQP URI of the broker; special characters in user and password percent-encoded. The
+    /// nodes of a cluster are listed with commas (amqp://user:password@host1:5672,host2:5672/vhost)
+    /// and tried in that order.
     #[arg(
         long,
         global = true,
@@ -58,7 +63,8 @@ pub struct BrokerArgs {
     )]
     pub amqp: String,
 
-    /// Management API URL [default: http://<AMQP host>:15672, credentials of the AMQP URI].
+    /// Management API URL [default: http://<AMQP host>:15672, or https://<AMQP host>:15671 for
+    /// amqps, on each AMQP host; credentials of the AMQP URI].
     #[arg(
         long,
         global = true,
@@ -67,6 +73,31 @@ pub struct BrokerArgs {
         hide_env_values = true
     )]
     pub management: Option<String>,
+
+    /// CA certificates (PEM) the broker's certificate is checked against, instead of the
+    /// system's, for amqps (and the management API over https).
+    #[arg(long, global = true, value_name = "FILE", env = "LOGSTREAM_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Client certificate (PEM) shown to an amqps broker that asks for one; with --key-file.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "LOGSTREAM_CERT_FILE",
+        requires = "key_file"
+    )]
+    pub cert_file: Option<PathBuf>,
+
+    /// Private key (PEM) of --cert-file.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "LOGSTREAM_KEY_FILE",
+        requires = "cert_file"
+    )]
+    pub key_file: Option<PathBuf>,
 
     /// Virtual host [default: the manifest's spec.broker.vhost, else the AMQP URI's].
     #[arg(long, global = true, value_name = "VHOST")]
@@ -185,6 +216,12 @@ pub struct ProduceArgs {
     /// Routing key of every log [default: <service>.<level>; with --format otlp, otlp_logs].
     #[arg(long, value_name = "KEY", value_parser = parse_routing_key)]
     pub routing_key: Option<String>,
+
+    /// When the connection to the broker is lost (a node restarts or dies), keep reconnecting,
+    /// through any host of --amqp, for this long, and publish again every log whose confirm
+    /// had not come; 0s stops at the first loss.
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_RECONNECT_TIMEOUT)]
+    pub reconnect_timeout: Duration,
 }
 
 /// How `produce` encodes logs.
@@ -362,6 +399,24 @@ mod tests {
         .unwrap();
         assert_eq!(cli.broker.vhost.as_deref(), Some("v"));
         assert_eq!(cli.broker.namespace.as_deref(), Some("ns"));
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key() {
+        let err = Cli::try_parse_from(["logstream", "status", "--cert-file", "c.pem"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let cli = Cli::try_parse_from([
+            "logstream",
+            "status",
+            "--ca-file",
+            "ca.pem",
+            "--cert-file",
+            "c.pem",
+            "--key-file",
+            "k.pem",
+        ])
+        .unwrap();
+        assert_eq!(cli.broker.ca_file, Some(PathBuf::from("ca.pem")));
     }
 
     #[test]

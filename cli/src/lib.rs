@@ -30,7 +30,7 @@ pub mod target;
 
 use args::{BrokerArgs, Cli, Command, DEFAULT_NAMESPACE, DlqCommand};
 use error::CliError;
-use logstream_broker::{BrokerConnection, BrokerEndpoint, Purpose};
+use logstream_broker::{BrokerConnection, BrokerEndpoint, Purpose, TlsMaterial};
 use target::Target;
 
 /// Connection name of the CLI's connections in the management UI.
@@ -44,11 +44,20 @@ pub struct Context {
 }
 
 impl Context {
-    /// Reads the broker flags; a malformed URI is a usage mistake.
+    /// Reads the broker flags and the files they name; a malformed URI, an unreadable file or
+    /// a CA for a broker without TLS is a usage mistake.
     pub fn new(broker: BrokerArgs) -> Result<Self, CliError> {
+        let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
         let endpoint = BrokerEndpoint::from_uri(&broker.amqp, broker.management.as_deref())
-            .map_err(|e| CliError::Usage(e.to_string()))?;
+            .map_err(|e| usage(&e))?
+            .with_tls(tls_files(&broker)?)
+            .map_err(|e| usage(&e))?;
         Ok(Self { broker, endpoint })
+    }
+
+    /// The broker, on the vhost of `--amqp`.
+    pub fn broker(&self) -> &BrokerEndpoint {
+        &self.endpoint
     }
 
     /// The broker on `vhost`.
@@ -84,6 +93,35 @@ impl Context {
     pub fn target(&self, pipeline: Option<&str>) -> Result<Target, CliError> {
         Target::resolve(&self.broker, pipeline, self.endpoint.vhost())
     }
+}
+
+/// The CA and client certificate of `--ca-file`, `--cert-file` and `--key-file`.
+fn tls_files(broker: &BrokerArgs) -> Result<TlsMaterial, CliError> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| CliError::Usage(format!("failed to read {flag} {}: {e}", path.display())))
+    };
+    let shown = |flag: &str, path: &std::path::Path| format!("{flag} {}", path.display());
+    let mut tls = TlsMaterial::default();
+    if let Some(path) = &broker.ca_file {
+        tls = tls
+            .with_ca(read("--ca-file", path)?, &shown("--ca-file", path))
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+    }
+    if let (Some(cert), Some(key)) = (&broker.cert_file, &broker.key_file) {
+        tls = tls
+            .with_client_cert(
+                read("--cert-file", cert)?,
+                read("--key-file", key)?,
+                &format!(
+                    "{} and {}",
+                    shown("--cert-file", cert),
+                    shown("--key-file", key)
+                ),
+            )
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+    }
+    Ok(tls)
 }
 
 /// Runs one parsed command line.

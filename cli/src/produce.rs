@@ -1,7 +1,15 @@
 //! `logstream produce`: one log from flags, JSON lines from stdin, or a load run; every log
 //! published persistently with pipelined publisher confirms and accounted for at the end.
+//!
+//! A lost connection (a broker node restarted or died) does not end the run: the producer
+//! reconnects, through any host of `--amqp`, for up to `--reconnect-timeout`, and publishes
+//! again every log whose confirm had not come (same message id, so a worker's dedup drops the
+//! copy when the first did arrive). A log counts as confirmed once, when a confirm came for it;
+//! one that no confirm ever covered counts as unconfirmed, never as sent and stored. When the
+//! broker closes the channel on a live connection (a missing exchange), the run stops, as
+//! before.
 
-use std::io::IsTerminal;
+use std::{collections::VecDeque, io::IsTerminal, time::Duration};
 
 use jiff::Timestamp;
 use tokio::{
@@ -10,7 +18,10 @@ use tokio::{
 };
 
 use logstream_api::pipeline::QueueType;
-use logstream_broker::publish::{ConfirmWindow, MainProblem, PublishOutcome, Tally};
+use logstream_broker::{
+    BrokerConnection,
+    publish::{ConfirmWindow, MainProblem, PublishOutcome, Tally},
+};
 
 use crate::{
     Context,
@@ -21,6 +32,11 @@ use crate::{
     progress::{Progress, UPDATE_EVERY},
     stop::StopSignal,
 };
+
+/// First pause between attempts to reconnect.
+const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest pause between attempts to reconnect.
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Runs `produce`.
 pub async fn run(ctx: &Context, args: &ProduceArgs) -> Result<(), CliError> {
@@ -57,7 +73,18 @@ pub async fn run(ctx: &Context, args: &ProduceArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::with_hint(e, &hint))?;
     let channel = connection.confirm_channel().await?;
     let mut sender = Sender {
+        ctx,
+        vhost,
         window: ConfirmWindow::new(channel, args.window),
+        connection,
+        capacity: args.window,
+        queue: VecDeque::new(),
+        unsettled: Vec::new(),
+        last_loss: None,
+        reconnect_for: args.reconnect_timeout.as_std(),
+        reconnects: 0,
+        republished: 0,
+        stopped: false,
         tally: Tally::default(),
         exchange,
         queue_type,
@@ -87,8 +114,8 @@ pub async fn run(ctx: &Context, args: &ProduceArgs) -> Result<(), CliError> {
     } else {
         from_stdin(&mut sender, args).await?
     };
-    sender.finish().await;
-    connection.close().await;
+    sender.finish().await?;
+    sender.connection.close().await;
 
     say!("{}", sender.summary());
     let tally = sender.tally;
@@ -108,9 +135,29 @@ pub async fn run(ctx: &Context, args: &ProduceArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Publishes and counts.
-struct Sender {
-    window: ConfirmWindow<()>,
+/// Publishes and counts, through lost connections.
+struct Sender<'a> {
+    ctx: &'a Context,
+    vhost: String,
+    connection: BrokerConnection,
+    window: ConfirmWindow<Envelope>,
+    /// `--window`.
+    capacity: usize,
+    /// Logs to publish (again) before the next new one.
+    queue: VecDeque<Envelope>,
+    /// Logs whose channel closed before their confirm came: published again after a
+    /// reconnect, or counted as unconfirmed.
+    unsettled: Vec<Envelope>,
+    /// How the last of them was lost, for the error when they stay unconfirmed.
+    last_loss: Option<PublishOutcome>,
+    /// `--reconnect-timeout`.
+    reconnect_for: Duration,
+    reconnects: u64,
+    /// Logs published again after a reconnect (each counts once in `tally.sent`).
+    republished: u64,
+    /// Nothing more can be sent: the broker closed the channel on a live connection, or the
+    /// connection did not come back.
+    stopped: bool,
     tally: Tally,
     exchange: String,
     /// The pipeline's queue type, whose priority table the logs take.
@@ -121,35 +168,138 @@ struct Sender {
     elapsed: f64,
 }
 
-impl Sender {
+impl Sender<'_> {
+    /// Publishes a new log.
     async fn send(&mut self, envelope: Envelope) -> Result<(), CliError> {
-        let done = self
-            .window
-            .publish(
-                (),
-                &self.exchange,
-                &envelope.routing_key,
-                envelope.body,
-                envelope.properties,
-            )
-            .await?;
         self.tally.sent += 1;
-        for (_, outcome) in done {
-            self.record(&outcome);
+        self.queue.push_back(envelope);
+        self.pump().await
+    }
+
+    /// Publishes what is queued; recovers when the channel closes.
+    async fn pump(&mut self) -> Result<(), CliError> {
+        while let Some(envelope) = self.queue.pop_front() {
+            if self.stopped {
+                self.unsettled.push(envelope);
+                continue;
+            }
+            let (routing_key, body, properties) = (
+                envelope.routing_key.clone(),
+                envelope.body.clone(),
+                envelope.properties.clone(),
+            );
+            let done = self
+                .window
+                .publish(envelope, &self.exchange, &routing_key, body, properties)
+                .await?;
+            self.settle(done);
+            if self.window.is_closed() {
+                self.recover().await?;
+            }
+        }
+        if self.stopped {
+            self.give_up();
         }
         Ok(())
     }
 
     /// Hands what was sent to the connection now (before waiting for anything else).
     fn flush(&mut self) {
-        for (_, outcome) in self.window.flush() {
-            self.record(&outcome);
+        let done = self.window.flush();
+        self.settle(done);
+    }
+
+    /// True once nothing more can be sent.
+    fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Counts known outcomes; keeps the logs whose fate the closed channel left unknown.
+    fn settle(&mut self, done: Vec<(Envelope, PublishOutcome)>) {
+        for (envelope, outcome) in done {
+            if let PublishOutcome::Lost { after_close, .. } = outcome {
+                self.unsettled.push(envelope);
+                // The loss that says why the channel closed, before one that only saw it
+                // closing.
+                if !after_close || self.last_loss.is_none() {
+                    self.last_loss = Some(outcome);
+                }
+            } else {
+                self.record(&outcome);
+            }
         }
     }
 
-    /// True once the channel closed: nothing more can be sent.
-    fn is_closed(&self) -> bool {
-        self.window.is_closed()
+    /// The channel closed: waits for what is outstanding, then reconnects and queues the logs
+    /// without a confirm first, or stops when the connection is alive (the broker closed the
+    /// channel for a reason of its own) or does not come back within `--reconnect-timeout`.
+    async fn recover(&mut self) -> Result<(), CliError> {
+        let done = self.window.drain().await;
+        self.settle(done);
+        if self.connection.is_connected() || self.reconnect_for.is_zero() {
+            self.stopped = true;
+            return Ok(());
+        }
+        let lost_at = Instant::now();
+        let host = self.connection.host().to_string();
+        eprintln!(
+            "connection to {host} lost; reconnecting for up to {:?}",
+            self.reconnect_for
+        );
+        let deadline = lost_at + self.reconnect_for;
+        let mut backoff = RECONNECT_BACKOFF_MIN;
+        let (connection, channel) = loop {
+            let attempt = async {
+                let connection = self.ctx.connect(&self.vhost).await?;
+                let channel = connection.confirm_channel().await?;
+                Ok::<_, CliError>((connection, channel))
+            };
+            match attempt.await {
+                Ok(opened) => break opened,
+                Err(e) if Instant::now() + backoff >= deadline => {
+                    self.stopped = true;
+                    self.main_problem.offer_text(format!(
+                        "the connection to the broker was lost and did not come back within {:?}: {e}",
+                        self.reconnect_for
+                    ));
+                    return Ok(());
+                }
+                Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                }
+            }
+        };
+        self.connection.close().await;
+        self.connection = connection;
+        self.window = ConfirmWindow::new(channel, self.capacity);
+        self.reconnects += 1;
+        let again = std::mem::take(&mut self.unsettled);
+        eprintln!(
+            "reconnected to {} after {:.1}s; publishing {} logs without a confirm again",
+            self.connection.host(),
+            lost_at.elapsed().as_secs_f64(),
+            again.len()
+        );
+        self.republished += again.len() as u64;
+        for envelope in again.into_iter().rev() {
+            self.queue.push_front(envelope);
+        }
+        Ok(())
+    }
+
+    /// Counts every log still without a confirm as unconfirmed.
+    fn give_up(&mut self) {
+        let lost = self.unsettled.len() + self.queue.len();
+        self.unsettled.clear();
+        self.queue.clear();
+        let outcome = self.last_loss.take().unwrap_or(PublishOutcome::Lost {
+            reason: "the connection closed".into(),
+            after_close: false,
+        });
+        for _ in 0..lost {
+            self.record(&outcome);
+        }
     }
 
     fn record(&mut self, outcome: &PublishOutcome) {
@@ -167,11 +317,20 @@ impl Sender {
         });
     }
 
-    async fn finish(&mut self) {
-        for (_, outcome) in self.window.drain().await {
-            self.record(&outcome);
+    /// Waits for every confirm, reconnecting and publishing again as long as logs lack one.
+    async fn finish(&mut self) -> Result<(), CliError> {
+        loop {
+            let done = self.window.drain().await;
+            self.settle(done);
+            if self.unsettled.is_empty() || self.stopped {
+                break;
+            }
+            self.recover().await?;
+            self.pump().await?;
         }
+        self.give_up();
         self.elapsed = self.started.elapsed().as_secs_f64();
+        Ok(())
     }
 
     fn summary(&self) -> String {
@@ -182,14 +341,21 @@ impl Sender {
         } else {
             0.0
         };
-        format!(
+        let mut line = format!(
             "sent {}, confirmed {}, nacked {}, returned {}, unconfirmed {} in {secs:.2}s ({rate:.0} logs/s) to exchange {:?}",
             t.sent, t.confirmed, t.nacked, t.returned, t.lost, self.exchange
-        )
+        );
+        if self.reconnects > 0 {
+            line.push_str(&format!(
+                "; {} reconnect(s), {} logs published again after a lost connection (each counted once)",
+                self.reconnects, self.republished
+            ));
+        }
+        line
     }
 }
 
-async fn load(sender: &mut Sender, args: &ProduceArgs) -> Result<(), CliError> {
+async fn load(sender: &mut Sender<'_>, args: &ProduceArgs) -> Result<(), CliError> {
     let services: Vec<&str> = args
         .service
         .split(',')
@@ -211,7 +377,7 @@ async fn load(sender: &mut Sender, args: &ProduceArgs) -> Result<(), CliError> {
 
     let mut k: u64 = 0;
     loop {
-        if args.count.is_some_and(|count| k >= count) || stop.is_stopped() || sender.is_closed() {
+        if args.count.is_some_and(|count| k >= count) || stop.is_stopped() || sender.is_stopped() {
             break;
         }
         if !pacer.is_due(k) {
@@ -279,7 +445,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 
 /// Publishes every line of stdin; returns how many lines were skipped (and said why on
 /// stderr).
-async fn from_stdin(sender: &mut Sender, args: &ProduceArgs) -> Result<u64, CliError> {
+async fn from_stdin(sender: &mut Sender<'_>, args: &ProduceArgs) -> Result<u64, CliError> {
     let fields = envelope::field_values(&args.fields);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut number = 0u64;
@@ -308,7 +474,7 @@ async fn from_stdin(sender: &mut Sender, args: &ProduceArgs) -> Result<u64, CliE
                 sender.send(env).await?;
                 // Lines may come slowly (`tail -f`): each goes out at once.
                 sender.flush();
-                if sender.is_closed() {
+                if sender.is_stopped() {
                     break;
                 }
             }

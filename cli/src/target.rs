@@ -160,6 +160,9 @@ mod tests {
         BrokerArgs {
             amqp: crate::args::DEFAULT_AMQP_URI.into(),
             management: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
             vhost: vhost.map(str::to_owned),
             namespace: namespace.map(str::to_owned),
             file: file.map(Path::to_path_buf),

@@ -1,5 +1,7 @@
 //! What the tests of every LogStream crate share: the broker under test and a vhost of its own
-//! per test ([`broker`]), a headless browser ([`browser`]), a stand-in Kubernetes API server
+//! per test ([`broker`]), a private node of its own ([`private_node`], e.g. with TLS
+//! listeners), test certificates ([`tls`]), the three-node cluster of `make test-cluster`
+//! ([`cluster`]), a headless browser ([`browser`]), a stand-in Kubernetes API server
 //! ([`fake_api`]), unique names, polling with a deadline, free ports. Each crate's
 //! `tests/support` module adds what only it needs (sink servers, worker processes, the fake
 //! API server).
@@ -9,7 +11,10 @@
 
 pub mod broker;
 pub mod browser;
+pub mod cluster;
 pub mod fake_api;
+pub mod private_node;
+pub mod tls;
 
 pub use broker::{
     Taken, TestBroker, TestUser, TestVhost, broker_has, encode, endpoint, publish, publish_with,

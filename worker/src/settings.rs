@@ -1,10 +1,17 @@
 //! Everything the worker needs before it starts: the configuration file, the broker URI from
-//! the environment, and the address of its HTTP endpoints.
+//! the environment (one host or a cluster's comma-separated list), the broker's CA and client
+//! certificate from the Secrets the configuration names, and the address of its HTTP
+//! endpoints.
 
 use std::{net::SocketAddr, path::Path};
 
-use logstream_api::worker_config::{AMQP_URI_ENV, SecretUse, WorkerConfig, WorkerConfigError};
-use logstream_broker::{BrokerEndpoint, EndpointError};
+use logstream_api::worker_config::{
+    AMQP_URI_ENV, SecretFiles, SecretUse, WorkerConfig, WorkerConfigError,
+};
+use logstream_broker::{
+    BrokerEndpoint, EndpointError, TlsError, TlsMaterial,
+    tls::{CA_KEY, CERT_KEY, KEY_KEY},
+};
 
 use crate::{
     delivery::dedup_store::{self, DedupStoreError},
@@ -35,15 +42,19 @@ pub enum SettingsError {
         "failed to find the broker: environment variable {AMQP_URI_ENV} is not set (expected amqp://user:password@host:5672/vhost)"
     )]
     MissingUri,
-    /// The broker URI does not parse.
+    /// The broker URI does not parse, or TLS material was given for a broker without TLS.
     #[error("failed to read environment variable {AMQP_URI_ENV}: {0}")]
     Uri(#[from] EndpointError),
+    /// A Secret the worker reads (the broker's CA or client certificate, the dedup store's
+    /// URL) could not be read.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The broker's CA or client certificate is not PEM.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The listen address does not parse.
     #[error("failed to use listen address {0:?}: expected ip:port, e.g. 0.0.0.0:9090")]
     Listen(String),
-    /// The dedup store's Secret could not be read.
-    #[error(transparent)]
-    Secret(#[from] SecretError),
     /// The dedup store's URL is not usable (it is never shown: it may hold a password).
     #[error(transparent)]
     DedupStore(#[from] DedupStoreError),
@@ -84,7 +95,9 @@ impl Settings {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .ok_or(SettingsError::MissingUri)?;
-        let broker = BrokerEndpoint::from_uri(raw, None)?.with_vhost(&config.vhost);
+        let broker = BrokerEndpoint::from_uri(raw, None)?
+            .with_vhost(&config.vhost)
+            .with_tls(broker_tls(&config)?)?;
         let listen = parse_listen(listen_override.unwrap_or(&config.listen))?;
         let dedup_store = match config.secrets.get(&SecretUse::DedupRedis) {
             Some(files) => {
@@ -114,6 +127,24 @@ impl Settings {
         }
         self
     }
+}
+
+/// The broker's CA and client certificate, from the Secrets the configuration names
+/// ([`SecretUse::BrokerCa`], [`SecretUse::BrokerClientCert`]).
+fn broker_tls(config: &WorkerConfig) -> Result<TlsMaterial, SettingsError> {
+    let from = |files: &SecretFiles, key: &str| format!("key {key} of Secret {}", files.secret);
+    let mut tls = TlsMaterial::default();
+    if let Some(files) = config.secrets.get(&SecretUse::BrokerCa) {
+        tls = tls.with_ca(secrets::read_bytes(files, CA_KEY)?, &from(files, CA_KEY))?;
+    }
+    if let Some(files) = config.secrets.get(&SecretUse::BrokerClientCert) {
+        tls = tls.with_client_cert(
+            secrets::read_bytes(files, CERT_KEY)?,
+            secrets::read_bytes(files, KEY_KEY)?,
+            &format!("Secret {}", files.secret),
+        )?;
+    }
+    Ok(tls)
 }
 
 /// Reads `ip:port`, or `:port` for every interface.
@@ -182,6 +213,51 @@ mod tests {
         assert_eq!(s.listen, "127.0.0.1:0".parse().unwrap());
         let s = Settings::load(&path, Some(":9191"), Some("amqp://h")).unwrap();
         assert_eq!(s.listen, "0.0.0.0:9191".parse().unwrap());
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn the_brokers_ca_comes_from_its_secret_files_and_needs_amqps() {
+        let path = config_file("0.0.0.0:9090");
+        let mut config = WorkerConfig::from_yaml(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let dir = path.with_extension("broker-ca");
+        std::fs::create_dir_all(&dir).unwrap();
+        config.secrets.insert(
+            SecretUse::BrokerCa,
+            SecretFiles {
+                secret: "rabbit-ca".into(),
+                dir: dir.display().to_string(),
+            },
+        );
+        std::fs::write(&path, config.to_yaml()).unwrap();
+        let err = Settings::load(&path, None, Some("amqps://u:s3cret@r0,r1/%2f"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("failed to read key ca.crt of Secret rabbit-ca from "),
+            "{err}"
+        );
+        std::fs::write(dir.join("ca.crt"), "no certificate").unwrap();
+        let err = Settings::load(&path, None, Some("amqps://u:s3cret@r0,r1/%2f"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "failed to read the broker's CA from key ca.crt of Secret rabbit-ca: it holds no PEM certificate"
+        );
+        let certs = logstream_testkit::tls::TestCerts::new();
+        std::fs::write(dir.join("ca.crt"), certs.read("ca.crt")).unwrap();
+        let s = Settings::load(&path, None, Some("amqps://u:s3cret@r0,r1/%2f")).unwrap();
+        assert!(s.broker.tls().has_ca());
+        assert_eq!(s.broker.hosts().len(), 2);
+        let err = Settings::load(&path, None, Some("amqp://u:s3cret@r0/%2f"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("use an amqps:// URI") && !err.contains("s3cret"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
         std::fs::remove_file(path).unwrap();
     }
 

@@ -161,11 +161,15 @@ pub async fn run(ctx: &Context, args: &DevArgs) -> Result<(), CliError> {
                 p.pipeline.metadata.name.clone().unwrap_or_default(),
                 output.name
             );
+            let secrets_dir = work_dir.join("secrets").join(&name);
             store.materialize(
                 &mut config,
-                &work_dir.join("secrets").join(&name),
+                &secrets_dir,
                 &format!("output {}/{}", p.key, output.name),
             )?;
+            if endpoint.is_tls() {
+                secrets::materialize_tls_flags(&mut config, &secrets_dir, &ctx.broker)?;
+            }
             let config_path = work_dir.join(format!("{name}.yaml"));
             write_config(&config_path, &config.to_yaml())?;
             let workers = Arc::new(LocalWorkers::new(WorkerCommand {
@@ -273,6 +277,16 @@ fn read(ctx: &Context, path: &Path) -> Result<(Vec<Planned>, SecretStore), CliEr
                     Some(ctx.default_vhost()),
                 ),
             };
+            // spec.broker.tls from the manifest's Secrets, else --ca-file and --cert-file
+            // (for an amqps broker).
+            let tls = match store.broker_tls(&pipeline)? {
+                Some(tls) => tls,
+                None if endpoint.is_tls() => ctx.broker().tls().clone(),
+                None => logstream_broker::TlsMaterial::default(),
+            };
+            let endpoint = endpoint
+                .with_tls(tls)
+                .map_err(|e| manifest_error(format!("LogPipeline {name}: {e}")))?;
             // --vhost, else the manifest's, else the broker URI's.
             planned.vhost = match &ctx.broker.vhost {
                 Some(vhost) => vhost.clone(),

@@ -1,7 +1,9 @@
 //! The `kind: Secret` documents of `logstream dev`'s manifests, so that every `secretRef` of a
 //! pipeline resolves on one machine as it does in a cluster: the broker Secret gives the
-//! broker (instead of `--amqp`/`--management`), and each Secret a worker reads as files is
-//! written, one file per key and readable by the owner only, into the work directory.
+//! broker (instead of `--amqp`/`--management`), the Secrets of `spec.broker.tls` its CA and
+//! client certificate (instead of `--ca-file`/`--cert-file`/`--key-file`), and each Secret a
+//! worker reads as files is written, one file per key and readable by the owner only, into
+//! the work directory.
 
 use std::{
     collections::BTreeMap,
@@ -13,11 +15,14 @@ use std::{
 use logstream_api::{
     LogPipeline,
     manifest::SecretData,
-    worker_config::{SecretFiles, WorkerConfig},
+    worker_config::{SecretFiles, SecretUse, WorkerConfig},
 };
-use logstream_broker::{BrokerSecret, secret};
+use logstream_broker::{
+    BrokerSecret, TlsMaterial, secret,
+    tls::{CA_KEY, CERT_KEY, KEY_KEY},
+};
 
-use crate::error::CliError;
+use crate::{args::BrokerArgs, error::CliError};
 
 /// The Secrets of the manifests, by name.
 #[derive(Debug, Default)]
@@ -54,6 +59,38 @@ impl SecretStore {
             .map_err(|e| CliError::Usage(e.to_string()))
     }
 
+    /// The CA and client certificate of `pipeline`'s `spec.broker.tls`, from the manifests'
+    /// Secrets; `None` when the spec names none.
+    pub fn broker_tls(&self, pipeline: &LogPipeline) -> Result<Option<TlsMaterial>, CliError> {
+        let (ca, client) = secret::tls_secret_names(&pipeline.spec.broker);
+        if ca.is_none() && client.is_none() {
+            return Ok(None);
+        }
+        let ca = self.tls_secret(ca.as_deref(), "caSecretRef")?;
+        let client = self.tls_secret(client.as_deref(), "clientCertSecretRef")?;
+        secret::tls_from_secret_data(ca, client)
+            .map(Some)
+            .map_err(|e| CliError::Usage(e.to_string()))
+    }
+
+    /// Secret `name` of `spec.broker.tls.<field>` with its data; missing from the manifests is
+    /// an error.
+    fn tls_secret<'a>(
+        &'a self,
+        name: Option<&'a str>,
+        field: &str,
+    ) -> Result<Option<(&'a str, &'a SecretData)>, CliError> {
+        let Some(name) = name else {
+            return Ok(None);
+        };
+        let data = self.secrets.get(name).ok_or_else(|| {
+            CliError::Usage(format!(
+                "spec.broker.tls.{field} names Secret {name}: add a `kind: Secret` document named {name} to the manifest"
+            ))
+        })?;
+        Ok(Some((name, data)))
+    }
+
     /// Writes each Secret `config` reads as files under `dir/<use>/` and points the
     /// configuration there. `who` names the output in errors.
     pub fn materialize(
@@ -86,6 +123,59 @@ impl SecretStore {
         }
         Ok(())
     }
+}
+
+/// Points `config` at the command line's `--ca-file`, `--cert-file` and `--key-file` for the
+/// broker when the pipeline names no TLS Secret of its own: the files are copied under
+/// `dir/<use>/` with the keys a Secret would have (`ca.crt`; `tls.crt`, `tls.key`).
+pub fn materialize_tls_flags(
+    config: &mut WorkerConfig,
+    dir: &Path,
+    flags: &BrokerArgs,
+) -> Result<(), CliError> {
+    let read = |path: &Path| {
+        std::fs::read(path)
+            .map_err(|e| CliError::Usage(format!("failed to read {}: {e}", path.display())))
+    };
+    let mut files = Vec::new();
+    if let Some(ca) = &flags.ca_file
+        && !config.secrets.contains_key(&SecretUse::BrokerCa)
+    {
+        files.push((
+            SecretUse::BrokerCa,
+            "--ca-file",
+            SecretData::from([(CA_KEY.to_owned(), read(ca)?)]),
+        ));
+    }
+    if let (Some(cert), Some(key)) = (&flags.cert_file, &flags.key_file)
+        && !config.secrets.contains_key(&SecretUse::BrokerClientCert)
+    {
+        files.push((
+            SecretUse::BrokerClientCert,
+            "--cert-file",
+            SecretData::from([
+                (CERT_KEY.to_owned(), read(cert)?),
+                (KEY_KEY.to_owned(), read(key)?),
+            ]),
+        ));
+    }
+    for (use_, flag, data) in files {
+        let target = dir.join(use_.as_str());
+        write_secret(&target, &data).map_err(|e| {
+            CliError::Usage(format!(
+                "failed to write {flag} into {}: {e}",
+                target.display()
+            ))
+        })?;
+        config.secrets.insert(
+            use_,
+            SecretFiles {
+                secret: flag.to_owned(),
+                dir: target.display().to_string(),
+            },
+        );
+    }
+    Ok(())
 }
 
 /// One file per key, in a directory only the owner can read, as a Secret volume would hold.

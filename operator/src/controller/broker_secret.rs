@@ -1,11 +1,13 @@
 //! Reads a pipeline's broker credentials from the Secret its spec names (`secretRef`, or the
-//! `<cluster>-default-user` Secret of `clusterRef`). The operator reads no other Secret but
-//! the worker-user Secrets it made itself (`worker_users`).
+//! `<cluster>-default-user` Secret of `clusterRef`), and the broker's CA and client
+//! certificate from the Secrets of `spec.broker.tls`, for the operator's own connections (the
+//! workers get those as Secret volumes). The operator reads no other Secret but the
+//! worker-user Secrets it made itself (`worker_users`).
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use logstream_api::{FieldError, LogPipeline, ValidationErrors};
-use logstream_broker::{BrokerSecret, secret};
+use logstream_api::{FieldError, LogPipeline, ValidationErrors, manifest::SecretData};
+use logstream_broker::{BrokerSecret, CredentialsError, secret};
 
 use super::{context::Context, error::Error};
 use crate::children::{WorkerBroker, secret::URI_KEY};
@@ -39,21 +41,14 @@ impl NamedSecret {
     }
 }
 
-/// `amqp(s)://host:port/`: where the broker is, without credentials (the worker's
-/// configuration names the vhost).
+/// `amqp(s)://host:port/` (every host of a list, with the URI's query): where the broker is,
+/// without credentials (the worker's configuration names the vhost).
 pub fn location_uri(credentials: &BrokerSecret) -> String {
-    let endpoint = &credentials.endpoint;
-    let host = endpoint.host();
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
-    };
-    let scheme = if endpoint.is_tls() { "amqps" } else { "amqp" };
-    format!("{scheme}://{host}:{}/", endpoint.port())
+    credentials.endpoint.location_uri()
 }
 
-/// Reads the credentials in the Secret `pipeline`'s spec names, in `namespace`.
+/// Reads the credentials in the Secret `pipeline`'s spec names, in `namespace`, with the TLS
+/// material of `spec.broker.tls`.
 pub async fn read_named(
     ctx: &Context,
     pipeline: &LogPipeline,
@@ -66,11 +61,53 @@ pub async fn read_named(
             message: "set secretRef or clusterRef".into(),
         }]))
     })?;
-    read(ctx, namespace, &name).await
+    let mut named = read(ctx, namespace, &name).await?;
+    let (ca, client) = secret::tls_secret_names(&pipeline.spec.broker);
+    if ca.is_none() && client.is_none() {
+        return Ok(named);
+    }
+    let ca = match &ca {
+        Some(secret) => Some((secret.as_str(), read_data(ctx, namespace, secret).await?.1)),
+        None => None,
+    };
+    let client = match &client {
+        Some(secret) => Some((secret.as_str(), read_data(ctx, namespace, secret).await?.1)),
+        None => None,
+    };
+    let tls = secret::tls_from_secret_data(
+        ca.as_ref().map(|(name, data)| (*name, data)),
+        client.as_ref().map(|(name, data)| (*name, data)),
+    )?;
+    named.credentials.endpoint =
+        named
+            .credentials
+            .endpoint
+            .with_tls(tls)
+            .map_err(|source| CredentialsError::Endpoint {
+                secret: name.clone(),
+                source,
+            })?;
+    Ok(named)
 }
 
 /// Reads the credentials in Secret `namespace/name`.
 pub async fn read(ctx: &Context, namespace: &str, name: &str) -> Result<NamedSecret, Error> {
+    let (version, data) = read_data(ctx, namespace, name).await?;
+    let has_uri = data.get(URI_KEY).is_some_and(|v| !v.is_empty());
+    Ok(NamedSecret {
+        name: name.to_owned(),
+        version,
+        has_uri,
+        credentials: secret::from_secret_data(name, &data)?,
+    })
+}
+
+/// The resourceVersion and data (keys and decoded values) of Secret `namespace/name`.
+async fn read_data(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<(Option<String>, SecretData), Error> {
     let found = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .get_opt(name)
         .await
@@ -83,20 +120,13 @@ pub async fn read(ctx: &Context, namespace: &str, name: &str) -> Result<NamedSec
             namespace: namespace.to_owned(),
             secret: name.to_owned(),
         })?;
-    let version = found.metadata.resource_version;
-    let data: std::collections::BTreeMap<String, Vec<u8>> = found
+    let data = found
         .data
         .unwrap_or_default()
         .into_iter()
         .map(|(key, value)| (key, value.0))
         .collect();
-    let has_uri = data.get(URI_KEY).is_some_and(|v| !v.is_empty());
-    Ok(NamedSecret {
-        name: name.to_owned(),
-        version,
-        has_uri,
-        credentials: secret::from_secret_data(name, &data)?,
-    })
+    Ok((found.metadata.resource_version, data))
 }
 
 #[cfg(test)]
@@ -122,6 +152,10 @@ mod tests {
         assert_eq!(
             location_uri(&at("::1", Some(5672), false)),
             "amqp://[::1]:5672/"
+        );
+        assert_eq!(
+            location_uri(&at("rabbit-0,rabbit-1", Some(5671), true)),
+            "amqps://rabbit-0:5671,rabbit-1:5671/"
         );
     }
 }
