@@ -1,9 +1,9 @@
 //! `logstream dev` with an HTTPS sink whose credentials, headers and CA come from `kind: Secret`
 //! documents of the manifest: the sink (a real HTTPS server with a CA and a certificate the
 //! test makes) receives the logs with basic auth and `X-Scope-OrgID`, or with a bearer token; a
-//! wrong password is refused by the sink and shows nowhere (not in dev's output, the workers'
-//! logs or the rendered worker configurations); a wrong CA is one clear line in the worker's
-//! log.
+//! wrong password is refused by the sink, dead-letters nothing (the sink is down) and shows
+//! nowhere (not in dev's output, the workers' logs or the rendered worker configurations); a
+//! wrong CA is one clear line in the worker's log and dead-letters nothing either.
 
 mod support;
 
@@ -373,6 +373,30 @@ async fn dev_sends_sink_credentials_headers_and_ca_from_manifest_secrets_and_nev
             .find(|l| l.contains("TLS handshake failed"))
     })
     .await;
+
+    // A wrong password (401) or a CA the sink's certificate does not match is the sink being
+    // down, not the logs being bad: with `maxAttempts: 2` and a 1 s backoff the ladder would
+    // have dead-lettered them within seconds; instead they are held, charged nothing.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for output in ["wrong", "badca"] {
+        let main = format!("logstream.default.secure.{output}");
+        let dead = vhost.ready(&format!("{main}.dlq")).await;
+        let retrying = vhost.ready(&format!("{main}.retry.0")).await;
+        let (ready, held) = eventually(Duration::from_secs(30), "all 5 logs kept", || async {
+            let ready = vhost.ready(&main).await;
+            let held = vhost.unacked(&main).await?;
+            (ready + held == 5).then_some((ready, held))
+        })
+        .await;
+        println!(
+            "{output}: {dead} dead-lettered, {retrying} retrying, {held} held by the worker, {ready} ready"
+        );
+        assert_eq!(
+            (dead, retrying),
+            (0, 0),
+            "{output}: nothing dead-lettered or retried"
+        );
+    }
 
     let (basic_written, wrong_written) = (written("basic"), written("wrong"));
     {

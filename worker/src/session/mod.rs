@@ -190,6 +190,8 @@ struct TaskReport {
     settlements: Vec<Settlement>,
     /// Deliveries not written because the sink is down: the session holds them.
     held: Vec<Pending>,
+    /// Why the sink failed the held deliveries (the first reason), for the outage's warning.
+    down_reason: Option<String>,
     /// The sink wrote something: it is up.
     wrote: bool,
     /// The outage count when the task started ([`SinkHealth::epoch`]).

@@ -56,9 +56,10 @@ impl Session {
             self.epoch = state.sink.epoch();
             metrics.sink_outages.inc();
             metrics.set_sink_down(Some(now));
+            let reason = report.down_reason.take().unwrap_or_default();
             warn!(
                 held = held.len() + self.batcher.len(),
-                "the sink is down (every write fails): holding what this worker has, unacknowledged and uncharged, taking nothing new, and probing every {:?} at most",
+                "the sink is down (every write fails: {reason}): holding what this worker has, unacknowledged and uncharged, taking nothing new, and probing every {:?} at most",
                 PROBE_BACKOFF_MAX
             );
             for pending in self.batcher.take() {

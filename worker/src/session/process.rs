@@ -112,7 +112,10 @@ impl TaskContext {
                         .push(Settlement::of(&p, Disposition::Ack(Settled::Ok), true))
                 }
                 Verdict::Failed(f) => to_copy.push((p, f)),
-                Verdict::Held(_) => report.held.push(p),
+                Verdict::Held(f) => {
+                    report.down_reason.get_or_insert(f.reason);
+                    report.held.push(p);
+                }
             }
         }
         let copies = to_copy.iter().map(|(p, f)| async move {
