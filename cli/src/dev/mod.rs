@@ -27,7 +27,7 @@ use logstream_autoscaler::{
     shared::SharedAdmins,
     shutdown, supervise,
 };
-use logstream_broker::{BrokerAdmin, BrokerEndpoint};
+use logstream_broker::{BrokerAdmin, BrokerEndpoint, OutputReading};
 use prometheus_client::{encoding::text::encode, registry::Registry};
 use tokio::{
     net::TcpListener,
@@ -309,7 +309,7 @@ fn write_config(path: &PathBuf, yaml: &str) -> Result<(), CliError> {
         .map_err(|e| CliError::Usage(format!("failed to write {}: {e}", path.display())))
 }
 
-/// Prints each change of replicas and each gap in the readings, keeps `/metrics` current,
+/// Prints each change of replicas, each gap in the readings and each outage of a sink, keeps `/metrics` current,
 /// and reports workers that exited on their own.
 async fn print_records(
     mut records: broadcast::Receiver<ScaleRecord>,
@@ -317,6 +317,7 @@ async fn print_records(
     workers: Vec<(String, Arc<LocalWorkers>)>,
 ) {
     let mut missing: HashMap<String, bool> = HashMap::new();
+    let mut sink_down: HashMap<String, bool> = HashMap::new();
     loop {
         let record = match records.recv().await {
             Ok(record) => record,
@@ -333,6 +334,17 @@ async fn print_records(
         let is_missing = record.decision.metrics_missing;
         if missing.insert(key.clone(), is_missing) != Some(is_missing) && is_missing {
             say!("{now} {key} holding replicas: {}", record.decision.reason);
+        }
+        let is_down = record
+            .reading
+            .as_ref()
+            .is_some_and(OutputReading::sink_down);
+        match (sink_down.insert(key.clone(), is_down), is_down) {
+            (Some(false) | None, true) => {
+                say!("{now} {key} holding replicas: {}", record.decision.reason);
+            }
+            (Some(true), false) => say!("{now} {key} the sink takes writes again"),
+            _ => {}
         }
         metrics.outputs.autoscaled(&record);
         if let Some(reading) = record.reading {
