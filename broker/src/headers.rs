@@ -130,40 +130,55 @@ pub fn failure_copy(
     failure: &Failure<'_>,
     now: Timestamp,
 ) -> BasicProperties {
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+    copy_of(original, routing_key, |headers| {
+        headers.insert(
+            ShortString::from(HEADER_ATTEMPT),
+            AMQPValue::LongLongInt(i64::from(failure.attempt)),
+        );
+        headers.insert(
+            ShortString::from(HEADER_ERROR),
+            text(truncate(failure.reason, MAX_REASON_BYTES)),
+        );
+        headers.insert(
+            ShortString::from(HEADER_ERROR_CLASS),
+            text(failure.class.as_str()),
+        );
+        headers
+            .entry(ShortString::from(HEADER_FIRST_FAILED_AT))
+            .or_insert_with(|| text(&now.to_string()));
+    })
+    .with_delivery_mode(DELIVERY_MODE_PERSISTENT)
+}
+
+/// The properties of a copy of a delivery the producer published with `routing_key`: every
+/// property but `expiration` (a copy must not expire where the original would not have), the
+/// headers without the broker's `x-delivery-count`, with the producer's routing key recorded
+/// (the copy travels under a queue's name), then changed by `edit`.
+pub fn copy_of(
+    original: &BasicProperties,
+    routing_key: &str,
+    edit: impl FnOnce(&mut BTreeMap<ShortString, AMQPValue>),
+) -> BasicProperties {
     let mut headers = original
         .headers()
         .as_ref()
         .map(|h| h.inner().clone())
         .unwrap_or_default();
     headers.remove(HEADER_DELIVERY_COUNT);
-    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
-    headers.insert(
-        ShortString::from(HEADER_ATTEMPT),
-        AMQPValue::LongLongInt(i64::from(failure.attempt)),
-    );
-    headers.insert(
-        ShortString::from(HEADER_ERROR),
-        text(truncate(failure.reason, MAX_REASON_BYTES)),
-    );
-    headers.insert(
-        ShortString::from(HEADER_ERROR_CLASS),
-        text(failure.class.as_str()),
-    );
-    headers
-        .entry(ShortString::from(HEADER_FIRST_FAILED_AT))
-        .or_insert_with(|| text(&now.to_string()));
     headers
         .entry(ShortString::from(HEADER_ORIGIN_ROUTING_KEY))
-        .or_insert_with(|| text(routing_key));
-
-    let mut p = BasicProperties::default()
-        .with_headers(FieldTable::from(headers))
-        .with_delivery_mode(DELIVERY_MODE_PERSISTENT);
+        .or_insert_with(|| AMQPValue::LongString(LongString::from(routing_key)));
+    edit(&mut headers);
+    let mut p = BasicProperties::default().with_headers(FieldTable::from(headers));
     if let Some(v) = original.content_type() {
         p = p.with_content_type(v.clone());
     }
     if let Some(v) = original.content_encoding() {
         p = p.with_content_encoding(v.clone());
+    }
+    if let Some(v) = original.delivery_mode() {
+        p = p.with_delivery_mode(*v);
     }
     if let Some(v) = original.priority() {
         p = p.with_priority(*v);

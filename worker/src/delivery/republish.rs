@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use lapin::{
     BasicProperties, Channel,
-    types::{AMQPValue, FieldTable, LongString, ShortString},
+    types::{AMQPValue, FieldTable, ShortString},
 };
-use logstream_api::contract::{HEADER_ATTEMPT, HEADER_ORIGIN_ROUTING_KEY};
+use logstream_api::contract::HEADER_ATTEMPT;
 use logstream_broker::{
     PublishOutcome,
     headers::{self, HEADER_DELIVERY_COUNT},
@@ -44,7 +44,7 @@ pub fn history(properties: &BasicProperties, redelivered: bool) -> DeliveryHisto
 /// unchanged, without the broker's `x-delivery-count` and a per-message `expiration`, and with
 /// the producer's routing key recorded (the copy travels under the queue's name).
 pub fn returned_copy(original: &BasicProperties, routing_key: &str) -> BasicProperties {
-    with_headers(original, routing_key, |_| {})
+    headers::copy_of(original, routing_key, |_| {})
 }
 
 /// The properties of a suspect copy of a redelivery: as [`returned_copy`], marked
@@ -54,7 +54,7 @@ pub fn suspect_copy(
     routing_key: &str,
     charged: u32,
 ) -> BasicProperties {
-    with_headers(original, routing_key, |h| {
+    headers::copy_of(original, routing_key, |h| {
         h.insert(
             ShortString::from(HEADER_SUSPECT),
             AMQPValue::LongLongInt(i64::from(charged)),
@@ -71,61 +71,6 @@ pub fn mark_charged_suspect(properties: BasicProperties) -> BasicProperties {
         .unwrap_or_default();
     h.insert(ShortString::from(HEADER_SUSPECT), AMQPValue::LongLongInt(1));
     properties.with_headers(FieldTable::from(h))
-}
-
-fn with_headers(
-    original: &BasicProperties,
-    routing_key: &str,
-    edit: impl FnOnce(&mut std::collections::BTreeMap<ShortString, AMQPValue>),
-) -> BasicProperties {
-    let mut h = original
-        .headers()
-        .as_ref()
-        .map(|h| h.inner().clone())
-        .unwrap_or_default();
-    h.remove(HEADER_DELIVERY_COUNT);
-    h.entry(ShortString::from(HEADER_ORIGIN_ROUTING_KEY))
-        .or_insert_with(|| AMQPValue::LongString(LongString::from(routing_key)));
-    edit(&mut h);
-    // Every property but `expiration`: a copy must not expire where the original would not have.
-    let mut p = BasicProperties::default().with_headers(FieldTable::from(h));
-    if let Some(v) = original.content_type() {
-        p = p.with_content_type(v.clone());
-    }
-    if let Some(v) = original.content_encoding() {
-        p = p.with_content_encoding(v.clone());
-    }
-    if let Some(v) = original.delivery_mode() {
-        p = p.with_delivery_mode(*v);
-    }
-    if let Some(v) = original.priority() {
-        p = p.with_priority(*v);
-    }
-    if let Some(v) = original.correlation_id() {
-        p = p.with_correlation_id(v.clone());
-    }
-    if let Some(v) = original.reply_to() {
-        p = p.with_reply_to(v.clone());
-    }
-    if let Some(v) = original.message_id() {
-        p = p.with_message_id(v.clone());
-    }
-    if let Some(v) = original.timestamp() {
-        p = p.with_timestamp(*v);
-    }
-    if let Some(v) = original.kind() {
-        p = p.with_type(v.clone());
-    }
-    if let Some(v) = original.user_id() {
-        p = p.with_user_id(v.clone());
-    }
-    if let Some(v) = original.app_id() {
-        p = p.with_app_id(v.clone());
-    }
-    if let Some(v) = original.cluster_id() {
-        p = p.with_cluster_id(v.clone());
-    }
-    p
 }
 
 /// Publishes copies on a channel in confirm mode.
