@@ -121,6 +121,7 @@ impl Republisher {
 #[cfg(test)]
 mod tests {
     use lapin::types::{AMQPValue, FieldTable};
+    use logstream_api::contract::HEADER_ORIGIN_ROUTING_KEY;
 
     use super::*;
 
