@@ -48,6 +48,9 @@ struct Observed {
     age: Option<Age>,
     /// Every worker paused: the sink is down.
     sink_down: bool,
+    /// No worker consumes now, though the last statistics sample showed this many: they just
+    /// paused (a sink going down, before the sample shows it) or just went.
+    consumers_gone: Option<u64>,
 }
 
 impl Observed {
@@ -59,6 +62,10 @@ impl Observed {
             rates: reading.publish_rate.zip(reading.ack_rate),
             age: reading.oldest_age,
             sink_down: reading.sink_down(),
+            consumers_gone: match (reading.consumers, reading.sampled_consumers) {
+                (Some(0), Some(sampled)) if sampled > 0 => Some(sampled),
+                _ => None,
+            },
         }
     }
 }
@@ -178,6 +185,25 @@ impl ScalingPolicy {
                 reason: format!(
                     "sink down ({} consumers, {} held): holding {current}",
                     obs.consumers, obs.unacked
+                ),
+                signals,
+                metrics_missing: obs.rates.is_none(),
+            };
+        }
+        if let Some(sampled) = obs.consumers_gone
+            && current > 0
+        {
+            // The workers stopped consuming since the last sample (up to one statistics
+            // interval ago): a sink that just went down (the sample shows it next), or workers
+            // that just went. Raising the count for a backlog that grows because nobody
+            // consumes would only start workers that wait too; the next sample tells which.
+            self.lower_since = None;
+            return Decision {
+                current,
+                desired: current,
+                recommended: current,
+                reason: format!(
+                    "no consumer now ({sampled} in the last statistics sample): holding {current}"
                 ),
                 signals,
                 metrics_missing: obs.rates.is_none(),
@@ -519,9 +545,9 @@ mod tests {
     }
 
     #[test]
-    fn workers_that_just_went_away_are_not_a_sink_outage() {
+    fn workers_that_just_stopped_consuming_hold_the_count_until_the_sample_says_why() {
         let mut p = ScalingPolicy::new(settings(1, 10));
-        // The sample still shows the consumers and deliveries of workers that crashed.
+        // The sample still shows the consumers of workers that paused (or crashed) since.
         let gone = OutputReading {
             ready: Some(5_000),
             unacked: Some(200),
@@ -532,7 +558,23 @@ mod tests {
             ..OutputReading::default()
         };
         let d = p.decide(0.0, 2, Some(&gone));
+        assert_eq!(d.desired, 2, "{d:?}");
+        assert_eq!(
+            d.reason,
+            "no consumer now (2 in the last statistics sample): holding 2"
+        );
+        // The next sample shows no consumer and nothing held (they crashed): the backlog
+        // decides again.
+        let crashed = OutputReading {
+            unacked: Some(0),
+            sampled_consumers: Some(0),
+            ..gone
+        };
+        let d = p.decide(1.0, 2, Some(&crashed));
         assert_eq!(d.desired, 5, "{d:?}");
+        // Scaled to zero, there is nothing to hold.
+        let d = ScalingPolicy::new(settings(0, 10)).decide(0.0, 0, Some(&gone));
+        assert!(d.desired > 0, "{d:?}");
     }
 
     #[test]
