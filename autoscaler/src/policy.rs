@@ -20,7 +20,7 @@
 use logstream_api::resolved::ScalingSettings;
 use logstream_broker::{Age, OutputReading};
 
-use crate::rate::Ewma;
+use crate::{age::STATS_LAG_S, rate::Ewma};
 
 /// Time constant of the arrival-rate average.
 const ARRIVAL_TIME_CONSTANT_S: f64 = 10.0;
@@ -48,9 +48,6 @@ struct Observed {
     age: Option<Age>,
     /// Every worker paused: the sink is down.
     sink_down: bool,
-    /// No worker consumes now, though the last statistics sample showed this many: they just
-    /// paused (a sink going down, before the sample shows it) or just went.
-    consumers_gone: Option<u64>,
 }
 
 impl Observed {
@@ -62,10 +59,6 @@ impl Observed {
             rates: reading.publish_rate.zip(reading.ack_rate),
             age: reading.oldest_age,
             sink_down: reading.sink_down(),
-            consumers_gone: match (reading.consumers, reading.sampled_consumers) {
-                (Some(0), Some(sampled)) if sampled > 0 => Some(sampled),
-                _ => None,
-            },
         }
     }
 }
@@ -122,6 +115,9 @@ pub struct ScalingPolicy {
     nonempty_since: Option<f64>,
     /// Since when a backlog waits with this many consumers (the workers are saturated).
     saturated_since: Option<(f64, u64)>,
+    /// The consumers of the last reading, and since when none consume though some did.
+    consumers_before: u64,
+    consumers_gone_since: Option<(f64, u64)>,
 }
 
 impl ScalingPolicy {
@@ -134,6 +130,8 @@ impl ScalingPolicy {
             lower_since: None,
             nonempty_since: None,
             saturated_since: None,
+            consumers_before: 0,
+            consumers_gone_since: None,
         }
     }
 
@@ -173,6 +171,12 @@ impl ScalingPolicy {
             };
         };
         let signals = self.learn(now_s, &obs);
+        self.consumers_gone_since = match (obs.consumers, self.consumers_gone_since) {
+            (0, Some(gone)) => Some(gone),
+            (0, None) if self.consumers_before > 0 => Some((now_s, self.consumers_before)),
+            _ => None,
+        };
+        self.consumers_before = obs.consumers;
         let s = self.settings;
         if obs.sink_down && current > 0 {
             // Every worker waits on the sink: more would wait too, fewer would drop what they
@@ -190,20 +194,22 @@ impl ScalingPolicy {
                 metrics_missing: obs.rates.is_none(),
             };
         }
-        if let Some(sampled) = obs.consumers_gone
+        if let Some((since, before)) = self.consumers_gone_since
             && current > 0
+            && now_s - since < STATS_LAG_S
         {
-            // The workers stopped consuming since the last sample (up to one statistics
-            // interval ago): a sink that just went down (the sample shows it next), or workers
-            // that just went. Raising the count for a backlog that grows because nobody
-            // consumes would only start workers that wait too; the next sample tells which.
+            // Every worker stopped consuming since an earlier reading: a sink that just went
+            // down (the statistics show the held deliveries within their lag), or workers that
+            // just went (the statistics then show nothing held). Raising the count for a
+            // backlog that grows because nobody consumes would only start workers that wait too.
             self.lower_since = None;
             return Decision {
                 current,
                 desired: current,
                 recommended: current,
                 reason: format!(
-                    "no consumer now ({sampled} in the last statistics sample): holding {current}"
+                    "no consumer for {:.0}s ({before} before): holding {current} until the statistics say why",
+                    now_s - since
                 ),
                 signals,
                 metrics_missing: obs.rates.is_none(),
@@ -547,34 +553,42 @@ mod tests {
     #[test]
     fn workers_that_just_stopped_consuming_hold_the_count_until_the_sample_says_why() {
         let mut p = ScalingPolicy::new(settings(1, 10));
-        // The sample still shows the consumers of workers that paused (or crashed) since.
-        let gone = OutputReading {
-            ready: Some(5_000),
-            unacked: Some(200),
-            consumers: Some(0),
+        let consuming = OutputReading {
+            ready: Some(100),
+            unacked: Some(20),
+            consumers: Some(2),
             sampled_consumers: Some(2),
             publish_rate: Some(10.0),
             ack_rate: Some(10.0),
             ..OutputReading::default()
         };
-        let d = p.decide(0.0, 2, Some(&gone));
+        assert_eq!(p.decide(0.0, 2, Some(&consuming)).desired, 2);
+        // The workers paused (or went): nobody consumes, the backlog grows, and the sample
+        // does not show why yet.
+        let gone = OutputReading {
+            ready: Some(5_000),
+            consumers: Some(0),
+            ..consuming
+        };
+        let d = p.decide(1.0, 2, Some(&gone));
         assert_eq!(d.desired, 2, "{d:?}");
         assert_eq!(
             d.reason,
-            "no consumer now (2 in the last statistics sample): holding 2"
+            "no consumer for 0s (2 before): holding 2 until the statistics say why"
         );
-        // The next sample shows no consumer and nothing held (they crashed): the backlog
-        // decides again.
-        let crashed = OutputReading {
+        assert_eq!(p.decide(9.0, 2, Some(&gone)).desired, 2);
+        // A statistics lag later, nothing held: they went; the backlog decides again.
+        let gone_for_good = OutputReading {
             unacked: Some(0),
             sampled_consumers: Some(0),
             ..gone
         };
-        let d = p.decide(1.0, 2, Some(&crashed));
+        let d = p.decide(12.0, 2, Some(&gone_for_good));
         assert_eq!(d.desired, 5, "{d:?}");
         // Scaled to zero, there is nothing to hold.
-        let d = ScalingPolicy::new(settings(0, 10)).decide(0.0, 0, Some(&gone));
-        assert!(d.desired > 0, "{d:?}");
+        let mut p = ScalingPolicy::new(settings(0, 10));
+        p.decide(0.0, 1, Some(&consuming));
+        assert!(p.decide(1.0, 0, Some(&gone)).desired > 0);
     }
 
     #[test]
