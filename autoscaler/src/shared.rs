@@ -9,7 +9,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use logstream_api::digest;
 use logstream_broker::{BrokerAdmin, BrokerEndpoint, BrokerError, ManagementError, QueueStats};
 
 /// How long one answer serves every autoscaler of its vhost, at least. The broker itself
@@ -64,11 +63,9 @@ impl SharedQueueStats {
         &self,
         admin: &BrokerAdmin,
     ) -> Result<Arc<Vec<QueueStats>>, ManagementError> {
-        let slot = self.slots.slot(format!(
-            "{:?}|{}",
-            admin.endpoint().management(),
-            admin.vhost()
-        ));
+        let slot = self
+            .slots
+            .slot(admin.endpoint().connection_key(admin.vhost()));
         let mut cached = slot.lock().await;
         if let Some((stale_at, queues)) = cached.as_ref()
             && Instant::now() < *stale_at
@@ -100,12 +97,7 @@ impl SharedAdmins {
         endpoint: &BrokerEndpoint,
         vhost: &str,
     ) -> Result<Arc<BrokerAdmin>, BrokerError> {
-        // The password is part of the key: new credentials get a connection of their own.
-        let key = format!(
-            "{:?}|{}|{vhost}",
-            endpoint,
-            digest::hex(&endpoint.amqp_uri_with_password())
-        );
+        let key = endpoint.connection_key(vhost);
         let slot = self.slots.slot(key);
         let mut admin = slot.lock().await;
         if let Some(open) = admin.as_ref()

@@ -231,6 +231,18 @@ impl BrokerEndpoint {
         &self.management.tls
     }
 
+    /// What tells connections to `vhost` on this endpoint apart from others, for the maps that
+    /// keep connections open: the hosts, the user, a digest of the password (new credentials
+    /// get a connection of their own) and of the TLS material (a wrong CA must not borrow a
+    /// connection made with the right one), the management API and the vhost. Holds no secret.
+    pub fn connection_key(&self, vhost: &str) -> String {
+        format!(
+            "{self:?}|{}|{:016x}|{vhost}",
+            logstream_api::digest::hex(&self.amqp_uri_with_password()),
+            self.tls().fingerprint(),
+        )
+    }
+
     /// The AMQP hosts, in the order connections try them.
     pub fn hosts(&self) -> &[HostPort] {
         &self.address.hosts
@@ -396,6 +408,34 @@ mod tests {
                 .with_tls(crate::tls::TlsMaterial::default())
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn connection_keys_differ_by_password_tls_and_vhost_and_show_no_secret() {
+        let plain = BrokerEndpoint::from_uri("amqps://u:s3cret@h/%2f", None).unwrap();
+        let with_ca = |pem: String| {
+            plain
+                .clone()
+                .with_tls(
+                    crate::tls::TlsMaterial::default()
+                        .with_ca(pem.into_bytes(), "file")
+                        .unwrap(),
+                )
+                .unwrap()
+        };
+        let right = with_ca(crate::tls::TEST_CERT.to_owned());
+        let wrong = with_ca(format!("{0}{0}", crate::tls::TEST_CERT));
+        let key = |e: &BrokerEndpoint| e.connection_key("/");
+        assert_ne!(
+            key(&right),
+            key(&wrong),
+            "a wrong CA gets a connection of its own"
+        );
+        assert_ne!(key(&plain), key(&right));
+        assert_eq!(key(&right), key(&with_ca(crate::tls::TEST_CERT.to_owned())));
+        assert_ne!(key(&plain), key(&plain.with_credentials("u", "other")));
+        assert_ne!(key(&plain), plain.connection_key("logs"));
+        assert!(!key(&right).contains("s3cret"));
     }
 
     #[test]

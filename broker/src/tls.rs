@@ -92,6 +92,26 @@ impl TlsMaterial {
         self.ca.is_none() && self.client.is_none()
     }
 
+    /// A digest of the CA and the client certificate and key (FNV-1a; 0 when empty), so that
+    /// connections kept by broker can tell two TLS settings of one URI apart without holding
+    /// the key material in their map.
+    pub fn fingerprint(&self) -> u64 {
+        let mut bytes = Vec::new();
+        for part in [
+            self.ca.as_deref(),
+            self.client.as_ref().map(|c| c.cert.as_slice()),
+            self.client.as_ref().map(|c| c.key.as_slice()),
+        ] {
+            bytes.extend_from_slice(&part.map_or(0, <[u8]>::len).to_le_bytes());
+            bytes.extend_from_slice(part.unwrap_or_default());
+        }
+        if self.is_empty() {
+            0
+        } else {
+            logstream_api::digest::fnv1a(&bytes)
+        }
+    }
+
     /// True when a CA is set.
     pub fn has_ca(&self) -> bool {
         self.ca.is_some()
@@ -215,5 +235,20 @@ mod tests {
         assert!(tls.has_ca() && !tls.has_client_cert() && !tls.is_empty());
         assert_eq!(format!("{tls:?}"), "TlsMaterial(CA given)");
         assert!(tls.amqp_connector().is_ok());
+    }
+
+    #[test]
+    fn the_fingerprint_tells_tls_settings_apart() {
+        let none = TlsMaterial::default();
+        let ca = none.clone().with_ca(TEST_CERT.into(), "a").unwrap();
+        let same = none.clone().with_ca(TEST_CERT.into(), "b").unwrap();
+        let other = none
+            .clone()
+            .with_ca(format!("{TEST_CERT}{TEST_CERT}").into_bytes(), "c")
+            .unwrap();
+        assert_eq!(none.fingerprint(), 0);
+        assert_ne!(ca.fingerprint(), 0);
+        assert_eq!(ca.fingerprint(), same.fingerprint());
+        assert_ne!(ca.fingerprint(), other.fingerprint());
     }
 }

@@ -12,7 +12,6 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use logstream_api::digest;
 use logstream_broker::{BrokerAdmin, BrokerEndpoint, BrokerError};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
@@ -45,12 +44,7 @@ impl AdminConnections {
         endpoint: &BrokerEndpoint,
         vhost: &str,
     ) -> Result<AdminGuard, BrokerError> {
-        // The password is part of the key: new credentials get a connection of their own.
-        let key = format!(
-            "{:?}|{}|{vhost}",
-            endpoint,
-            digest::hex(&endpoint.amqp_uri_with_password())
-        );
+        let key = endpoint.connection_key(vhost);
         let slot = self
             .slots
             .lock()
