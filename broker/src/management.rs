@@ -1,7 +1,10 @@
 //! The RabbitMQ management HTTP API: queue statistics of a whole vhost in one request, the
 //! bindings and queues LogStream reconciles, and the vhost/user calls tests and `dev` need.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, StatusCode};
@@ -49,6 +52,21 @@ fn prefix_regex(prefix: &str) -> String {
 /// regular expressions).
 pub fn exact_regex(name: &str) -> String {
     format!("{}$", prefix_regex(name))
+}
+
+/// A regular expression matching exactly one of `names`.
+fn any_of_regex<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let alternatives: Vec<String> = names
+        .into_iter()
+        .map(|name| prefix_regex(name)[1..].to_owned())
+        .collect();
+    format!("^(?:{})$", alternatives.join("|"))
+}
+
+/// The name column of a listing.
+#[derive(Debug, Deserialize)]
+struct Named {
+    name: String,
 }
 
 /// A user's permissions on one vhost: three regular expressions over resource names.
@@ -440,6 +458,38 @@ impl ManagementClient {
         .await
     }
 
+    /// Which of `names` are exchanges of `vhost`: one request (the broker filters by name),
+    /// where a passive declare per missing exchange would cost a channel. The broker's name
+    /// filter ignores case, so what it lists is checked against `names` exactly here.
+    pub async fn existing_exchanges(
+        &self,
+        vhost: &str,
+        names: &[&str],
+    ) -> Result<BTreeSet<String>, ManagementError> {
+        let regex = segment(&any_of_regex(names.iter().copied()));
+        let mut found = BTreeSet::new();
+        let mut page = 1;
+        loop {
+            let listed: Page<Named> = self
+                .get(&format!(
+                    "exchanges/{}?page={page}&page_size={PAGE_SIZE}&name={regex}&use_regex=true&columns=name",
+                    segment(vhost)
+                ))
+                .await?;
+            found.extend(
+                listed
+                    .items
+                    .into_iter()
+                    .map(|e| e.name)
+                    .filter(|name| names.contains(&name.as_str())),
+            );
+            if page >= listed.page_count {
+                return Ok(found);
+            }
+            page += 1;
+        }
+    }
+
     /// The broker's RabbitMQ version; a cheap reachability and credentials check.
     pub async fn rabbitmq_version(&self) -> Result<String, ManagementError> {
         let overview: Value = self.get("overview?columns=rabbitmq_version").await?;
@@ -547,4 +597,17 @@ fn reqwest_reason(e: &reqwest::Error) -> String {
         source = cause.source();
     }
     reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_of_regex_matches_exactly_the_names_with_their_dots_escaped() {
+        assert_eq!(
+            any_of_regex(["logstream.ns.app", "logstream.ns.app.dlx"]),
+            "^(?:logstream\\.ns\\.app|logstream\\.ns\\.app\\.dlx)$"
+        );
+    }
 }
