@@ -82,8 +82,14 @@ bench-produce: broker
 	@target/bench-venv/bin/pip install -q pika
 	target/bench-venv/bin/python bench/produce_vs_pika.py --binary target/release/logstream --write docs/benchmarks.md
 
-## Resident memory of the operator managing 100 LogPipelines (mock API, real broker).
-bench-operator: broker
+## The operator's memory and broker load (fake API server, real broker): idle, 100 pipelines
+## of one output, 1,000 pipelines of two outputs sharing one vhost, on the RabbitMQ 4 node of
+## `broker4` (AMQP_ADDR_RABBITMQ4 / MANAGEMENT_ADDR_RABBITMQ4 name another). Copy the printed
+## table into docs/benchmarks.md.
+bench-operator: broker4
+	AMQP_ADDR=$${AMQP_ADDR_RABBITMQ4:-amqp://guest:guest@127.0.0.1:5682/%2f} \
+	MANAGEMENT_ADDR=$${MANAGEMENT_ADDR_RABBITMQ4:-http://127.0.0.1:15682} \
+	BENCH_PIPELINES=$${BENCH_PIPELINES:-100,1000} \
 	$(CARGO) bench -p logstream-operator --profile operator --bench operator_memory
 
 ## LogStream's main job: a kind cluster where Docker and kind exist, else `logstream dev`

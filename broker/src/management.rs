@@ -2,7 +2,7 @@
 //! bindings and queues LogStream reconciles, and the vhost/user calls tests and `dev` need.
 
 use std::{
-    collections::BTreeMap,
+    collections::BTreeSet,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -16,6 +16,10 @@ use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
 use crate::endpoint::ManagementEndpoint;
+
+mod model;
+
+pub use model::{BindingInfo, ExchangeInfo, MessageStats, QueueStats, Rate};
 
 /// Timeout of one management API request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,6 +60,21 @@ fn prefix_regex(prefix: &str) -> String {
 /// regular expressions).
 pub fn exact_regex(name: &str) -> String {
     format!("{}$", prefix_regex(name))
+}
+
+/// A regular expression matching exactly one of `names`.
+fn any_of_regex<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let alternatives: Vec<String> = names
+        .into_iter()
+        .map(|name| prefix_regex(name)[1..].to_owned())
+        .collect();
+    format!("^(?:{})$", alternatives.join("|"))
+}
+
+/// The name column of a listing.
+#[derive(Debug, Deserialize)]
+struct Named {
+    name: String,
 }
 
 /// A user's permissions on one vhost: three regular expressions over resource names.
@@ -114,144 +133,6 @@ pub enum ManagementError {
         /// The decoder's message.
         reason: String,
     },
-}
-
-/// One queue's statistics as the management API reports them.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct QueueStats {
-    /// Queue name.
-    pub name: String,
-    /// `classic`, `quorum` or `stream`.
-    #[serde(default, rename = "type")]
-    pub kind: Option<String>,
-    /// Declaration arguments.
-    #[serde(default)]
-    pub arguments: BTreeMap<String, Value>,
-    /// Ready plus unacknowledged messages.
-    #[serde(default)]
-    pub messages: Option<u64>,
-    /// Messages ready for delivery.
-    #[serde(default)]
-    pub messages_ready: Option<u64>,
-    /// Messages delivered and not acknowledged.
-    #[serde(default)]
-    pub messages_unacknowledged: Option<u64>,
-    /// Quorum queues that dead-letter at least once: dead letters the queue still holds
-    /// because their target has not confirmed them yet (it is missing, or full).
-    #[serde(default)]
-    pub messages_dlx: Option<u64>,
-    /// Consumers.
-    #[serde(default)]
-    pub consumers: Option<u64>,
-    /// `timestamp` property of the message at the head (seconds since the epoch); classic
-    /// queues only, and only when producers set it.
-    #[serde(default)]
-    pub head_message_timestamp: Option<i64>,
-    /// Rates.
-    #[serde(default)]
-    pub message_stats: Option<MessageStats>,
-}
-
-impl QueueStats {
-    /// Messages published per second, if the broker reported it.
-    pub fn publish_rate(&self) -> Option<f64> {
-        self.message_stats
-            .as_ref()?
-            .publish_details
-            .as_ref()
-            .map(|d| d.rate)
-    }
-
-    /// Messages acknowledged per second, if the broker reported it.
-    pub fn ack_rate(&self) -> Option<f64> {
-        self.message_stats
-            .as_ref()?
-            .ack_details
-            .as_ref()
-            .map(|d| d.rate)
-    }
-
-    /// Messages delivered per second, if the broker reported it.
-    pub fn deliver_rate(&self) -> Option<f64> {
-        self.message_stats
-            .as_ref()?
-            .deliver_get_details
-            .as_ref()
-            .map(|d| d.rate)
-    }
-
-    /// Messages published into the queue since the broker's statistics began: 0 for a queue
-    /// that never saw traffic (the broker then reports no `message_stats`).
-    pub fn published_total(&self) -> u64 {
-        self.message_stats
-            .as_ref()
-            .and_then(|m| m.publish)
-            .unwrap_or(0)
-    }
-
-    /// Deliveries (consumed or fetched, redeliveries included) since the broker's statistics
-    /// began; 0 for a queue that never saw traffic.
-    pub fn delivered_total(&self) -> u64 {
-        self.message_stats
-            .as_ref()
-            .and_then(|m| m.deliver_get)
-            .unwrap_or(0)
-    }
-}
-
-/// Rate figures of a queue, and the cumulative counts the rates are derived from.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct MessageStats {
-    /// Messages published into the queue, cumulative.
-    #[serde(default)]
-    pub publish: Option<u64>,
-    /// Deliveries and gets, cumulative (redeliveries count again).
-    #[serde(default)]
-    pub deliver_get: Option<u64>,
-    /// Publishes.
-    #[serde(default)]
-    pub publish_details: Option<Rate>,
-    /// Acknowledgements.
-    #[serde(default)]
-    pub ack_details: Option<Rate>,
-    /// Deliveries and gets.
-    #[serde(default)]
-    pub deliver_get_details: Option<Rate>,
-}
-
-/// A rate in messages per second.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct Rate {
-    /// Messages per second.
-    pub rate: f64,
-}
-
-/// One binding.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct BindingInfo {
-    /// Source exchange (`""` is the default exchange).
-    pub source: String,
-    /// Destination queue or exchange.
-    pub destination: String,
-    /// `queue` or `exchange`.
-    pub destination_type: String,
-    /// Routing key.
-    pub routing_key: String,
-    /// Binding arguments.
-    #[serde(default)]
-    pub arguments: BTreeMap<String, Value>,
-}
-
-/// One exchange.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct ExchangeInfo {
-    /// Exchange name.
-    pub name: String,
-    /// Exchange type.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Durable or not.
-    pub durable: bool,
 }
 
 /// A client of one broker's management API. With several base URLs (a cluster's nodes), a
@@ -506,6 +387,38 @@ impl ManagementClient {
         .await
     }
 
+    /// Which of `names` are exchanges of `vhost`: one request (the broker filters by name),
+    /// where a passive declare per missing exchange would cost a channel. The broker's name
+    /// filter ignores case, so what it lists is checked against `names` exactly here.
+    pub async fn existing_exchanges(
+        &self,
+        vhost: &str,
+        names: &[&str],
+    ) -> Result<BTreeSet<String>, ManagementError> {
+        let regex = segment(&any_of_regex(names.iter().copied()));
+        let mut found = BTreeSet::new();
+        let mut page = 1;
+        loop {
+            let listed: Page<Named> = self
+                .get(&format!(
+                    "exchanges/{}?page={page}&page_size={PAGE_SIZE}&name={regex}&use_regex=true&columns=name",
+                    segment(vhost)
+                ))
+                .await?;
+            found.extend(
+                listed
+                    .items
+                    .into_iter()
+                    .map(|e| e.name)
+                    .filter(|name| names.contains(&name.as_str())),
+            );
+            if page >= listed.page_count {
+                return Ok(found);
+            }
+            page += 1;
+        }
+    }
+
     /// The broker's RabbitMQ version; a cheap reachability and credentials check.
     pub async fn rabbitmq_version(&self) -> Result<String, ManagementError> {
         let overview: Value = self.get("overview?columns=rabbitmq_version").await?;
@@ -613,4 +526,17 @@ fn reqwest_reason(e: &reqwest::Error) -> String {
         source = cause.source();
     }
     crate::error::tls_failure(&reason).unwrap_or(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_of_regex_matches_exactly_the_names_with_their_dots_escaped() {
+        assert_eq!(
+            any_of_regex(["logstream.ns.app", "logstream.ns.app.dlx"]),
+            "^(?:logstream\\.ns\\.app|logstream\\.ns\\.app\\.dlx)$"
+        );
+    }
 }

@@ -94,6 +94,15 @@ impl Report {
     }
 }
 
+/// What of a pipeline exists on the broker before a full apply, as the management API lists
+/// it: a passive declare of a missing object costs a channel, which the broker closes.
+struct Existing {
+    /// The plan's exchanges that exist.
+    exchanges: BTreeSet<String>,
+    /// The queues whose names start with the pipeline's prefix.
+    queues: Vec<QueueStats>,
+}
+
 /// An administrative AMQP connection to one vhost, plus its management API.
 pub struct BrokerAdmin {
     connection: BrokerConnection,
@@ -183,18 +192,27 @@ impl BrokerAdmin {
     }
 
     /// [`apply`](Self::apply), also returning the pipeline's queues as the management API
-    /// listed them after the declares (without the orphans deleted here), for the status
-    /// figures: the listing the orphan check needs anyway. `None` when it could not be had
-    /// (the report then carries the warning).
+    /// listed them before the declares (without the orphans deleted here, and without the
+    /// queues created here), for the status figures: the listing the orphan check needs
+    /// anyway. `None` when it could not be had (the report then carries the warning).
     pub async fn apply_and_list(
         &self,
         plan: &TopologyPlan,
     ) -> Result<(Report, Option<Vec<QueueStats>>), BrokerError> {
         let mut report = Report::default();
-        self.declare_objects(plan, &mut report).await?;
+        let before = self.existing(plan).await;
+        let created = self
+            .declare_objects(plan, before.as_ref(), &mut report)
+            .await?;
 
+        // A queue created just now has no bindings to list.
         let existing = match self
-            .bindings_of(plan.bindings.iter().map(|b| &b.queue))
+            .bindings_of(
+                plan.bindings
+                    .iter()
+                    .map(|b| &b.queue)
+                    .filter(|q| !created.contains(*q)),
+            )
             .await
         {
             Ok(listed) => Some(owned_bindings(plan, listed)),
@@ -223,8 +241,30 @@ impl BrokerAdmin {
             }
         }
 
-        let queues = self.remove_orphans(plan, &mut report).await?;
+        // The declares create no orphans, so the listing from before them finds every one;
+        // a queue they created is missing from it and has no figures until the next listing
+        // (the broker has none to give in its first seconds anyway).
+        let listed = before.map(|before| before.queues);
+        let queues = self.remove_orphans(plan, listed, &mut report).await?;
         Ok((report, queues))
+    }
+
+    /// The pipeline's queues and which of its exchanges exist, through the management API
+    /// (two requests); `None` when it cannot be read, and the declares check each object by
+    /// passive declare instead.
+    async fn existing(&self, plan: &TopologyPlan) -> Option<Existing> {
+        let names: Vec<&str> = plan.exchanges.iter().map(|e| e.name.as_str()).collect();
+        let exchanges = self
+            .management
+            .existing_exchanges(self.vhost(), &names)
+            .await
+            .ok()?;
+        let queues = self
+            .management
+            .queues_with_prefix(self.vhost(), &plan.names.prefix())
+            .await
+            .ok()?;
+        Some(Existing { exchanges, queues })
     }
 
     /// Declares `plan` again without listing anything through the management API: for a
@@ -234,7 +274,7 @@ impl BrokerAdmin {
     /// reported as created, the others cannot be told apart without a listing.
     pub async fn redeclare(&self, plan: &TopologyPlan) -> Result<Report, BrokerError> {
         let mut report = Report::default();
-        let created = self.declare_objects(plan, &mut report).await?;
+        let created = self.declare_objects(plan, None, &mut report).await?;
         for binding in &plan.bindings {
             self.bind(binding).await?;
             if created.contains(&binding.queue) {
@@ -245,14 +285,19 @@ impl BrokerAdmin {
     }
 
     /// Declares every exchange and queue of `plan`, reporting what was created; returns the
-    /// names of the queues created.
+    /// names of the queues created. What existed before comes from `listed` when there is a
+    /// listing, else from a passive declare per object.
     async fn declare_objects(
         &self,
         plan: &TopologyPlan,
+        listed: Option<&Existing>,
         report: &mut Report,
     ) -> Result<BTreeSet<String>, BrokerError> {
         for exchange in &plan.exchanges {
-            let existed = self.exchange_exists(&exchange.name).await?;
+            let existed = match listed {
+                Some(listed) => listed.exchanges.contains(&exchange.name),
+                None => self.exchange_exists(&exchange.name).await?,
+            };
             let ch = self.channel().await?;
             ch.exchange_declare(
                 exchange.name.as_str().into(),
@@ -274,7 +319,10 @@ impl BrokerAdmin {
 
         let mut created = BTreeSet::new();
         for queue in &plan.queues {
-            let existed = self.queue_depth(&queue.name).await?.is_some();
+            let existed = match listed {
+                Some(listed) => listed.queues.iter().any(|q| q.name == queue.name),
+                None => self.queue_depth(&queue.name).await?.is_some(),
+            };
             let ch = self.channel().await?;
             ch.queue_declare(
                 queue.name.as_str().into(),
@@ -334,18 +382,22 @@ impl BrokerAdmin {
 
     /// Deletes the pipeline's queues that are not in the plan (outputs or retry steps that
     /// were removed) when they are empty; keeps the others and reports them. Returns the
-    /// pipeline's queues that remain, as listed.
+    /// pipeline's queues that remain, as `listed` (still current) or as listed here.
     async fn remove_orphans(
         &self,
         plan: &TopologyPlan,
+        listed: Option<Vec<QueueStats>>,
         report: &mut Report,
     ) -> Result<Option<Vec<QueueStats>>, BrokerError> {
-        let prefix = plan.names.prefix();
-        let queues = match self
-            .management
-            .queues_with_prefix(self.vhost(), &prefix)
-            .await
-        {
+        let listing = match listed {
+            Some(queues) => Ok(queues),
+            None => {
+                self.management
+                    .queues_with_prefix(self.vhost(), &plan.names.prefix())
+                    .await
+            }
+        };
+        let queues = match listing {
             Ok(q) => q,
             Err(e) => {
                 report

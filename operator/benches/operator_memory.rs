@@ -16,7 +16,8 @@
 //! operator_memory`: the size-optimised build the operator image ships).
 //! `BENCH_PIPELINES` (default `100,1000`: the loaded sizes) and `BENCH_SECONDS` (default 60:
 //! the measuring window) change the load; `BENCH_LOG_DIR` keeps the operator's logs;
-//! `BENCH_WRAPPER` runs the operator under a profiler.
+//! `BENCH_WRAPPER` runs the operator under a profiler; `BENCH_OPERATOR_ARGS` gives it flags
+//! beyond the defaults (e.g. `--recheck-interval=5m`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -81,41 +82,25 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let runs = runtime.block_on(async {
-        let mut runs = vec![run(0, 1, Duration::from_secs(seconds)).await];
-        for &n in &sizes {
-            // The shared-broker size has two outputs per pipeline.
-            let outputs = if n >= 1000 { 2 } else { 1 };
-            runs.push(run(n, outputs, Duration::from_secs(seconds)).await);
-        }
-        runs
-    });
+    println!(
+        "broker: RabbitMQ {} at {}",
+        runtime.block_on(logstream_testkit::rabbitmq_version()),
+        endpoint().amqp().authority.port
+    );
+    // Each row as soon as its run ends, so that a later run that fails keeps the earlier ones.
     println!(
         "\n| pipelines × outputs | first pass over all | reconciles in window | window | RSS median | RSS max | VmHWM (peak) | anonymous / file at end | threads | management API requests/s | new AMQP connections/min |"
     );
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for r in &runs {
-        let secs = r.window.as_secs_f64();
-        println!(
-            "| {} × {} | {:.1} s | {} | {} s | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} / {:.1} MiB | {} | {:.2} ({} in {} s) | {:.2} ({}) |",
-            r.pipelines,
-            r.outputs,
-            r.first_pass.as_secs_f64(),
-            r.reconciles,
-            r.window.as_secs(),
-            r.rss_median,
-            r.rss_max,
-            r.hwm,
-            r.anon,
-            r.file,
-            r.threads,
-            r.management_requests as f64 / secs,
-            r.management_requests,
-            r.window.as_secs(),
-            r.amqp_connections as f64 * 60.0 / secs,
-            r.amqp_connections,
-        );
-    }
+    let runs = runtime.block_on(async {
+        let mut runs = vec![row(run(0, 1, Duration::from_secs(seconds)).await)];
+        for &n in &sizes {
+            // The shared-broker size has two outputs per pipeline.
+            let outputs = if n >= 1000 { 2 } else { 1 };
+            runs.push(row(run(n, outputs, Duration::from_secs(seconds)).await));
+        }
+        runs
+    });
     let mut missed = Vec::new();
     for r in runs.iter().filter(|r| r.pipelines > 0) {
         let target = if r.pipelines >= 1000 {
@@ -166,6 +151,31 @@ fn main() {
     if !missed.is_empty() {
         std::process::exit(1);
     }
+}
+
+/// Prints the table row of `r`.
+fn row(r: Run) -> Run {
+    let secs = r.window.as_secs_f64();
+    println!(
+        "| {} × {} | {:.1} s | {} | {} s | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} / {:.1} MiB | {} | {:.2} ({} in {} s) | {:.2} ({}) |",
+        r.pipelines,
+        r.outputs,
+        r.first_pass.as_secs_f64(),
+        r.reconciles,
+        r.window.as_secs(),
+        r.rss_median,
+        r.rss_max,
+        r.hwm,
+        r.anon,
+        r.file,
+        r.threads,
+        r.management_requests as f64 / secs,
+        r.management_requests,
+        r.window.as_secs(),
+        r.amqp_connections as f64 * 60.0 / secs,
+        r.amqp_connections,
+    );
+    r
 }
 
 /// A TCP proxy on loopback to `upstream` that counts the connections it accepts and, when
@@ -228,6 +238,7 @@ impl CountingProxy {
 
 async fn run(pipelines: usize, outputs: usize, window: Duration) -> Run {
     let vhost = TestVhost::new("bench").await;
+    let _cleanup = VhostCleanup(vhost.name.clone());
     let user = TestUser::new(&vhost).await;
     let a = endpoint().amqp();
     let amqp = CountingProxy::start(format!("{}:{}", a.authority.host, a.authority.port)).await;
@@ -268,6 +279,8 @@ async fn run(pipelines: usize, outputs: usize, window: Duration) -> Run {
     let wrapper = std::env::var("BENCH_WRAPPER").unwrap_or_default();
     let mut command: Vec<&str> = wrapper.split_whitespace().collect();
     command.push(binary);
+    // BENCH_OPERATOR_ARGS (e.g. `--recheck-interval=5m`): flags beyond the defaults.
+    let extra = std::env::var("BENCH_OPERATOR_ARGS").unwrap_or_default();
     let mut child = Guard(
         Command::new(command[0])
             .args(&command[1..])
@@ -277,6 +290,7 @@ async fn run(pipelines: usize, outputs: usize, window: Duration) -> Run {
                 "--lease-namespace=bench",
                 "--identity=bench-operator",
             ])
+            .args(extra.split_whitespace())
             .stdout(log_target(pipelines))
             .stderr(Stdio::null())
             .spawn()
@@ -370,6 +384,55 @@ async fn run(pipelines: usize, outputs: usize, window: Duration) -> Run {
         anon,
         file,
         threads,
+    }
+}
+
+/// How long the broker may take to delete the benchmark's vhost: 1,000 pipelines leave
+/// 10,000 queues, which take longer than the management client's request timeout.
+const VHOST_DELETE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Deletes the benchmark's vhost, with its queues, when the run ends or fails half-way, and
+/// waits until it is gone, so that no queues stay on a shared broker.
+struct VhostCleanup(String);
+
+impl Drop for VhostCleanup {
+    fn drop(&mut self) {
+        let url = format!(
+            "{}api/vhosts/{}",
+            endpoint().management().base,
+            encode(&self.0)
+        );
+        let name = self.0.clone();
+        support::finish_in_drop(async move {
+            let m = endpoint().management().clone();
+            let http = reqwest::Client::builder()
+                .timeout(VHOST_DELETE_TIMEOUT)
+                .build()
+                .unwrap();
+            // A delete of thousands of queues may end without an answer half-way (the
+            // broker closed the connection): asked again, it finishes the rest.
+            let started = Instant::now();
+            let mut last = String::new();
+            while started.elapsed() < VHOST_DELETE_TIMEOUT {
+                let deleted = http
+                    .delete(&url)
+                    .basic_auth(&m.username, Some(&m.password))
+                    .send()
+                    .await;
+                last = format!("{deleted:?}");
+                let gone = http
+                    .get(&url)
+                    .basic_auth(&m.username, Some(&m.password))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == reqwest::StatusCode::NOT_FOUND);
+                if gone {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            eprintln!("vhost {name} is still on the broker (last delete: {last})");
+        });
     }
 }
 

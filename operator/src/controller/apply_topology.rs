@@ -3,9 +3,10 @@
 //! for the status.
 //!
 //! The first apply of a plan in this process (a new or changed pipeline, or the first pass
-//! after a start) is the full one: declare what is missing, list the pipeline's queues and
-//! bindings through the management API (filtered: its own queues only) to remove stale
-//! bindings and empty orphaned queues. A recheck of a plan already applied only declares
+//! after a start) is the full one: list the pipeline's exchanges and queues through the
+//! management API (filtered: its own only) to tell what is missing without a failed passive
+//! declare per object, declare, then list the bindings of the queues that existed to remove
+//! stale ones, and empty orphaned queues. A recheck of a plan already applied only declares
 //! everything again over AMQP, which repairs drift (a queue deleted by hand comes back) and
 //! lists nothing: its figures come from the vhost's statistics the autoscalers share
 //! (`SharedQueueStats`, one paged listing per vhost and refresh), so a thousand pipelines
