@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     defaults,
     duration::Duration,
-    pipeline::{LogPipelineSpec, OutputSpec, QueueType, SinkSpec},
+    pipeline::{LocalObjectRef, LogPipelineSpec, OutputSpec, QueueType, SinkSpec},
     resolved::WorkerSettings,
     topology::{QueueRole, TopologyPlan, plan},
     validate::{FieldError, ValidationErrors},
@@ -101,7 +101,7 @@ pub fn sink_secrets(sink: &SinkSpec) -> BTreeMap<SecretUse, SecretFiles> {
         return BTreeMap::new();
     };
     let tls = http.tls.as_ref();
-    [
+    mounted([
         (
             SecretUse::SinkAuth,
             http.auth.as_ref().map(|a| &a.secret_ref),
@@ -118,17 +118,14 @@ pub fn sink_secrets(sink: &SinkSpec) -> BTreeMap<SecretUse, SecretFiles> {
             SecretUse::SinkClientCert,
             tls.and_then(|t| t.client_cert_secret_ref.as_ref()),
         ),
-    ]
-    .into_iter()
-    .filter_map(|(use_, secret)| Some((use_, SecretFiles::mounted(&secret?.name, use_))))
-    .collect()
+    ])
 }
 
 /// The Secrets of `spec.broker.tls` a worker reads, by use: the broker's CA and the client
 /// certificate it shows.
 fn broker_secrets(spec: &LogPipelineSpec) -> BTreeMap<SecretUse, SecretFiles> {
     let tls = spec.broker.tls.as_ref();
-    [
+    mounted([
         (
             SecretUse::BrokerCa,
             tls.and_then(|t| t.ca_secret_ref.as_ref()),
@@ -137,10 +134,17 @@ fn broker_secrets(spec: &LogPipelineSpec) -> BTreeMap<SecretUse, SecretFiles> {
             SecretUse::BrokerClientCert,
             tls.and_then(|t| t.client_cert_secret_ref.as_ref()),
         ),
-    ]
-    .into_iter()
-    .filter_map(|(use_, secret)| Some((use_, SecretFiles::mounted(&secret?.name, use_))))
-    .collect()
+    ])
+}
+
+/// The Secrets that are named, each mounted at its use's directory.
+fn mounted<'a>(
+    secrets: impl IntoIterator<Item = (SecretUse, Option<&'a LocalObjectRef>)>,
+) -> BTreeMap<SecretUse, SecretFiles> {
+    secrets
+        .into_iter()
+        .filter_map(|(use_, secret)| Some((use_, SecretFiles::mounted(&secret?.name, use_))))
+        .collect()
 }
 
 /// Every Secret the worker of output `o` of `spec` reads as files: the broker's TLS

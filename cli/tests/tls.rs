@@ -9,7 +9,6 @@ mod support;
 
 use std::{process::Stdio, time::Duration};
 
-use logstream_broker::ManagementClient;
 use logstream_testkit::{
     private_node::{PrivateNode, TlsListeners},
     tls::TestCerts,
@@ -44,15 +43,8 @@ async fn dev_workers_produce_and_status_reach_a_tls_broker_that_requires_a_clien
         certs: &certs,
         require_client_cert: true,
     }));
-    let management = ManagementClient::new(node.endpoint().management().clone());
-    management
-        .put_user(USER, PASSWORD, "management")
-        .await
-        .unwrap();
-    management.grant_all("/", USER).await.unwrap();
-    let amqps = node
-        .amqps_uri()
-        .replace("guest:guest", &format!("{USER}:{PASSWORD}"));
+    node.add_user(USER, PASSWORD).await;
+    let amqps = node.amqps_uri_as(USER, PASSWORD);
     let https = node.https_management_uri();
 
     let dir = std::env::temp_dir().join(unique("logstream-cli-tls"));

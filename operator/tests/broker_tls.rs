@@ -74,15 +74,8 @@ async fn the_operator_reaches_a_tls_broker_with_the_secrets_of_spec_broker_tls()
         certs: &certs,
         require_client_cert: true,
     }));
-    let management = ManagementClient::new(node.endpoint().management().clone());
-    management
-        .put_user(USER, PASSWORD, "administrator")
-        .await
-        .unwrap();
-    management.grant_all("/", USER).await.unwrap();
-    let uri = node
-        .amqps_uri()
-        .replace("guest:guest", &format!("{USER}:{PASSWORD}"));
+    node.add_user(USER, PASSWORD).await;
+    let uri = node.amqps_uri_as(USER, PASSWORD);
 
     let fake = FakeApi::start(
         vec![
@@ -134,7 +127,10 @@ async fn the_operator_reaches_a_tls_broker_with_the_secrets_of_spec_broker_tls()
         ready.then_some(())
     })
     .await;
-    let queues = management.queues("/").await.unwrap();
+    let queues = ManagementClient::new(node.endpoint().management().clone())
+        .queues("/")
+        .await
+        .unwrap();
     assert!(
         queues
             .iter()
