@@ -178,39 +178,36 @@ impl ScalingPolicy {
         };
         self.consumers_before = obs.consumers;
         let s = self.settings;
-        if obs.sink_down && current > 0 {
-            // Every worker waits on the sink: more would wait too, fewer would drop what they
-            // hold. Scale for the backlog once they consume again.
-            self.lower_since = None;
-            return Decision {
-                current,
-                desired: current,
-                recommended: current,
-                reason: format!(
-                    "sink down ({} consumers, {} held): holding {current}",
-                    obs.consumers, obs.unacked
-                ),
-                signals,
-                metrics_missing: obs.rates.is_none(),
-            };
-        }
-        if let Some((since, before)) = self.consumers_gone_since
+        // Every worker waits on the sink: more would wait too, fewer would drop what they
+        // hold; scale for the backlog once they consume again. Or every worker stopped
+        // consuming since an earlier reading: a sink that just went down (the statistics show
+        // the held deliveries within their lag), or workers that just went (the statistics
+        // then show nothing held); more workers for a backlog that grows because nobody
+        // consumes would only wait too.
+        let hold = if obs.sink_down {
+            Some(format!(
+                "sink down ({} consumers, {} held): holding {current}",
+                obs.consumers, obs.unacked
+            ))
+        } else {
+            self.consumers_gone_since
+                .filter(|(since, _)| now_s - since < STATS_LAG_S)
+                .map(|(since, before)| {
+                    format!(
+                        "no consumer for {:.0}s ({before} before): holding {current} until the statistics say why",
+                        now_s - since
+                    )
+                })
+        };
+        if let Some(reason) = hold
             && current > 0
-            && now_s - since < STATS_LAG_S
         {
-            // Every worker stopped consuming since an earlier reading: a sink that just went
-            // down (the statistics show the held deliveries within their lag), or workers that
-            // just went (the statistics then show nothing held). Raising the count for a
-            // backlog that grows because nobody consumes would only start workers that wait too.
             self.lower_since = None;
             return Decision {
                 current,
                 desired: current,
                 recommended: current,
-                reason: format!(
-                    "no consumer for {:.0}s ({before} before): holding {current} until the statistics say why",
-                    now_s - since
-                ),
+                reason,
                 signals,
                 metrics_missing: obs.rates.is_none(),
             };
