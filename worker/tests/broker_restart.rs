@@ -7,84 +7,13 @@
 
 mod support;
 
-use std::{collections::BTreeSet, path::PathBuf, process::Command, time::Duration};
+use std::{collections::BTreeSet, time::Duration};
 
-use logstream_broker::BrokerEndpoint;
+use logstream_testkit::private_node::PrivateNode;
 use support::{
     Broker, PipelineOptions, SinkServer, TestDir, TestPipeline, WorkerProcess, endpoint,
-    eventually, free_port, log_body, log_properties, message_of, publish_many,
+    eventually, log_body, log_properties, message_of, publish_many,
 };
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/rabbitmq-private-node.sh")
-}
-
-/// A private RabbitMQ node; stopped on drop.
-struct PrivateNode {
-    dir: TestDir,
-    broker: Broker,
-}
-
-impl PrivateNode {
-    /// Starts a node on free ports; tries again with other ports when one was taken between
-    /// picking and binding it.
-    fn start() -> Self {
-        let mut failures = String::new();
-        for _ in 0..3 {
-            let dir = TestDir::new("rabbit");
-            let (amqp, management, dist) = (free_port(), free_port(), free_port());
-            let out = Command::new(script())
-                .arg("start")
-                .arg(dir.path())
-                .arg(amqp.to_string())
-                .arg(management.to_string())
-                .arg(dist.to_string())
-                .output()
-                .expect("run rabbitmq-private-node.sh");
-            let node = Self {
-                broker: Broker::new(
-                    &BrokerEndpoint::from_uri(
-                        &format!("amqp://guest:guest@127.0.0.1:{amqp}/%2f"),
-                        Some(&format!("http://127.0.0.1:{management}")),
-                    )
-                    .unwrap(),
-                    "/",
-                ),
-                dir,
-            };
-            if out.status.success() {
-                return node;
-            }
-            failures.push_str(&String::from_utf8_lossy(&out.stdout));
-            failures.push_str(&String::from_utf8_lossy(&out.stderr));
-        }
-        panic!("the private node did not start:\n{failures}");
-    }
-
-    fn ctl(&self, args: &[&str]) {
-        let out = Command::new(script())
-            .arg("ctl")
-            .arg(self.dir.path())
-            .args(args)
-            .output()
-            .expect("run rabbitmqctl");
-        assert!(
-            out.status.success(),
-            "rabbitmqctl {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for PrivateNode {
-    fn drop(&mut self) {
-        let _ = Command::new(script())
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
-    }
-}
 
 /// The name of the node answering the shared broker's management API.
 async fn shared_node_name() -> Option<String> {
@@ -104,8 +33,8 @@ async fn the_worker_reconnects_after_the_broker_restarts_and_nothing_is_lost() {
     const N: u64 = 3_000;
     let shared_node = shared_node_name().await;
 
-    let node = PrivateNode::start();
-    let broker = node.broker.clone();
+    let node = PrivateNode::start(None);
+    let broker = Broker::new(&node.endpoint(), "/");
     let pipeline = TestPipeline::declare(
         &broker,
         &PipelineOptions {
