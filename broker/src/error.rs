@@ -193,6 +193,12 @@ pub fn connect_error(endpoint: &BrokerEndpoint, e: &lapin::Error) -> BrokerError
             reason: tls,
         };
     }
+    if reset_without_client_cert(endpoint, &reason) {
+        return BrokerError::Unreachable {
+            endpoint: shown,
+            reason: format!("{reason}{RESET_WITHOUT_CLIENT_CERT}"),
+        };
+    }
     // RabbitMQ answers a failed login by closing the socket during the handshake; lapin reports
     // that as an I/O error that mentions the authentication step.
     if reason.contains("ACCESS_REFUSED") || reason.to_ascii_lowercase().contains("authentication") {
@@ -206,6 +212,22 @@ pub fn connect_error(endpoint: &BrokerEndpoint, e: &lapin::Error) -> BrokerError
         endpoint: shown,
         reason,
     }
+}
+
+/// What a reset TLS connection without a client certificate adds to its reason. A broker that
+/// requires a client certificate sends a fatal alert and closes; when the client has already
+/// written its AMQP header by then, the kernel answers with a reset that can overtake the
+/// alert, so the client sees only the reset. The error stays transient (a restarting broker
+/// resets connections too) but says what is the likely cause.
+pub(crate) const RESET_WITHOUT_CLIENT_CERT: &str = " during or right after the TLS handshake, \
+    and no client certificate was given: does the broker require a client certificate?";
+
+/// `reason` is a reset of a TLS connection to `endpoint` made without a client certificate.
+fn reset_without_client_cert(endpoint: &BrokerEndpoint, reason: &str) -> bool {
+    let lower = reason.to_ascii_lowercase();
+    endpoint.is_tls()
+        && !endpoint.tls().has_client_cert()
+        && (lower.contains("connection reset") || lower.contains("broken pipe"))
 }
 
 /// rustls's words for a failed handshake, as one sentence that says which side refused:
@@ -372,6 +394,19 @@ mod tests {
             tls_failure("IO error: Connection refused (os error 111)"),
             None
         );
+    }
+
+    #[test]
+    fn a_reset_tls_connection_without_a_client_certificate_asks_for_one() {
+        let reset = "IO error: Connection reset by peer (os error 104)";
+        let amqps = BrokerEndpoint::from_uri("amqps://u:p@h:5671/%2f", None).unwrap();
+        assert!(reset_without_client_cert(&amqps, reset));
+        assert!(!reset_without_client_cert(
+            &amqps,
+            "IO error: Connection refused (os error 111)"
+        ));
+        let plain = BrokerEndpoint::from_uri("amqp://u:p@h:5672/%2f", None).unwrap();
+        assert!(!reset_without_client_cert(&plain, reset));
     }
 
     #[test]
