@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use logstream_broker::{BrokerAdmin, BrokerEndpoint, BrokerError, ManagementError, QueueStats};
+use logstream_broker::{
+    BrokerAdmin, BrokerEndpoint, BrokerError, ManagementClient, ManagementError, QueueStats,
+};
 
 /// How long one answer serves every autoscaler of its vhost, at least. The broker itself
 /// samples its statistics every few seconds (`collect_statistics_interval`), and depth comes
@@ -63,16 +65,24 @@ impl SharedQueueStats {
         &self,
         admin: &BrokerAdmin,
     ) -> Result<Arc<Vec<QueueStats>>, ManagementError> {
-        let slot = self
-            .slots
-            .slot(admin.endpoint().connection_key(admin.vhost()));
+        self.queues_of(admin.endpoint(), admin.management()).await
+    }
+
+    /// [`queues`](Self::queues) of the vhost of `endpoint`, through `management`.
+    pub async fn queues_of(
+        &self,
+        endpoint: &BrokerEndpoint,
+        management: &ManagementClient,
+    ) -> Result<Arc<Vec<QueueStats>>, ManagementError> {
+        let vhost = endpoint.vhost();
+        let slot = self.slots.slot(endpoint.connection_key(vhost));
         let mut cached = slot.lock().await;
         if let Some((stale_at, queues)) = cached.as_ref()
             && Instant::now() < *stale_at
         {
             return Ok(queues.clone());
         }
-        let (queues, pages) = admin.management().queue_stats_paged(admin.vhost()).await?;
+        let (queues, pages) = management.queue_stats_paged(vhost).await?;
         let pages = u32::try_from(pages).unwrap_or(u32::MAX);
         let serves = REFRESH.max(REFRESH_PER_PAGE.saturating_mul(pages));
         let queues = Arc::new(queues);

@@ -34,4 +34,4 @@ pub use publish::{ConfirmWindow, PublishOutcome, publish_confirmed};
 pub use secret::{BrokerSecret, CredentialsError};
 pub use stats::{Age, OutputQueues, OutputReading, SinkState, format_age};
 pub use tls::{TlsError, TlsMaterial};
-pub use topology::{BrokerAdmin, Change, Report, RetainedQueue};
+pub use topology::{BrokerAdmin, Change, Report, RetainedQueue, VhostListing};

@@ -306,26 +306,52 @@ impl ManagementClient {
         prefix: &str,
     ) -> Result<Vec<QueueStats>, ManagementError> {
         let name = segment(&prefix_regex(prefix));
-        let mut queues = Vec::new();
+        let (queues, _) = self
+            .all_pages::<QueueStats>(&format!(
+                "queues/{}?name={name}&use_regex=true&columns={QUEUE_COLUMNS}",
+                segment(vhost)
+            ))
+            .await?;
+        Ok(queues
+            .into_iter()
+            .filter(|q| q.name.starts_with(prefix))
+            .collect())
+    }
+
+    /// Every page of the listing at `path` (which has a query, without paging), in pages of
+    /// [`PAGE_SIZE`]: the items and the number of pages it took.
+    async fn all_pages<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<(Vec<T>, usize), ManagementError> {
+        let mut items = Vec::new();
         let mut page = 1;
         loop {
-            let listed: Page<QueueStats> = self
-                .get(&format!(
-                    "queues/{}?page={page}&page_size={PAGE_SIZE}&name={name}&use_regex=true&columns={QUEUE_COLUMNS}",
-                    segment(vhost)
-                ))
+            let listed: Page<T> = self
+                .get(&format!("{path}&page={page}&page_size={PAGE_SIZE}"))
                 .await?;
-            queues.extend(
-                listed
-                    .items
-                    .into_iter()
-                    .filter(|q| q.name.starts_with(prefix)),
-            );
+            items.extend(listed.items);
             if page >= listed.page_count {
-                return Ok(queues);
+                return Ok((items, page));
             }
             page += 1;
         }
+    }
+
+    /// Every queue of `vhost` with only its name and message count (the other figures
+    /// `None`), in pages of 500: what a first apply needs to know of a whole shared vhost.
+    pub async fn queue_names(&self, vhost: &str) -> Result<Vec<QueueStats>, ManagementError> {
+        self.all_pages(&format!("queues/{}?columns=name,messages", segment(vhost)))
+            .await
+            .map(|(queues, _)| queues)
+    }
+
+    /// The names of every exchange of `vhost`, in pages of 500.
+    pub async fn exchange_names(&self, vhost: &str) -> Result<BTreeSet<String>, ManagementError> {
+        let (exchanges, _) = self
+            .all_pages::<Named>(&format!("exchanges/{}?columns=name", segment(vhost)))
+            .await?;
+        Ok(exchanges.into_iter().map(|e| e.name).collect())
     }
 
     /// Every queue of `vhost` with what the autoscaler reads (no declaration arguments), in
@@ -335,21 +361,11 @@ impl ManagementClient {
         &self,
         vhost: &str,
     ) -> Result<(Vec<QueueStats>, usize), ManagementError> {
-        let mut queues = Vec::new();
-        let mut page = 1;
-        loop {
-            let listed: Page<QueueStats> = self
-                .get(&format!(
-                    "queues/{}?page={page}&page_size={PAGE_SIZE}&columns={STATS_COLUMNS}",
-                    segment(vhost)
-                ))
-                .await?;
-            queues.extend(listed.items);
-            if page >= listed.page_count {
-                return Ok((queues, page));
-            }
-            page += 1;
-        }
+        self.all_pages(&format!(
+            "queues/{}?columns={STATS_COLUMNS}",
+            segment(vhost)
+        ))
+        .await
     }
 
     /// [`queue_stats_paged`](Self::queue_stats_paged) without the page count.
@@ -396,27 +412,17 @@ impl ManagementClient {
         names: &[&str],
     ) -> Result<BTreeSet<String>, ManagementError> {
         let regex = segment(&any_of_regex(names.iter().copied()));
-        let mut found = BTreeSet::new();
-        let mut page = 1;
-        loop {
-            let listed: Page<Named> = self
-                .get(&format!(
-                    "exchanges/{}?page={page}&page_size={PAGE_SIZE}&name={regex}&use_regex=true&columns=name",
-                    segment(vhost)
-                ))
-                .await?;
-            found.extend(
-                listed
-                    .items
-                    .into_iter()
-                    .map(|e| e.name)
-                    .filter(|name| names.contains(&name.as_str())),
-            );
-            if page >= listed.page_count {
-                return Ok(found);
-            }
-            page += 1;
-        }
+        let (listed, _) = self
+            .all_pages::<Named>(&format!(
+                "exchanges/{}?name={regex}&use_regex=true&columns=name",
+                segment(vhost)
+            ))
+            .await?;
+        Ok(listed
+            .into_iter()
+            .map(|e| e.name)
+            .filter(|name| names.contains(&name.as_str()))
+            .collect())
     }
 
     /// The broker's RabbitMQ version; a cheap reachability and credentials check.

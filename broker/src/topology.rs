@@ -22,6 +22,11 @@ use logstream_api::{
 };
 use serde_json::Value;
 
+mod listing;
+
+use listing::Existing;
+pub use listing::VhostListing;
+
 use crate::{
     connection::{BrokerConnection, Purpose},
     endpoint::BrokerEndpoint,
@@ -92,15 +97,6 @@ impl Report {
     pub fn is_unchanged(&self) -> bool {
         self.changes.is_empty()
     }
-}
-
-/// What of a pipeline exists on the broker before a full apply, as the management API lists
-/// it: a passive declare of a missing object costs a channel, which the broker closes.
-struct Existing {
-    /// The plan's exchanges that exist.
-    exchanges: BTreeSet<String>,
-    /// The queues whose names start with the pipeline's prefix.
-    queues: Vec<QueueStats>,
 }
 
 /// An administrative AMQP connection to one vhost, plus its management API.
@@ -199,8 +195,30 @@ impl BrokerAdmin {
         &self,
         plan: &TopologyPlan,
     ) -> Result<(Report, Option<Vec<QueueStats>>), BrokerError> {
-        let mut report = Report::default();
         let before = self.existing(plan).await;
+        self.apply_over(plan, before).await
+    }
+
+    /// [`apply`](Self::apply), learning what exists from `listing` (of this vhost, begun
+    /// after the pipeline's previous apply ended) instead of listing the pipeline's objects.
+    pub async fn apply_listed(
+        &self,
+        plan: &TopologyPlan,
+        listing: &VhostListing,
+    ) -> Result<Report, BrokerError> {
+        self.apply_over(plan, Some(listing.existing(plan)))
+            .await
+            .map(|(report, _)| report)
+    }
+
+    /// Applies `plan` where `before` is what of it existed (`None`: unknown, checked object
+    /// by object).
+    async fn apply_over(
+        &self,
+        plan: &TopologyPlan,
+        before: Option<Existing>,
+    ) -> Result<(Report, Option<Vec<QueueStats>>), BrokerError> {
+        let mut report = Report::default();
         let created = self
             .declare_objects(plan, before.as_ref(), &mut report)
             .await?;
@@ -250,21 +268,10 @@ impl BrokerAdmin {
     }
 
     /// The pipeline's queues and which of its exchanges exist, through the management API
-    /// (two requests); `None` when it cannot be read, and the declares check each object by
-    /// passive declare instead.
+    /// (two filtered requests); `None` when it cannot be read, and the declares check each
+    /// object by passive declare instead.
     async fn existing(&self, plan: &TopologyPlan) -> Option<Existing> {
-        let names: Vec<&str> = plan.exchanges.iter().map(|e| e.name.as_str()).collect();
-        let exchanges = self
-            .management
-            .existing_exchanges(self.vhost(), &names)
-            .await
-            .ok()?;
-        let queues = self
-            .management
-            .queues_with_prefix(self.vhost(), &plan.names.prefix())
-            .await
-            .ok()?;
-        Some(Existing { exchanges, queues })
+        Existing::list(&self.management, self.vhost(), plan).await
     }
 
     /// Declares `plan` again without listing anything through the management API: for a

@@ -15,7 +15,8 @@ use logstream_api::{
     topology::{ArgValue, Arguments, QueueRole},
 };
 use logstream_broker::{
-    BrokerAdmin, BrokerEndpoint, BrokerError, Change, QueueDepth, topology::field_table,
+    BrokerAdmin, BrokerEndpoint, BrokerError, Change, QueueDepth, VhostListing,
+    topology::field_table,
 };
 use logstream_testkit::{TestVhost, endpoint, eventually, publish};
 use serde_json::Value;
@@ -887,4 +888,86 @@ async fn new_pipelines_with_more_objects_than_a_connection_has_channel_ids_apply
         assert_eq!(queues.unwrap().len(), p.queues.len());
     }
     assert!(admin.is_connected());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_applies_from_one_vhost_listing_create_what_is_missing_and_remove_orphans() {
+    let vhost = TestVhost::new("listing").await;
+    let admin = admin(&vhost).await;
+    let two = plan_for(
+        &vhost,
+        "  outputs:\n    - name: keep\n      sink: {stdout: {}}\n    - name: gone\n      retry: {backoff: [1s]}\n      sink: {stdout: {}}\n",
+    );
+    admin.apply(&two).await.unwrap();
+
+    // One listing of the vhost, begun after that apply, serves the next first applies.
+    let listing = VhostListing::read(admin.management(), &vhost.name)
+        .await
+        .unwrap();
+    let mut listed: Vec<&str> = listing.queues().iter().map(|q| q.name.as_str()).collect();
+    listed.sort_unstable();
+    let mut expected: Vec<&str> = two.queues.iter().map(|q| q.name.as_str()).collect();
+    expected.sort_unstable();
+    assert_eq!(listed, expected);
+
+    // The pipeline lost an output: nothing is created, the orphans are deleted.
+    let one = plan_for(
+        &vhost,
+        "  outputs:\n    - name: keep\n      sink: {stdout: {}}\n",
+    );
+    let report = admin.apply_listed(&one, &listing).await.unwrap();
+    let gone_main = two.queue("gone", QueueRole::Main).unwrap().name.clone();
+    let mut deleted: Vec<String> = report
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::QueueDeleted(q) => Some(q.clone()),
+            Change::QueueCreated(q) | Change::ExchangeCreated(q) => panic!("created {q}"),
+            _ => None,
+        })
+        .collect();
+    deleted.sort();
+    assert_eq!(
+        deleted,
+        [
+            gone_main.clone(),
+            format!("{gone_main}.dlq"),
+            format!("{gone_main}.retry.0")
+        ]
+    );
+    assert_eq!(admin.queue_depth(&gone_main).await.unwrap(), None);
+
+    // A new pipeline, from the same listing: every object is new, and reported so.
+    let other = plan_named(
+        &vhost,
+        "other",
+        "  outputs:\n    - name: o\n      sink: {stdout: {}}\n",
+    );
+    let report = admin.apply_listed(&other, &listing).await.unwrap();
+    let created = report
+        .changes
+        .iter()
+        .filter(|c| matches!(c, Change::ExchangeCreated(_) | Change::QueueCreated(_)))
+        .count();
+    assert_eq!(
+        created,
+        other.exchanges.len() + other.queues.len(),
+        "{report:?}"
+    );
+    assert!(
+        report
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::BindingCreated(_)))
+    );
+
+    // A listing begun after those applies finds both pipelines in place.
+    let fresh = VhostListing::read(admin.management(), &vhost.name)
+        .await
+        .unwrap();
+    assert!(fresh.started() > listing.started());
+    for p in [&one, &other] {
+        let report = admin.apply_listed(p, &fresh).await.unwrap();
+        assert!(report.is_unchanged(), "{report:?}");
+    }
 }

@@ -3,14 +3,15 @@
 //! for the status.
 //!
 //! The first apply of a plan in this process (a new or changed pipeline, or the first pass
-//! after a start) is the full one: list the pipeline's exchanges and queues through the
-//! management API (filtered: its own only) to tell what is missing without a failed passive
-//! declare per object, declare, then list the bindings of the queues that existed to remove
-//! stale ones, and empty orphaned queues. A recheck of a plan already applied only declares
-//! everything again over AMQP, which repairs drift (a queue deleted by hand comes back) and
-//! lists nothing: its figures come from the vhost's statistics the autoscalers share
-//! (`SharedQueueStats`, one paged listing per vhost and refresh), so a thousand pipelines
-//! rechecked every 30 s add no management API request.
+//! after a start) is the full one: learn which of the pipeline's exchanges and queues exist
+//! from a listing of the whole vhost that began after the pipeline's previous apply ended
+//! (shared by the first applies on that vhost, [`super::broker_connections`]), so that
+//! nothing is checked by a failed passive declare; declare; list the bindings of the queues
+//! that existed to remove stale ones; and empty orphaned queues. A recheck of a plan already
+//! applied only declares everything again over AMQP, which repairs drift (a queue deleted by
+//! hand comes back) and lists nothing. The figures of both come from the vhost's statistics
+//! the autoscalers share (`SharedQueueStats`, one paged listing per vhost and refresh), so a
+//! thousand pipelines rechecked every 30 s add no management API request.
 
 use std::sync::Arc;
 
@@ -51,7 +52,7 @@ pub async fn apply_topology(
     credentials: &BrokerSecret,
     plan: &TopologyPlan,
 ) -> Result<AppliedTopology, Failure> {
-    let admin = ctx
+    let mut admin = ctx
         .admins
         .lock(&credentials.endpoint, &plan.vhost)
         .await
@@ -67,35 +68,42 @@ pub async fn apply_topology(
         admin.endpoint(),
         admin.endpoint().amqp_uri_with_password()
     ));
-    let full = !ctx.was_applied(key, &fingerprint);
-    let applied = if full {
-        admin
-            .apply_and_list(plan)
-            .await
-            .map(|(report, stats)| (report, stats.map(Arc::new)))
+    let applied = if ctx.was_applied(key, &fingerprint) {
+        admin.redeclare(plan).await
     } else {
-        admin.redeclare(plan).await.map(|report| (report, None))
+        match admin.listing_after(ctx.last_applied(key)).await {
+            Ok(listing) => admin.apply_listed(plan, &listing).await,
+            // Without the listing, each object is checked on its own.
+            Err(e) => admin.apply_and_list(plan).await.map(|(mut report, _)| {
+                report
+                    .warnings
+                    .insert(0, format!("the vhost could not be listed: {e}"));
+                report
+            }),
+        }
     };
-    let (mut report, stats) = applied.map_err(|e| {
+    if applied.is_err() {
+        ctx.remember_failed_apply(key);
+    }
+    let mut report = applied.map_err(|e| {
         // A connection lost halfway is a broker gone, not a topology problem.
         let reachable = !matches!(e, BrokerError::Unreachable { .. });
         Failure::topology(reachable.then_some(login.as_str()), &plan.vhost, e)
     })?;
-    let stats = match stats {
-        Some(stats) => Some(stats),
-        None if full => None,
-        None => match ctx.stats.queues(&admin).await {
-            Ok(stats) => Some(stats),
-            Err(e) => {
-                report
-                    .warnings
-                    .push(format!("queue statistics could not be read: {e}"));
-                None
-            }
-        },
-    };
+    let (endpoint, management) = (admin.endpoint().clone(), admin.management().clone());
     drop(admin);
     ctx.remember_applied(key, fingerprint);
+    // The vhost's statistics the autoscalers share, read without holding the connection
+    // from the next reconcile.
+    let stats = match ctx.stats.queues_of(&endpoint, &management).await {
+        Ok(stats) => Some(stats),
+        Err(e) => {
+            report
+                .warnings
+                .push(format!("queue statistics could not be read: {e}"));
+            None
+        }
+    };
     Ok(AppliedTopology {
         summary: summary(plan, &report),
         login,

@@ -4,6 +4,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use k8s_openapi::jiff::Timestamp;
@@ -48,8 +49,11 @@ pub struct Context {
     pub stats: Arc<SharedQueueStats>,
     /// The worker users this process wrote on a broker.
     pub worker_users: WrittenUsers,
-    /// Fingerprint of the plan each pipeline (`namespace/name`) had at its last full apply.
-    applied: Mutex<HashMap<String, String>>,
+    /// The plan each pipeline (`namespace/name`) had at its last full apply (its
+    /// fingerprint; empty once the pipeline is deleted), and when its last apply ended.
+    applied: Mutex<HashMap<String, (String, Instant)>>,
+    /// When this context was made: no apply of this process came earlier.
+    started: Instant,
     /// The broker credentials each pipeline last had: the cleanup of a pipeline whose Secret
     /// went first (a namespace being deleted) still reaches its broker.
     credentials: Mutex<HashMap<String, BrokerSecret>>,
@@ -91,6 +95,7 @@ impl Context {
             stats: Arc::default(),
             worker_users: WrittenUsers::default(),
             applied: Mutex::default(),
+            started: Instant::now(),
             credentials: Mutex::default(),
             recorder,
             clock: Arc::new(Timestamp::now),
@@ -141,12 +146,30 @@ impl Context {
     pub fn was_applied(&self, key: &str, fingerprint: &str) -> bool {
         lock(&self.applied)
             .get(key)
-            .is_some_and(|f| f == fingerprint)
+            .is_some_and(|(f, _)| f == fingerprint)
     }
 
-    /// Remembers that pipeline `key`'s plan `fingerprint` is applied.
+    /// Remembers that pipeline `key`'s plan `fingerprint` is applied, as of now.
     pub fn remember_applied(&self, key: &str, fingerprint: String) {
-        lock(&self.applied).insert(key.to_owned(), fingerprint);
+        lock(&self.applied).insert(key.to_owned(), (fingerprint, Instant::now()));
+    }
+
+    /// Remembers that an apply of pipeline `key` failed just now: it may have left objects
+    /// that the next apply's listing must show.
+    pub fn remember_failed_apply(&self, key: &str) {
+        lock(&self.applied)
+            .entry(key.to_owned())
+            .or_insert_with(|| (String::new(), Instant::now()))
+            .1 = Instant::now();
+    }
+
+    /// When pipeline `key`'s last apply (or its deletion) in this process ended, or when
+    /// this process started: a listing of the broker begun later shows everything the
+    /// pipeline's earlier applies left.
+    pub fn last_applied(&self, key: &str) -> Instant {
+        lock(&self.applied)
+            .get(key)
+            .map_or(self.started, |(_, at)| *at)
     }
 
     /// Remembers the credentials pipeline `key` was last applied with.
@@ -164,7 +187,9 @@ impl Context {
 
     /// Forgets what this process knew of pipeline `key` (deleted).
     pub fn forget_pipeline(&self, key: &str) {
-        lock(&self.applied).remove(key);
+        // Kept, with no plan: a pipeline of the same name made again must not be applied
+        // from a listing that shows this one's objects.
+        lock(&self.applied).insert(key.to_owned(), (String::new(), Instant::now()));
         lock(&self.credentials).remove(key);
     }
 
