@@ -62,8 +62,15 @@ PY
 export LOGSTREAM_RABBITMQ_VERSION
 
 echo "==== cluster tests (RabbitMQ $LOGSTREAM_RABBITMQ_VERSION, 3 nodes; AMQP_ADDR is node1)"
+# Each test appends its published / confirmed / written counts here.
+counts=target/test-artifacts/cluster-counts.txt
+rm -f "$counts"
+status=0
 if $CARGO nextest --version >/dev/null 2>&1; then
-  $CARGO nextest run --workspace --no-fail-fast --run-ignored only -E "$filter" "$@"
+  $CARGO nextest run --workspace --no-fail-fast --run-ignored only -E "$filter" "$@" || status=$?
 else
-  $CARGO test --workspace --no-fail-fast --tests -- --ignored cluster_ "$@"
+  $CARGO test --workspace --no-fail-fast --tests -- --ignored cluster_ "$@" || status=$?
 fi
+echo "==== cluster tests: counts ($counts)"
+cat "$counts" 2>/dev/null || echo "(none written)"
+exit "$status"

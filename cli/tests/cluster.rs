@@ -563,8 +563,10 @@ struct Counts {
 }
 
 impl Counts {
+    /// Prints the counts, and appends them to `target/test-artifacts/cluster-counts.txt`,
+    /// which `make test-cluster` shows after the run.
     fn report(&self, what: &str) {
-        println!(
+        let line = format!(
             "{what}: published {}, confirmed {}, unconfirmed {}, written {} ({} written twice), dead-lettered {}, lost {}; producer: {} reconnect(s), {} published again",
             self.sent,
             self.confirmed,
@@ -576,7 +578,17 @@ impl Counts {
             self.reconnects,
             self.republished
         );
+        println!("{line}");
         println!("producer: {}", self.summary);
+        let artifacts =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+        std::fs::create_dir_all(&artifacts).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(artifacts.join("cluster-counts.txt"))
+            .unwrap();
+        std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).unwrap();
     }
 
     fn assert_nothing_lost(&self) {

@@ -3,7 +3,9 @@
 //!
 //! Points are kept packed (counts as `u32`, ages and rates as `f32`: 48 bytes instead of 144),
 //! because the operator keeps a full window for every output it scales: 180 points for each
-//! of 100 outputs is 0.86 MB packed, 2.6 MB as [`HistoryPoint`]s.
+//! of 100 outputs is 0.86 MB packed, 2.6 MB as [`HistoryPoint`]s. Consecutive buckets with
+//! the same figures are kept as one run, so an idle output (the most of a thousand sharing a
+//! broker) costs one entry instead of 180; [`History::points`] gives every bucket still.
 
 use std::{collections::VecDeque, time::Duration};
 
@@ -74,7 +76,10 @@ impl HistoryPoint {
 /// lose precision beyond `f32`'s 24 bits, which a chart does not show.
 #[derive(Clone, Copy, Debug)]
 struct Packed {
+    /// Start of the run's first bucket.
     t_ms: u64,
+    /// Consecutive buckets with these figures (at least 1).
+    buckets: u32,
     replicas: u32,
     ready: u32,
     unacked: u32,
@@ -112,6 +117,7 @@ impl Packed {
     fn of(p: &HistoryPoint) -> Self {
         Self {
             t_ms: p.t_ms,
+            buckets: 1,
             replicas: p.replicas,
             ready: pack_count(p.ready),
             unacked: pack_count(p.unacked),
@@ -121,6 +127,35 @@ impl Packed {
             processed: pack_figure(p.processed),
             retried: pack_figure(p.retried),
             dead_lettered_rate: pack_figure(p.dead_lettered_rate),
+        }
+    }
+
+    /// The same figures, bit for bit (an unknown figure equals an unknown one).
+    fn same_figures(&self, other: &Self) -> bool {
+        let counts = |p: &Self| (p.replicas, p.ready, p.unacked, p.dead_lettered);
+        let figures = |p: &Self| {
+            [
+                p.oldest_age_s,
+                p.published,
+                p.processed,
+                p.retried,
+                p.dead_lettered_rate,
+            ]
+            .map(f32::to_bits)
+        };
+        counts(self) == counts(other) && figures(self) == figures(other)
+    }
+
+    /// Start of the run's last bucket.
+    fn last_ms(&self, bucket_ms: u64) -> u64 {
+        self.t_ms + u64::from(self.buckets - 1) * bucket_ms
+    }
+
+    /// The point of the bucket starting at `t_ms`.
+    fn point_at(&self, t_ms: u64) -> HistoryPoint {
+        HistoryPoint {
+            t_ms,
+            ..self.point()
         }
     }
 
@@ -145,7 +180,10 @@ impl Packed {
 pub struct History {
     bucket_ms: u64,
     window_ms: u64,
-    points: VecDeque<Packed>,
+    /// Runs of buckets, oldest first.
+    runs: VecDeque<Packed>,
+    /// Buckets in all runs.
+    len: usize,
 }
 
 impl History {
@@ -156,7 +194,8 @@ impl History {
         Self {
             bucket_ms,
             window_ms,
-            points: VecDeque::with_capacity(Self::capacity_of(bucket_ms, window_ms)),
+            runs: VecDeque::new(),
+            len: 0,
         }
     }
 
@@ -174,34 +213,73 @@ impl History {
     /// Adds a sample: it replaces the last one of its bucket, or opens a new bucket. A sample
     /// older than the newest bucket (a clock step back) replaces the newest bucket's figures.
     pub fn push(&mut self, figures: &OutputSample) {
-        let t_ms = figures.at_ms - figures.at_ms % self.bucket_ms;
-        match self.points.back_mut() {
-            Some(last) if last.t_ms >= t_ms => *last = Packed::of(&last.point().merged(figures)),
-            _ => self
-                .points
-                .push_back(Packed::of(&HistoryPoint::of(t_ms, figures))),
+        let bucket_ms = self.bucket_ms;
+        let t_ms = figures.at_ms - figures.at_ms % bucket_ms;
+        match self.runs.back_mut() {
+            Some(last) if last.last_ms(bucket_ms) >= t_ms => {
+                // The newest bucket changes: out of its run first.
+                let newest = last.last_ms(bucket_ms);
+                let merged = Packed::of(&last.point_at(newest).merged(figures));
+                if merged.same_figures(last) {
+                    // Unchanged.
+                } else if last.buckets == 1 {
+                    *last = merged;
+                } else {
+                    last.buckets -= 1;
+                    self.runs.push_back(merged);
+                }
+            }
+            Some(last)
+                if last.last_ms(bucket_ms) + bucket_ms == t_ms
+                    && last.same_figures(&Packed::of(&HistoryPoint::of(t_ms, figures))) =>
+            {
+                last.buckets += 1;
+                self.len += 1;
+            }
+            _ => {
+                self.runs
+                    .push_back(Packed::of(&HistoryPoint::of(t_ms, figures)));
+                self.len += 1;
+            }
         }
         let oldest_kept = t_ms.saturating_sub(self.window_ms);
-        while self.points.len() > self.capacity()
-            || self.points.front().is_some_and(|p| p.t_ms < oldest_kept)
-        {
-            self.points.pop_front();
+        let capacity = self.capacity();
+        while let Some(first) = self.runs.front_mut() {
+            if self.len <= capacity && first.t_ms >= oldest_kept {
+                break;
+            }
+            // Drop the oldest bucket.
+            self.len -= 1;
+            if first.buckets == 1 {
+                self.runs.pop_front();
+            } else {
+                first.buckets -= 1;
+                first.t_ms += bucket_ms;
+            }
         }
     }
 
-    /// The points, oldest first.
+    /// The points, oldest first: one per bucket that had a sample.
     pub fn points(&self) -> impl Iterator<Item = HistoryPoint> + '_ {
-        self.points.iter().map(Packed::point)
+        let bucket_ms = self.bucket_ms;
+        self.runs.iter().flat_map(move |run| {
+            (0..u64::from(run.buckets)).map(move |i| run.point_at(run.t_ms + i * bucket_ms))
+        })
     }
 
     /// How many points there are.
     pub fn len(&self) -> usize {
-        self.points.len()
+        self.len
+    }
+
+    /// Entries kept for [`len`](Self::len) points (runs of equal buckets are one).
+    pub fn entries(&self) -> usize {
+        self.runs.len()
     }
 
     /// True when no sample arrived yet.
     pub fn is_empty(&self) -> bool {
-        self.points.is_empty()
+        self.runs.is_empty()
     }
 }
 
@@ -254,6 +332,54 @@ mod tests {
         let first = h.points().next().unwrap().t_ms;
         let last = h.points().last().unwrap().t_ms;
         assert!(last - first < 900_000, "{first}..{last}");
+    }
+
+    #[test]
+    fn an_idle_output_keeps_one_entry_for_a_full_window_of_points() {
+        let mut h = History::new(Duration::from_secs(5), Duration::from_secs(900));
+        for i in 0..1_000u64 {
+            h.push(&sample(1_000_000 + i * 2_000, 0));
+        }
+        assert_eq!(h.len(), 180);
+        assert_eq!(h.entries(), 1);
+        let points: Vec<_> = h.points().collect();
+        assert_eq!(points.len(), 180);
+        assert!(points.windows(2).all(|w| w[1].t_ms == w[0].t_ms + 5_000));
+        assert!(points.iter().all(|p| p.ready == Some(0)));
+        assert_eq!(points.last().unwrap().t_ms, 1_000_000 + 999 * 2_000 - 3_000);
+
+        // A burst in the middle of idle buckets splits the run; the buckets stay in order.
+        let t = 1_000_000 + 1_000 * 2_000;
+        h.push(&sample(t, 50));
+        h.push(&sample(t + 5_000, 0));
+        h.push(&sample(t + 10_000, 0));
+        let tail: Vec<_> = h
+            .points()
+            .skip(h.len() - 4)
+            .map(|p| (p.t_ms, p.ready))
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                (t - 5_000, Some(0)),
+                (t, Some(50)),
+                (t + 5_000, Some(0)),
+                (t + 10_000, Some(0))
+            ]
+        );
+        assert_eq!(h.entries(), 3);
+        assert_eq!(h.len(), 180);
+    }
+
+    #[test]
+    fn a_sample_that_changes_the_newest_bucket_of_a_run_takes_it_out_of_the_run() {
+        let mut h = History::new(Duration::from_secs(5), Duration::from_secs(60));
+        h.push(&sample(0, 1));
+        h.push(&sample(5_000, 1));
+        h.push(&sample(6_000, 9));
+        let points: Vec<_> = h.points().map(|p| (p.t_ms, p.ready)).collect();
+        assert_eq!(points, [(0, Some(1)), (5_000, Some(9))]);
+        assert_eq!(h.entries(), 2);
     }
 
     #[test]
