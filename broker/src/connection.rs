@@ -64,9 +64,7 @@ pub struct BrokerConnection {
     connection: Connection,
     /// The channel passive checks use; a failed check closes it, and the next one opens
     /// another.
-    /// Open channels for passive checks and declarations; the first is the inspection
-    /// channel.
-    inspect: Mutex<Vec<Channel>>,
+    inspect: Mutex<Option<Channel>>,
 }
 
 impl fmt::Debug for BrokerConnection {
@@ -107,7 +105,7 @@ impl BrokerConnection {
                         endpoint: endpoint.clone(),
                         host: host.clone(),
                         connection,
-                        inspect: Mutex::new(Vec::new()),
+                        inspect: Mutex::new(None),
                     });
                 }
                 Ok(Err(e)) => error::connect_error(endpoint, &e),
@@ -181,20 +179,13 @@ impl BrokerConnection {
     /// The channel of passive checks: the current one, or a new one when the broker closed
     /// it (a failed check does).
     pub async fn inspection_channel(&self) -> Result<Channel, BrokerError> {
-        let mut channels = self.inspection_channels(1).await?;
-        Ok(channels.swap_remove(0))
-    }
-
-    /// `n` open channels (at least one) for checks and declarations that may run side by
-    /// side, kept for the next call; closed ones are replaced.
-    pub async fn inspection_channels(&self, n: usize) -> Result<Vec<Channel>, BrokerError> {
-        let mut kept = self.inspect.lock().await;
-        kept.retain(|ch| ch.status().connected());
-        while kept.len() < n.max(1) {
-            let ch = self.channel().await?;
-            kept.push(ch);
+        let mut slot = self.inspect.lock().await;
+        if let Some(ch) = slot.as_ref().filter(|ch| ch.status().connected()) {
+            return Ok(ch.clone());
         }
-        Ok(kept[..n.max(1)].to_vec())
+        let ch = self.channel().await?;
+        *slot = Some(ch.clone());
+        Ok(ch)
     }
 
     /// Messages and consumers of `queue`; `None` when it does not exist.

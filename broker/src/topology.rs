@@ -23,11 +23,9 @@ use logstream_api::{
 use serde_json::Value;
 
 mod listing;
-mod report;
 
 use listing::Existing;
 pub use listing::VhostListing;
-pub use report::{Change, Report, RetainedQueue};
 
 use crate::{
     connection::{BrokerConnection, Purpose},
@@ -35,6 +33,71 @@ use crate::{
     error::{self, BrokerError},
     management::{BindingInfo, ManagementClient, QueueStats},
 };
+
+/// One change [`BrokerAdmin::apply`] or [`BrokerAdmin::delete`] made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A new exchange.
+    ExchangeCreated(String),
+    /// A new queue.
+    QueueCreated(String),
+    /// A new binding.
+    BindingCreated(BindingPlan),
+    /// A binding the plan no longer has.
+    BindingRemoved(BindingPlan),
+    /// A queue deleted (orphaned and empty, or by the deletion policy).
+    QueueDeleted(String),
+    /// An exchange deleted by the deletion policy.
+    ExchangeDeleted(String),
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ExchangeCreated(n) => write!(f, "created exchange {n}"),
+            Self::QueueCreated(n) => write!(f, "created queue {n}"),
+            Self::BindingCreated(b) => write!(
+                f,
+                "bound {} to {} with {:?}",
+                b.queue, b.exchange, b.routing_key
+            ),
+            Self::BindingRemoved(b) => write!(
+                f,
+                "unbound {} from {} ({:?})",
+                b.queue, b.exchange, b.routing_key
+            ),
+            Self::QueueDeleted(n) => write!(f, "deleted queue {n}"),
+            Self::ExchangeDeleted(n) => write!(f, "deleted exchange {n}"),
+        }
+    }
+}
+
+/// A queue LogStream no longer needs but kept because it holds messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetainedQueue {
+    /// Queue name.
+    pub name: String,
+    /// Messages in it when it was checked.
+    pub messages: u64,
+}
+
+/// What one apply or delete did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Changes, in the order they were made.
+    pub changes: Vec<Change>,
+    /// Queues kept because they hold messages.
+    pub retained: Vec<RetainedQueue>,
+    /// What could not be checked (e.g. the management API was unreachable).
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    /// True when nothing changed on the broker.
+    pub fn is_unchanged(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
 
 /// An administrative AMQP connection to one vhost, plus its management API.
 pub struct BrokerAdmin {
@@ -47,9 +110,6 @@ impl fmt::Debug for BrokerAdmin {
         write!(f, "BrokerAdmin({})", self.endpoint())
     }
 }
-
-/// Channels a plan's queues are declared on, side by side.
-const DECLARE_CHANNELS: usize = 4;
 
 /// Connection name of the operator's administrative connections in the management UI.
 pub const ADMIN_CONNECTION_NAME: &str = "logstream-operator";
@@ -264,37 +324,20 @@ impl BrokerAdmin {
             }
         }
 
-        let mut existed = Vec::with_capacity(plan.queues.len());
+        let mut created = BTreeSet::new();
         for queue in &plan.queues {
-            existed.push(match listed {
+            let existed = match listed {
                 Some(listed) => listed.queues.iter().any(|q| q.name == queue.name),
                 None => self.queue_depth(&queue.name).await?.is_some(),
-            });
-        }
-        // The broker creates queues side by side when they come on different channels (a
-        // new classic queue takes it about 2 ms on one channel, 1 ms on four).
-        let channels = self
-            .connection
-            .inspection_channels(DECLARE_CHANNELS)
-            .await?;
-        let width = channels.len();
-        let lanes = channels.iter().enumerate().map(|(lane, ch)| async move {
-            for queue in plan.queues.iter().skip(lane).step_by(width) {
-                ch.queue_declare(
-                    queue.name.as_str().into(),
-                    QueueDeclareOptions::durable(),
-                    field_table(&queue.arguments),
-                )
-                .await
-                .map_err(|e| self.amqp_error("declare queue", &queue.name, &e))?;
-            }
-            Ok::<(), BrokerError>(())
-        });
-        for outcome in futures::future::join_all(lanes).await {
-            outcome?;
-        }
-        let mut created = BTreeSet::new();
-        for (queue, existed) in plan.queues.iter().zip(existed) {
+            };
+            let ch = self.channel().await?;
+            ch.queue_declare(
+                queue.name.as_str().into(),
+                QueueDeclareOptions::durable(),
+                field_table(&queue.arguments),
+            )
+            .await
+            .map_err(|e| self.amqp_error("declare queue", &queue.name, &e))?;
             if !existed {
                 report
                     .changes
