@@ -55,6 +55,8 @@ impl<T> Slots<T> {
 pub struct SharedQueueStats {
     /// When each listing becomes stale, and the listing.
     slots: Slots<(Instant, Arc<Vec<QueueStats>>)>,
+    /// The last listing of each vhost, readable while the next one is being fetched.
+    latest: Mutex<HashMap<String, Arc<Vec<QueueStats>>>>,
 }
 
 impl SharedQueueStats {
@@ -74,9 +76,49 @@ impl SharedQueueStats {
         endpoint: &BrokerEndpoint,
         management: &ManagementClient,
     ) -> Result<Arc<Vec<QueueStats>>, ManagementError> {
-        let vhost = endpoint.vhost();
-        let slot = self.slots.slot(endpoint.connection_key(vhost));
-        let mut cached = slot.lock().await;
+        let key = endpoint.connection_key(endpoint.vhost());
+        let slot = self.slots.slot(key.clone());
+        let cached = slot.lock().await;
+        self.fill(key, cached, management, endpoint.vhost()).await
+    }
+
+    /// [`queues_of`](Self::queues_of), except that while a listing is being fetched the
+    /// previous one is taken instead of waiting for it (for the reconciles' status figures:
+    /// a listing of 10,000 queues takes 20 requests).
+    pub async fn latest_or_fetch(
+        &self,
+        endpoint: &BrokerEndpoint,
+        management: &ManagementClient,
+    ) -> Result<Arc<Vec<QueueStats>>, ManagementError> {
+        let key = endpoint.connection_key(endpoint.vhost());
+        let slot = self.slots.slot(key.clone());
+        let cached = match slot.try_lock() {
+            Ok(cached) => cached,
+            Err(_) => {
+                let latest = self
+                    .latest
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&key)
+                    .cloned();
+                match latest {
+                    Some(queues) => return Ok(queues),
+                    None => slot.lock().await,
+                }
+            }
+        };
+        self.fill(key, cached, management, endpoint.vhost()).await
+    }
+
+    /// The listing in `cached` while it is fresh, else a new one (kept there and as the
+    /// latest of `key`).
+    async fn fill(
+        &self,
+        key: String,
+        mut cached: tokio::sync::MutexGuard<'_, Option<(Instant, Arc<Vec<QueueStats>>)>>,
+        management: &ManagementClient,
+        vhost: &str,
+    ) -> Result<Arc<Vec<QueueStats>>, ManagementError> {
         if let Some((stale_at, queues)) = cached.as_ref()
             && Instant::now() < *stale_at
         {
@@ -87,6 +129,10 @@ impl SharedQueueStats {
         let serves = REFRESH.max(REFRESH_PER_PAGE.saturating_mul(pages));
         let queues = Arc::new(queues);
         *cached = Some((Instant::now() + serves, queues.clone()));
+        self.latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, queues.clone());
         Ok(queues)
     }
 }

@@ -16,7 +16,9 @@
 use std::sync::Arc;
 
 use logstream_api::{TopologyPlan, digest};
-use logstream_broker::{BrokerError, BrokerSecret, QueueStats, Report};
+use logstream_broker::{
+    BrokerEndpoint, BrokerError, BrokerSecret, ManagementClient, QueueStats, Report,
+};
 
 use super::{context::Context, failure::Failure};
 use crate::status::{ConditionState, Conditions};
@@ -33,6 +35,9 @@ pub struct AppliedTopology {
     /// Queue statistics after the apply (the pipeline's, or the whole vhost's); `None` when
     /// the management API could not be read (the report then carries the warning).
     pub stats: Option<Arc<Vec<QueueStats>>>,
+    /// The management API client of the kept connection, for the reconcile's next steps
+    /// (a client of their own would set up TLS and a connection pool every reconcile).
+    pub management: ManagementClient,
 }
 
 impl AppliedTopology {
@@ -52,23 +57,40 @@ pub async fn apply_topology(
     credentials: &BrokerSecret,
     plan: &TopologyPlan,
 ) -> Result<AppliedTopology, Failure> {
-    let mut admin = ctx
-        .admins
-        .lock(&credentials.endpoint, &plan.vhost)
-        .await
-        .map_err(|e| Failure::topology(None, &plan.vhost, e))?;
-    let login = format!(
-        "logged in to {} as user {}",
-        admin.endpoint(),
-        admin.endpoint().username()
-    );
+    let endpoint = credentials.endpoint.with_vhost(&plan.vhost);
+    let login = format!("logged in to {} as user {}", endpoint, endpoint.username());
     // Debug of the endpoint is redacted; the digest of the URI tells credentials apart.
     let fingerprint = digest::hex(&format!(
         "{plan:?}|{:?}|{}",
-        admin.endpoint(),
-        admin.endpoint().amqp_uri_with_password()
+        endpoint,
+        endpoint.amqp_uri_with_password()
     ));
-    let applied = if ctx.was_applied(key, &fingerprint) {
+    let recheck = ctx.was_applied(key, &fingerprint);
+    if recheck
+        && ctx
+            .admins
+            .first_applies_waiting(&credentials.endpoint, &plan.vhost)
+            > 0
+        && let Some(management) = ctx.admins.management(&credentials.endpoint, &plan.vhost)
+    {
+        // New pipelines wait for this vhost's connection: they go first, and this plan's
+        // drift is checked at the next recheck.
+        let mut report = Report::default();
+        let stats = read_stats(ctx, &endpoint, &management, &mut report).await;
+        return Ok(AppliedTopology {
+            summary: summary(plan, &report),
+            login,
+            report,
+            stats,
+            management,
+        });
+    }
+    let mut admin = ctx
+        .admins
+        .lock(&credentials.endpoint, &plan.vhost, !recheck)
+        .await
+        .map_err(|e| Failure::topology(None, &plan.vhost, e))?;
+    let applied = if recheck {
         admin.redeclare(plan).await
     } else {
         match admin.listing_after(ctx.last_applied(key)).await {
@@ -90,12 +112,30 @@ pub async fn apply_topology(
         let reachable = !matches!(e, BrokerError::Unreachable { .. });
         Failure::topology(reachable.then_some(login.as_str()), &plan.vhost, e)
     })?;
-    let (endpoint, management) = (admin.endpoint().clone(), admin.management().clone());
+    let management = admin.management().clone();
     drop(admin);
     ctx.remember_applied(key, fingerprint);
     // The vhost's statistics the autoscalers share, read without holding the connection
     // from the next reconcile.
-    let stats = match ctx.stats.queues_of(&endpoint, &management).await {
+    let stats = read_stats(ctx, &endpoint, &management, &mut report).await;
+    Ok(AppliedTopology {
+        summary: summary(plan, &report),
+        login,
+        report,
+        stats,
+        management,
+    })
+}
+
+/// The vhost's statistics the autoscalers share; `None`, with a warning in `report`, when
+/// they cannot be read.
+async fn read_stats(
+    ctx: &Context,
+    endpoint: &BrokerEndpoint,
+    management: &ManagementClient,
+    report: &mut Report,
+) -> Option<Arc<Vec<QueueStats>>> {
+    match ctx.stats.latest_or_fetch(endpoint, management).await {
         Ok(stats) => Some(stats),
         Err(e) => {
             report
@@ -103,13 +143,7 @@ pub async fn apply_topology(
                 .push(format!("queue statistics could not be read: {e}"));
             None
         }
-    };
-    Ok(AppliedTopology {
-        summary: summary(plan, &report),
-        login,
-        report,
-        stats,
-    })
+    }
 }
 
 fn summary(plan: &TopologyPlan, report: &Report) -> String {

@@ -139,7 +139,7 @@ async fn delete_topology(
     plan: &TopologyPlan,
     policy: DeletionPolicy,
 ) -> Result<Report, BrokerError> {
-    let admin = ctx.admins.lock(endpoint, &plan.vhost).await?;
+    let admin = ctx.admins.lock(endpoint, &plan.vhost, false).await?;
     admin.delete(plan, policy).await
 }
 

@@ -17,7 +17,6 @@ use kube::{
     },
 };
 use logstream_api::{LogPipeline, TopologyPlan, plan};
-use logstream_broker::ManagementClient;
 use tracing::{info, instrument, warn};
 
 use super::{
@@ -112,11 +111,11 @@ async fn apply_steps(pipeline: &LogPipeline, ctx: &Context) -> Result<(), Failur
     let topology = apply_topology(ctx, &key, credentials, &plan).await?;
     topology_notes::publish(ctx, pipeline, &topology.report).await;
 
-    let management = ManagementClient::new(credentials.endpoint.management().clone());
-    let workers = apply_children(ctx, pipeline, &owner, &plan, &secret, &management)
+    let management = &topology.management;
+    let workers = apply_children(ctx, pipeline, &owner, &plan, &secret, management)
         .await
         .map_err(|e| Failure::workers(&topology, e))?;
-    prune_removed_outputs(ctx, pipeline, &owner, &plan, &management)
+    prune_removed_outputs(ctx, pipeline, &owner, &plan, management)
         .await
         .map_err(|e| Failure::workers(&topology, e))?;
     if let Some(autoscalers) = &ctx.autoscalers {
