@@ -158,7 +158,7 @@ impl BrokerAdmin {
     }
 
     async fn channel(&self) -> Result<lapin::Channel, BrokerError> {
-        self.connection.inspection_channel().await
+        self.connection.declaration_channel().await
     }
 
     fn amqp_error(&self, action: &'static str, object: &str, e: &lapin::Error) -> BrokerError {
@@ -195,7 +195,9 @@ impl BrokerAdmin {
         &self,
         plan: &TopologyPlan,
     ) -> Result<(Report, Option<Vec<QueueStats>>), BrokerError> {
-        let before = self.existing(plan).await;
+        // The pipeline's own objects, two filtered requests; `None` when they cannot be read
+        // (then each object is checked by passive declare).
+        let before = Existing::list(&self.management, self.vhost(), plan).await;
         self.apply_over(plan, before).await
     }
 
@@ -211,13 +213,13 @@ impl BrokerAdmin {
             .map(|(report, _)| report)
     }
 
-    /// Applies `plan` where `before` is what of it existed (`None`: unknown, checked object
-    /// by object).
+    /// Applies `plan` over `before`, what of it existed (`None`: checked object by object).
     async fn apply_over(
         &self,
         plan: &TopologyPlan,
         before: Option<Existing>,
     ) -> Result<(Report, Option<Vec<QueueStats>>), BrokerError> {
+        self.connection.renew_declaration_channel().await;
         let mut report = Report::default();
         let created = self
             .declare_objects(plan, before.as_ref(), &mut report)
@@ -267,19 +269,13 @@ impl BrokerAdmin {
         Ok((report, queues))
     }
 
-    /// The pipeline's queues and which of its exchanges exist, through the management API
-    /// (two filtered requests); `None` when it cannot be read, and the declares check each
-    /// object by passive declare instead.
-    async fn existing(&self, plan: &TopologyPlan) -> Option<Existing> {
-        Existing::list(&self.management, self.vhost(), plan).await
-    }
-
     /// Declares `plan` again without listing anything through the management API: for a
     /// plan already applied, to repair drift (a queue, exchange or binding deleted by hand
     /// comes back; immutable arguments are checked again by the broker). Bindings are
     /// declared again as they are idempotent; a binding of a queue that had to be created is
     /// reported as created, the others cannot be told apart without a listing.
     pub async fn redeclare(&self, plan: &TopologyPlan) -> Result<Report, BrokerError> {
+        self.connection.renew_declaration_channel().await;
         let mut report = Report::default();
         let created = self.declare_objects(plan, None, &mut report).await?;
         for binding in &plan.bindings {
@@ -492,6 +488,7 @@ impl BrokerAdmin {
         if policy == DeletionPolicy::Retain {
             return Ok(report);
         }
+        self.connection.renew_declaration_channel().await;
         let if_empty = policy == DeletionPolicy::DeleteIfEmpty;
         let prefix = plan.names.prefix();
         let mut queues: BTreeSet<String> = plan.queues.iter().map(|q| q.name.clone()).collect();

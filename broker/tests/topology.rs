@@ -971,3 +971,21 @@ async fn first_applies_from_one_vhost_listing_create_what_is_missing_and_remove_
         assert!(report.is_unchanged(), "{report:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_apply_declares_on_a_channel_of_its_own() {
+    // lapin records every declaration on its channel, bindings once per declaration: a
+    // channel kept across applies grows with each. Each apply closes the last one.
+    let vhost = TestVhost::new("declare-channel").await;
+    let admin = admin(&vhost).await;
+    let p = plan_for(
+        &vhost,
+        "  outputs:\n    - name: o\n      sink: {stdout: {}}\n",
+    );
+    admin.apply(&p).await.unwrap();
+    let first = admin.connection().declaration_channel().await.unwrap();
+    admin.redeclare(&p).await.unwrap();
+    let second = admin.connection().declaration_channel().await.unwrap();
+    assert!(!first.status().connected(), "the first was closed");
+    assert!(second.status().connected());
+}

@@ -93,13 +93,20 @@ impl AdminConnections {
         first: bool,
     ) -> Result<AdminGuard, BrokerError> {
         let slot = self.slot(endpoint, vhost);
-        if first {
+        let mut held = if first {
+            // Counted until it has the connection, also when the reconcile is dropped.
+            struct Waiting<'a>(&'a AtomicUsize);
+            impl Drop for Waiting<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
             slot.first_applies_waiting.fetch_add(1, Ordering::SeqCst);
-        }
-        let mut held = Arc::clone(&slot.held).lock_owned().await;
-        if first {
-            slot.first_applies_waiting.fetch_sub(1, Ordering::SeqCst);
-        }
+            let _waiting = Waiting(&slot.first_applies_waiting);
+            Arc::clone(&slot.held).lock_owned().await
+        } else {
+            Arc::clone(&slot.held).lock_owned().await
+        };
         if !held.admin.as_ref().is_some_and(BrokerAdmin::is_connected) {
             if let Some(old) = held.admin.take() {
                 old.close().await;
