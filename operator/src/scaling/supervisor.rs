@@ -61,6 +61,8 @@ pub struct Autoscalers {
     removals: broadcast::Sender<String>,
     stats: Arc<SharedQueueStats>,
     admins: Arc<SharedAdmins>,
+    /// The autoscalers' requests to the API server at once.
+    api_requests: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Autoscalers {
@@ -82,6 +84,9 @@ impl Autoscalers {
             removals: broadcast::channel(REMOVAL_BACKLOG).0,
             stats: Arc::default(),
             admins: Arc::default(),
+            api_requests: Arc::new(tokio::sync::Semaphore::new(
+                super::deployment::API_REQUESTS_AT_ONCE,
+            )),
         }
     }
 
@@ -146,7 +151,12 @@ impl Autoscalers {
             .into_iter()
             .filter_map(|(output, settings)| {
                 let deployment = children::worker_name(&name, &output);
-                let target = DeploymentScale::new(self.client.clone(), &namespace, &deployment);
+                let target = DeploymentScale::sharing(
+                    self.client.clone(),
+                    &namespace,
+                    &deployment,
+                    Arc::clone(&self.api_requests),
+                );
                 OutputScaling::for_output(plan, &output, settings, Box::new(target))
             })
             .collect();
