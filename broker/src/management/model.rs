@@ -43,6 +43,22 @@ pub struct QueueStats {
 }
 
 impl QueueStats {
+    /// A queue named `name` with no figures.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind: None,
+            arguments: BTreeMap::new(),
+            messages: None,
+            messages_ready: None,
+            messages_unacknowledged: None,
+            messages_dlx: None,
+            consumers: None,
+            head_message_timestamp: None,
+            message_stats: None,
+        }
+    }
+
     /// Messages published per second, if the broker reported it.
     pub fn publish_rate(&self) -> Option<f64> {
         self.message_stats
