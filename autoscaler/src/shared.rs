@@ -53,8 +53,8 @@ impl<T> Slots<T> {
 /// The latest queue statistics per broker and vhost.
 #[derive(Default)]
 pub struct SharedQueueStats {
-    /// When each listing becomes stale, and the listing.
-    slots: Slots<(Instant, Arc<Vec<QueueStats>>)>,
+    /// When each vhost's listing becomes stale; its lock is held while one is fetched.
+    slots: Slots<Instant>,
     /// The last listing of each vhost, readable while the next one is being fetched.
     latest: Mutex<HashMap<String, Arc<Vec<QueueStats>>>>,
 }
@@ -78,8 +78,8 @@ impl SharedQueueStats {
     ) -> Result<Arc<Vec<QueueStats>>, ManagementError> {
         let key = endpoint.connection_key(endpoint.vhost());
         let slot = self.slots.slot(key.clone());
-        let cached = slot.lock().await;
-        self.fill(key, cached, management, endpoint.vhost()).await
+        let stale_at = slot.lock().await;
+        self.fill(key, stale_at, management, endpoint.vhost()).await
     }
 
     /// [`queues_of`](Self::queues_of), except that while a listing is being fetched the
@@ -92,43 +92,43 @@ impl SharedQueueStats {
     ) -> Result<Arc<Vec<QueueStats>>, ManagementError> {
         let key = endpoint.connection_key(endpoint.vhost());
         let slot = self.slots.slot(key.clone());
-        let cached = match slot.try_lock() {
-            Ok(cached) => cached,
-            Err(_) => {
-                let latest = self
-                    .latest
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get(&key)
-                    .cloned();
-                match latest {
-                    Some(queues) => return Ok(queues),
-                    None => slot.lock().await,
-                }
-            }
+        let stale_at = match slot.try_lock() {
+            Ok(stale_at) => stale_at,
+            Err(_) => match self.latest(&key) {
+                Some(queues) => return Ok(queues),
+                None => slot.lock().await,
+            },
         };
-        self.fill(key, cached, management, endpoint.vhost()).await
+        self.fill(key, stale_at, management, endpoint.vhost()).await
     }
 
-    /// The listing in `cached` while it is fresh, else a new one (kept there and as the
-    /// latest of `key`).
+    /// The last listing of `key`.
+    fn latest(&self, key: &str) -> Option<Arc<Vec<QueueStats>>> {
+        self.latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    /// The latest listing of `key` while it is fresh (`stale_at`), else a new one.
     async fn fill(
         &self,
         key: String,
-        mut cached: tokio::sync::MutexGuard<'_, Option<(Instant, Arc<Vec<QueueStats>>)>>,
+        mut stale_at: tokio::sync::MutexGuard<'_, Option<Instant>>,
         management: &ManagementClient,
         vhost: &str,
     ) -> Result<Arc<Vec<QueueStats>>, ManagementError> {
-        if let Some((stale_at, queues)) = cached.as_ref()
-            && Instant::now() < *stale_at
+        if stale_at.is_some_and(|at| Instant::now() < at)
+            && let Some(queues) = self.latest(&key)
         {
-            return Ok(queues.clone());
+            return Ok(queues);
         }
         let (queues, pages) = management.queue_stats_paged(vhost).await?;
         let pages = u32::try_from(pages).unwrap_or(u32::MAX);
         let serves = REFRESH.max(REFRESH_PER_PAGE.saturating_mul(pages));
         let queues = Arc::new(queues);
-        *cached = Some((Instant::now() + serves, queues.clone()));
+        *stale_at = Some(Instant::now() + serves);
         self.latest
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

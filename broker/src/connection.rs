@@ -184,19 +184,18 @@ impl BrokerConnection {
     /// The channel of passive checks: the current one, or a new one when the broker closed
     /// it (a failed check does).
     pub async fn inspection_channel(&self) -> Result<Channel, BrokerError> {
-        let mut slot = self.inspect.lock().await;
-        if let Some(ch) = slot.as_ref().filter(|ch| ch.status().connected()) {
-            return Ok(ch.clone());
-        }
-        let ch = self.channel().await?;
-        *slot = Some(ch.clone());
-        Ok(ch)
+        self.kept_channel(&self.inspect).await
     }
 
     /// The channel of declarations: the current one, or a new one when there is none or the
     /// broker closed it (a conflicting declaration does).
     pub async fn declaration_channel(&self) -> Result<Channel, BrokerError> {
-        let mut slot = self.declare.lock().await;
+        self.kept_channel(&self.declare).await
+    }
+
+    /// The open channel kept in `slot`, or a new one kept there.
+    async fn kept_channel(&self, slot: &Mutex<Option<Channel>>) -> Result<Channel, BrokerError> {
+        let mut slot = slot.lock().await;
         if let Some(ch) = slot.as_ref().filter(|ch| ch.status().connected()) {
             return Ok(ch.clone());
         }
