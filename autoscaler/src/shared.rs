@@ -76,8 +76,7 @@ impl SharedQueueStats {
         endpoint: &BrokerEndpoint,
         management: &ManagementClient,
     ) -> Result<Arc<Vec<QueueStats>>, ManagementError> {
-        let key = endpoint.connection_key(endpoint.vhost());
-        let slot = self.slots.slot(key.clone());
+        let (key, slot) = self.slot_of(endpoint);
         let stale_at = slot.lock().await;
         self.fill(key, stale_at, management, endpoint.vhost()).await
     }
@@ -90,8 +89,7 @@ impl SharedQueueStats {
         endpoint: &BrokerEndpoint,
         management: &ManagementClient,
     ) -> Result<Arc<Vec<QueueStats>>, ManagementError> {
-        let key = endpoint.connection_key(endpoint.vhost());
-        let slot = self.slots.slot(key.clone());
+        let (key, slot) = self.slot_of(endpoint);
         let stale_at = match slot.try_lock() {
             Ok(stale_at) => stale_at,
             Err(_) => match self.latest(&key) {
@@ -100,6 +98,15 @@ impl SharedQueueStats {
             },
         };
         self.fill(key, stale_at, management, endpoint.vhost()).await
+    }
+
+    /// The key of `endpoint`'s vhost and its slot.
+    fn slot_of(
+        &self,
+        endpoint: &BrokerEndpoint,
+    ) -> (String, Arc<tokio::sync::Mutex<Option<Instant>>>) {
+        let key = endpoint.connection_key(endpoint.vhost());
+        (key.clone(), self.slots.slot(key))
     }
 
     /// The last listing of `key`.
