@@ -143,11 +143,14 @@ impl PipelineAutoscaler {
     pub async fn poll(&mut self, admin: &BrokerAdmin) -> Vec<ScaleRecord> {
         let fetched = match &self.shared_stats {
             Some(shared) => shared.queues(admin).await,
-            None => admin
-                .management()
-                .queue_stats(&self.vhost)
-                .await
-                .map(Arc::new),
+            None => match admin.management().queue_stats(&self.vhost).await {
+                Ok(mut queues) => {
+                    crate::shared::read_consuming(admin.management(), &self.vhost, &mut queues)
+                        .await;
+                    Ok(Arc::new(queues))
+                }
+                Err(e) => Err(e),
+            },
         };
         let stats = match fetched {
             Ok(queues) => Some(queues),

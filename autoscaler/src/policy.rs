@@ -48,6 +48,12 @@ struct Observed {
     age: Option<Age>,
     /// Every worker paused: the sink is down.
     sink_down: bool,
+    /// Consumers the queue counts while the consumer listing shows none of them consuming
+    /// (a quorum queue counts paused workers; a new consumer reaches the listing within a
+    /// statistics interval).
+    paused: Option<u64>,
+    /// Whether the sample reported unacknowledged messages at all.
+    unacked_known: bool,
 }
 
 impl Observed {
@@ -59,6 +65,8 @@ impl Observed {
             rates: reading.publish_rate.zip(reading.ack_rate),
             age: reading.oldest_age,
             sink_down: reading.sink_down(),
+            paused: reading.paused_consumers(),
+            unacked_known: reading.unacked.is_some(),
         }
     }
 }
@@ -118,6 +126,8 @@ pub struct ScalingPolicy {
     /// The consumers of the last reading, and since when none consume though some did.
     consumers_before: u64,
     consumers_gone_since: Option<(f64, u64)>,
+    /// Since when the queue counts consumers of which the listing shows none consuming.
+    paused_since: Option<f64>,
 }
 
 impl ScalingPolicy {
@@ -132,6 +142,7 @@ impl ScalingPolicy {
             saturated_since: None,
             consumers_before: 0,
             consumers_gone_since: None,
+            paused_since: None,
         }
     }
 
@@ -177,6 +188,10 @@ impl ScalingPolicy {
             _ => None,
         };
         self.consumers_before = obs.consumers;
+        self.paused_since = match (obs.paused, self.paused_since) {
+            (None, _) => None,
+            (Some(_), since) => Some(since.unwrap_or(now_s)),
+        };
         let s = self.settings;
         // Every worker waits on the sink: more would wait too, fewer would drop what they
         // hold; scale for the backlog once they consume again. Or every worker stopped
@@ -185,16 +200,32 @@ impl ScalingPolicy {
         // then show nothing held); more workers for a backlog that grows because nobody
         // consumes would only wait too.
         let hold = if obs.sink_down {
+            let consumers = match obs.paused {
+                Some(paused) => format!("{paused} consumers paused"),
+                None => format!("{} consumers", obs.consumers),
+            };
             Some(format!(
-                "sink down ({} consumers, {} held): holding {current}",
-                obs.consumers, obs.unacked
+                "sink down ({consumers}, {} held): holding {current}",
+                obs.unacked
+            ))
+        } else if let Some((since, before)) = self
+            .consumers_gone_since
+            .filter(|(since, _)| now_s - since < STATS_LAG_S)
+        {
+            Some(format!(
+                "no consumer for {:.0}s ({before} before): holding {current} until the statistics say why",
+                now_s - since
             ))
         } else {
-            self.consumers_gone_since
-                .filter(|(since, _)| now_s - since < STATS_LAG_S)
-                .map(|(since, before)| {
+            // A quorum queue counts a paused worker as a consumer: consumers that the listing
+            // does not show consuming have paused (the sample shows what they hold within its
+            // lag), or are new (the listing shows them within a statistics interval).
+            self.paused_since
+                .zip(obs.paused)
+                .filter(|(since, _)| now_s - since < STATS_LAG_S || !obs.unacked_known)
+                .map(|(since, paused)| {
                     format!(
-                        "no consumer for {:.0}s ({before} before): holding {current} until the statistics say why",
+                        "{paused} consumers not consuming for {:.0}s: holding {current} until the statistics say why",
                         now_s - since
                     )
                 })
@@ -545,6 +576,101 @@ mod tests {
             d.reason,
             "age ~450s (estimated) > 30s: 2 → 20 (capped at maxReplicas 20)"
         );
+    }
+
+    #[test]
+    fn paused_workers_a_quorum_queue_still_counts_hold_the_count_too() {
+        let mut p = learned(settings(1, 20));
+        // Two paused workers holding 400: the queue counts them, the consumer listing does not.
+        let paused = OutputReading {
+            consumers: Some(2),
+            sampled_consumers: Some(2),
+            consuming: Some(0),
+            ..paused(50_000, 400)
+        };
+        let d = p.decide(10.0, 2, Some(&paused));
+        assert_eq!((d.desired, d.recommended), (2, 2), "{d:?}");
+        assert_eq!(
+            d.reason,
+            "sink down (2 consumers paused, 400 held): holding 2"
+        );
+        // One consumes again: the backlog decides.
+        let back = OutputReading {
+            consuming: Some(1),
+            ..paused
+        };
+        let d = p.decide(12.0, 2, Some(&back));
+        assert!(d.desired > 2, "{d:?}");
+    }
+
+    #[test]
+    fn a_quorum_queue_whose_workers_just_paused_holds_the_count_before_its_sample_shows_it() {
+        let mut p = learned(settings(1, 20));
+        let idle = OutputReading {
+            consumers: Some(1),
+            sampled_consumers: Some(1),
+            consuming: Some(1),
+            ..reading(0, 1, 0.0, 0.0)
+        };
+        assert_eq!(p.decide(10.0, 1, Some(&idle)).desired, 1);
+        // The sink went down: the worker cancelled its consumer (the listing no longer shows
+        // it, the queue still counts it) and the backlog grows, while the sample, taken before,
+        // still shows nothing held.
+        let just_paused = OutputReading {
+            unacked: Some(0),
+            consuming: Some(0),
+            ..reading(2_000, 1, 200.0, 0.0)
+        };
+        let d = p.decide(11.0, 1, Some(&just_paused));
+        assert_eq!(d.desired, 1, "{d:?}");
+        assert_eq!(
+            d.reason,
+            "1 consumers not consuming for 0s: holding 1 until the statistics say why"
+        );
+        // A fresh quorum queue's sample may report nothing yet: held on until it does.
+        let unsampled = OutputReading {
+            unacked: None,
+            ..just_paused
+        };
+        let d = p.decide(25.0, 1, Some(&unsampled));
+        assert_eq!(
+            d.reason,
+            "1 consumers not consuming for 14s: holding 1 until the statistics say why"
+        );
+        // The sample shows the held deliveries: the sink is down.
+        let paused = OutputReading {
+            unacked: Some(12),
+            consuming: Some(0),
+            ..reading(4_000, 1, 200.0, 0.0)
+        };
+        let d = p.decide(26.0, 1, Some(&paused));
+        assert_eq!(
+            d.reason,
+            "sink down (1 consumers paused, 12 held): holding 1"
+        );
+    }
+
+    #[test]
+    fn a_new_quorum_consumer_missing_from_the_listing_delays_scaling_by_one_statistics_lag() {
+        let mut p = learned(settings(1, 20));
+        // A new worker consumes (its prefetch not yet in the sample), the listing does not
+        // show it yet.
+        let new = OutputReading {
+            unacked: Some(0),
+            consuming: Some(0),
+            ..reading(20_000, 1, 300.0, 0.0)
+        };
+        assert_eq!(p.decide(10.0, 1, Some(&new)).desired, 1);
+        // Still not listed a statistics lag later, nothing held: the backlog decides.
+        let d = p.decide(10.0 + STATS_LAG_S, 1, Some(&new));
+        assert!(d.desired > 1, "{d:?}");
+        // Listed: the backlog decides at once.
+        let mut p = learned(settings(1, 20));
+        let listed = OutputReading {
+            consuming: Some(1),
+            ..new
+        };
+        assert!(p.decide(10.0, 1, Some(&listed)).desired > 1);
     }
 
     #[test]

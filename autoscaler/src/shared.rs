@@ -1,7 +1,8 @@
 //! What the autoscalers of one vhost share: one management API request per vhost and
-//! refresh interval, and one AMQP connection for passive declares, however many pipelines
-//! live there. Without it, 100 pipelines
-//! polling every 2 s would ask the broker for the same queue list 50 times a second.
+//! refresh interval (and a second, the consumer listing, while a quorum queue has consumers),
+//! and one
+//! AMQP connection for passive declares, however many pipelines live there. Without it, 100
+//! pipelines polling every 2 s would ask the broker for the same queue list 50 times a second.
 
 use std::{
     collections::HashMap,
@@ -12,6 +13,7 @@ use std::{
 use logstream_broker::{
     BrokerAdmin, BrokerEndpoint, BrokerError, ManagementClient, ManagementError, QueueStats,
 };
+use tracing::warn;
 
 /// How long one answer serves every autoscaler of its vhost, at least. The broker itself
 /// samples its statistics every few seconds (`collect_statistics_interval`), and depth comes
@@ -131,7 +133,8 @@ impl SharedQueueStats {
         {
             return Ok(queues);
         }
-        let (queues, pages) = management.queue_stats_paged(vhost).await?;
+        let (mut queues, pages) = management.queue_stats_paged(vhost).await?;
+        read_consuming(management, vhost, &mut queues).await;
         let pages = u32::try_from(pages).unwrap_or(u32::MAX);
         let serves = REFRESH.max(REFRESH_PER_PAGE.saturating_mul(pages));
         let queues = Arc::new(queues);
@@ -141,6 +144,14 @@ impl SharedQueueStats {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(key, queues.clone());
         Ok(queues)
+    }
+}
+
+/// Fills in how many consumers still consume from the quorum queues of `queues` (see
+/// [`ManagementClient::read_consuming`]); without the consumer listing they are read as before.
+pub async fn read_consuming(management: &ManagementClient, vhost: &str, queues: &mut [QueueStats]) {
+    if let Err(e) = management.read_consuming(vhost, queues).await {
+        warn!(%vhost, error = %e, "consumer listing unavailable: paused workers of a quorum queue are read as consuming");
     }
 }
 

@@ -39,6 +39,7 @@ fn record(at_ms: u64, ready: u64, from: u32, to: u32) -> ScaleRecord {
             unacked: Some(4),
             consumers: Some(u64::from(from)),
             sampled_consumers: Some(u64::from(from)),
+            consuming: None,
             oldest_age: Some(Age::measured(3.5)),
             publish_rate: Some(12.0),
             ack_rate: Some(10.0),

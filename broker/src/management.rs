@@ -2,7 +2,7 @@
 //! bindings and queues LogStream reconciles, and the vhost/user calls tests and `dev` need.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -19,6 +19,7 @@ use crate::endpoint::ManagementEndpoint;
 
 mod model;
 
+use model::ConsumerInfo;
 pub use model::{BindingInfo, ExchangeInfo, MessageStats, QueueStats, Rate};
 
 /// Timeout of one management API request.
@@ -31,7 +32,7 @@ const QUEUE_COLUMNS: &str = "name,type,arguments,messages,messages_ready,message
 /// The columns of [`ManagementClient::queue_stats`]: what the autoscaler reads, including the
 /// cumulative publish and delivery counters its age tracking needs. Without the declaration
 /// arguments a vhost's listing parses into a third of the memory.
-const STATS_COLUMNS: &str = "name,messages,messages_ready,messages_unacknowledged,consumers,head_message_timestamp,message_stats.publish,message_stats.deliver_get,message_stats.publish_details.rate,message_stats.ack_details.rate,message_stats.deliver_get_details.rate";
+const STATS_COLUMNS: &str = "name,type,messages,messages_ready,messages_unacknowledged,consumers,head_message_timestamp,message_stats.publish,message_stats.deliver_get,message_stats.publish_details.rate,message_stats.ack_details.rate,message_stats.deliver_get_details.rate";
 
 /// Queues per page of [`ManagementClient::queues_with_prefix`] (the API's largest page).
 const PAGE_SIZE: usize = 500;
@@ -380,6 +381,41 @@ impl ManagementClient {
         self.queue_stats_paged(vhost)
             .await
             .map(|(queues, _)| queues)
+    }
+
+    /// How many consumers take deliveries from each queue of `vhost` that has any: one
+    /// request for the vhost's consumer listing. A consumer leaves the listing when it is
+    /// cancelled, also where the queue still counts it (a quorum queue, while the consumer's
+    /// channel holds deliveries).
+    pub async fn consuming(&self, vhost: &str) -> Result<HashMap<String, u64>, ManagementError> {
+        let consumers: Vec<ConsumerInfo> = self
+            .get(&format!("consumers/{}?columns=queue.name", segment(vhost)))
+            .await?;
+        let mut per_queue = HashMap::new();
+        for c in consumers {
+            *per_queue.entry(c.queue.name).or_default() += 1;
+        }
+        Ok(per_queue)
+    }
+
+    /// Fills in [`QueueStats::consuming`] for the queues of `queues` (all of `vhost`) that
+    /// [may count paused workers](QueueStats::may_count_paused_workers), from one consumer
+    /// listing; asks nothing when none may (no quorum queue, or none with consumers). A
+    /// worker whose sink is down cancels its consumer and holds its deliveries: a quorum queue
+    /// still counts it, the listing does not.
+    pub async fn read_consuming(
+        &self,
+        vhost: &str,
+        queues: &mut [QueueStats],
+    ) -> Result<(), ManagementError> {
+        if !queues.iter().any(QueueStats::may_count_paused_workers) {
+            return Ok(());
+        }
+        let consuming = self.consuming(vhost).await?;
+        for q in queues.iter_mut().filter(|q| q.may_count_paused_workers()) {
+            q.consuming = Some(consuming.get(&q.name).copied().unwrap_or(0));
+        }
+        Ok(())
     }
 
     /// The bindings of queue `queue` of `vhost` (its default-exchange binding included).

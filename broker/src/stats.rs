@@ -132,6 +132,8 @@ pub enum SinkState {
     Up,
     /// Every worker paused: none consumes, yet deliveries are held unacknowledged. A worker
     /// whose sink is down cancels its consumer and keeps what it holds until the sink answers.
+    /// A classic queue then counts no consumer; a quorum queue goes on counting it while it
+    /// holds deliveries, and the vhost's consumer listing tells (`consuming`).
     Down,
 }
 
@@ -165,6 +167,10 @@ pub struct OutputReading {
     /// Consumers of the main queue in the management API's sample, taken at the same instant
     /// as `unacked`.
     pub sampled_consumers: Option<u64>,
+    /// Consumers of the main queue that take deliveries, from the vhost's consumer listing:
+    /// read only for a quorum queue with consumers (or none reported yet), as it counts
+    /// paused workers as consumers too. `None` otherwise.
+    pub consuming: Option<u64>,
     /// The age of the oldest waiting message.
     pub oldest_age: Option<Age>,
     /// Messages published to the main queue per second.
@@ -194,6 +200,7 @@ impl OutputReading {
             unacked: main.and_then(|q| q.messages_unacknowledged),
             consumers: main.and_then(|q| q.consumers),
             sampled_consumers: main.and_then(|q| q.consumers),
+            consuming: main.and_then(|q| q.consuming),
             oldest_age: main.and_then(|q| Age::of(q, now)),
             publish_rate: main.map(|q| q.publish_rate().unwrap_or(0.0)),
             ack_rate: main.map(|q| q.ack_rate().unwrap_or(0.0)),
@@ -211,8 +218,9 @@ impl OutputReading {
 
     /// The output's sink as the main queue shows it: [`SinkState::Up`] while a worker
     /// consumes; [`SinkState::Down`] when every worker has paused (no consumer now, and the
-    /// sample shows no consumer with deliveries held); `None` when no worker runs, or the
-    /// figures are missing.
+    /// sample shows no consumer with deliveries held; or, where the queue counts paused
+    /// workers as consumers, consumers that hold deliveries and none of them consuming);
+    /// `None` when no worker runs, or the figures are missing.
     ///
     /// "No consumer, deliveries held" is read from one management API sample (`unacked` and
     /// `sampled_consumers` are taken together), never from `unacked` sampled seconds ago with
@@ -220,13 +228,34 @@ impl OutputReading {
     /// queue as its consumer goes, so a consistent sample never shows a crash as an outage,
     /// while an old sample with a new consumer count would. The real-time count only decides
     /// sooner: a consumer now means up, whatever the sample says.
+    ///
+    /// A quorum queue counts a worker that cancelled its consumer as long as the worker holds
+    /// deliveries, in its sample and in a passive declare alike; the consumer listing
+    /// (`consuming`) does not. Consumers counted with none consuming and deliveries held is
+    /// an outage there; a crash is not mistaken for one, as a crashed worker is no longer
+    /// counted in real time.
     pub fn sink(&self) -> Option<SinkState> {
+        let counted = self.consumers.or(self.sampled_consumers);
         match (self.consumers, self.sampled_consumers, self.unacked) {
+            (_, _, Some(held))
+                if held > 0 && self.consuming == Some(0) && counted.is_some_and(|n| n > 0) =>
+            {
+                Some(SinkState::Down)
+            }
             (Some(now), _, _) if now > 0 => Some(SinkState::Up),
             (Some(0) | None, Some(0), Some(held)) if held > 0 => Some(SinkState::Down),
             (None, Some(sampled), _) if sampled > 0 => Some(SinkState::Up),
             _ => None,
         }
+    }
+
+    /// Workers that hold deliveries without consuming, where the queue still counts them as
+    /// consumers (a quorum queue): the counted consumers, while none consumes.
+    pub fn paused_consumers(&self) -> Option<u64> {
+        (self.consuming == Some(0))
+            .then(|| self.consumers.or(self.sampled_consumers))
+            .flatten()
+            .filter(|&n| n > 0)
     }
 
     /// True when every worker has paused because the sink is down: see [`sink`](Self::sink).
@@ -280,6 +309,7 @@ mod tests {
                 unacked: Some(4),
                 consumers: Some(2),
                 sampled_consumers: Some(2),
+                consuming: None,
                 oldest_age: Some(Age::measured(41.0)),
                 publish_rate: Some(12.5),
                 ack_rate: Some(3.0),
@@ -352,6 +382,36 @@ mod tests {
         assert_eq!(reading(Some(0), Some(0), Some(0)), None);
         assert_eq!(reading(None, None, None), None);
         assert_eq!(SinkState::Down.to_string(), "down");
+    }
+
+    #[test]
+    fn a_quorum_queue_that_counts_paused_workers_is_down_when_none_of_them_consumes() {
+        let reading =
+            |now: Option<u64>, sampled: Option<u64>, consuming: Option<u64>| OutputReading {
+                consumers: now,
+                sampled_consumers: sampled,
+                unacked: Some(400),
+                consuming,
+                ..OutputReading::default()
+            };
+        // Two paused workers, still counted (real time and sample), none in the listing.
+        let paused = reading(Some(2), Some(2), Some(0));
+        assert_eq!(paused.sink(), Some(SinkState::Down));
+        assert_eq!(paused.paused_consumers(), Some(2));
+        // `logstream status` reads the sample alone.
+        assert_eq!(
+            reading(None, Some(2), Some(0)).sink(),
+            Some(SinkState::Down)
+        );
+        // One of them consumes: up.
+        let one = reading(Some(2), Some(2), Some(1));
+        assert_eq!(one.sink(), Some(SinkState::Up));
+        assert_eq!(one.paused_consumers(), None);
+        // The workers crashed: no longer counted in real time, their deliveries back in the
+        // queue; the sample still shows them. Not an outage.
+        assert_eq!(reading(Some(0), Some(2), Some(0)).sink(), None);
+        // The listing was not read (a classic queue): as before.
+        assert_eq!(reading(Some(2), Some(2), None).sink(), Some(SinkState::Up));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `logstream status`: how each output of the pipelines on a vhost is doing, from one
 //! management API request (`/api/queues/<vhost>`): ready and unacked messages, the oldest
 //! message's age, retrying and dead-lettered messages, consumers, the sink as the queue shows
-//! it (down when every worker has paused, holding its deliveries), publish and ack rates.
+//! it (down when every worker has paused, holding its deliveries; where a quorum queue has
+//! consumers, a second request, `/api/consumers/<vhost>`, tells paused workers the queue still
+//! counts), publish and ack rates.
 //!
 //! Queues are grouped by their names (`logstream.<ns>.<pipeline>.<output>[.retry.<i>|.dlq]`;
 //! components never contain dots). With `--kubeconfig`, each output also shows its
@@ -71,7 +73,9 @@ pub async fn run(ctx: &Context, args: &StatusArgs) -> Result<(), CliError> {
         )
     };
     let management = ManagementClient::new(ctx.endpoint(&vhost).management().clone());
-    let queues = management.queues(&vhost).await?;
+    let mut queues = management.queues(&vhost).await?;
+    // Whether the workers of a quorum queue paused (the queue still counts them).
+    management.read_consuming(&vhost, &mut queues).await?;
     let mut outputs = summarize(&queues, &prefix, Timestamp::now());
     if let Some(kubeconfig) = &args.kubeconfig {
         let namespace = if args.all_namespaces {

@@ -2,7 +2,8 @@
 //! ladder, starting while the worker runs: the worker holds what it took and stops consuming, the autoscaler sees every worker
 //! paused and holds the replicas (the backlog grows to thousands of logs that would otherwise
 //! ask for the maximum), nothing is dead-lettered or retried, and once the sink answers again
-//! every log is written.
+//! every log is written. On a classic queue and on a quorum queue, which goes on counting a
+//! paused worker as a consumer (the autoscaler asks the consumer listing there).
 
 mod support;
 
@@ -62,13 +63,14 @@ async fn receive(State(sink): State<Arc<Sink>>, body: String) -> StatusCode {
     StatusCode::OK
 }
 
-fn manifest(port: u16) -> String {
+fn manifest(port: u16, queue_type: &str) -> String {
     format!(
         "apiVersion: logstream.io/v1alpha1
 kind: LogPipeline
 metadata: {{name: outage}}
 spec:
   broker: {{secretRef: {{name: rabbitmq}}}}
+  queueType: {queue_type}
   outputs:
     - name: http
       sink: {{http: {{url: \"http://127.0.0.1:{port}/logs\", format: json, timeout: 2s}}}}
@@ -79,6 +81,15 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_minute_sink_outage_holds_the_replicas_and_loses_and_dead_letters_nothing() {
+    outage_story("classic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_minute_sink_outage_of_a_quorum_output_holds_the_replicas_too() {
+    outage_story("quorum").await;
+}
+
+async fn outage_story(queue_type: &str) {
     let sink = Arc::new(Sink::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -87,11 +98,11 @@ async fn a_two_minute_sink_outage_holds_the_replicas_and_loses_and_dead_letters_
         .with_state(Arc::clone(&sink));
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let vhost = PipelineVhost::new("dev-outage").await;
+    let vhost = PipelineVhost::new(&format!("dev-outage-{queue_type}")).await;
     let dir = std::env::temp_dir().join(support::unique("logstream-dev-outage"));
     std::fs::create_dir_all(&dir).unwrap();
     let manifest_path = dir.join("pipeline.yaml");
-    std::fs::write(&manifest_path, manifest(port)).unwrap();
+    std::fs::write(&manifest_path, manifest(port, queue_type)).unwrap();
     let manifest = manifest_path.to_str().unwrap();
     let mut dev = support::dev_command(&vhost, manifest, &dir)
         .stdout(Stdio::piped())
@@ -215,7 +226,7 @@ async fn a_two_minute_sink_outage_holds_the_replicas_and_loses_and_dead_letters_
         .filter(|l| l.contains("scaled:") && !l.contains("0 → 1"))
         .collect();
     println!(
-        "two-minute outage at {RATE} logs/s: {confirmed} confirmed, {backlog} waiting at its end, \
+        "{queue_type}: two-minute outage at {RATE} logs/s: {confirmed} confirmed, {backlog} waiting at its end, \
          {dead_during} dead-lettered and {retrying} retrying during it, {} refused requests; \
          after it: {} written ({duplicates} twice) in {:.1} s, {dead} dead-lettered; \
          replica changes during it: {raised:?}",
@@ -242,13 +253,22 @@ async fn a_two_minute_sink_outage_holds_the_replicas_and_loses_and_dead_letters_
     }
     let _ = std::fs::remove_dir_all(&dir);
 
-    assert!(
-        output
-            .iter()
-            .any(|l| l.contains("holding replicas: sink down")),
-        "dev said the sink was down; output:\n{}",
-        output.join("\n")
-    );
+    let said = output
+        .iter()
+        .find(|l| l.contains("holding replicas: sink down"));
+    println!("{queue_type}: dev said {said:?}");
+    let said = said.unwrap_or_else(|| {
+        panic!(
+            "dev did not say the sink was down; output:\n{}",
+            output.join("\n")
+        )
+    });
+    if queue_type == "quorum" {
+        assert!(
+            said.contains("consumers paused"),
+            "the quorum queue counts the paused worker: {said}"
+        );
+    }
     assert!(
         raised.is_empty(),
         "replicas changed during the outage: {raised:?}"

@@ -198,6 +198,28 @@ on_both_queue_types! {
                 .iter()
                 .any(|&kill| at <= kill && kill.duration_since(at) < Duration::from_secs(1))
         };
+        // What the sink had at each kill: the requests that reached it in the 20 ms before.
+        let written = sink.received();
+        for (i, &kill) in kills.iter().enumerate() {
+            let at_kill: Vec<String> = written
+                .iter()
+                .filter(|r| r.status / 100 == 2 && r.at <= kill)
+                .filter(|r| kill.duration_since(r.at) < Duration::from_millis(20))
+                .map(|r| {
+                    let twice = r
+                        .logs
+                        .iter()
+                        .filter(|l| counts[&support::message_of(l)] > 1)
+                        .count();
+                    format!(
+                        "{} logs {:.1} ms before ({twice} written twice)",
+                        r.logs.len(),
+                        kill.duration_since(r.at).as_secs_f64() * 1e3
+                    )
+                })
+                .collect();
+            eprintln!("{queue_type}: at kill {}: {at_kill:?}", i + 1);
+        }
         let unexplained: Vec<&String> = counts
             .iter()
             .filter(|(message, n)| **n > 1 && !at_a_kill(message))

@@ -40,6 +40,12 @@ pub struct QueueStats {
     /// Rates.
     #[serde(default)]
     pub message_stats: Option<MessageStats>,
+    /// Consumers that take deliveries, from the vhost's consumer listing; read only for a
+    /// queue that [may count paused workers](Self::may_count_paused_workers) (see
+    /// [`ManagementClient::read_consuming`](super::ManagementClient::read_consuming)), `None`
+    /// otherwise.
+    #[serde(skip)]
+    pub consuming: Option<u64>,
 }
 
 impl QueueStats {
@@ -56,7 +62,18 @@ impl QueueStats {
             consumers: None,
             head_message_timestamp: None,
             message_stats: None,
+            consuming: None,
         }
+    }
+
+    /// True for a quorum queue with consumers, or whose consumers the sample does not report
+    /// yet (RabbitMQ 3.10 reports a new quorum queue's figures only after several seconds). A
+    /// worker whose sink is down cancels its consumer and holds what it has; a quorum queue
+    /// goes on counting the cancelled consumer while its channel holds deliveries (RabbitMQ
+    /// 3.10 and 4.0.5 alike), so only the consumer listing tells a paused worker there. A
+    /// classic queue stops counting it at once.
+    pub fn may_count_paused_workers(&self) -> bool {
+        self.kind.as_deref() == Some("quorum") && self.consumers != Some(0)
     }
 
     /// Messages published per second, if the broker reported it.
@@ -125,6 +142,20 @@ pub struct MessageStats {
     pub deliver_get_details: Option<Rate>,
 }
 
+/// One consumer of the vhost's consumer listing, as far as LogStream reads it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ConsumerInfo {
+    /// The queue it consumes from.
+    pub queue: ConsumerQueue,
+}
+
+/// The queue of a [`ConsumerInfo`].
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ConsumerQueue {
+    /// Queue name.
+    pub name: String,
+}
+
 /// A rate in messages per second.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct Rate {
@@ -158,4 +189,39 @@ pub struct ExchangeInfo {
     pub kind: String,
     /// Durable or not.
     pub durable: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn stats(value: Value) -> QueueStats {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn only_a_quorum_queue_with_consumers_may_count_paused_workers() {
+        let held = json!({"name": "q", "type": "quorum", "consumers": 2,
+            "messages_unacknowledged": 400});
+        assert!(stats(held.clone()).may_count_paused_workers());
+        let mut classic = held.clone();
+        classic["type"] = json!("classic");
+        assert!(!stats(classic).may_count_paused_workers());
+        let mut no_type = held.clone();
+        no_type.as_object_mut().unwrap().remove("type");
+        assert!(!stats(no_type).may_count_paused_workers());
+        let mut unsampled = held.clone();
+        unsampled.as_object_mut().unwrap().remove("consumers");
+        assert!(stats(unsampled).may_count_paused_workers());
+        let mut no_consumer = held;
+        no_consumer["consumers"] = json!(0);
+        assert!(!stats(no_consumer).may_count_paused_workers());
+        assert_eq!(
+            stats(json!({"name": "q"})).consuming,
+            None,
+            "never read from JSON"
+        );
+    }
 }
