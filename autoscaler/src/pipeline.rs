@@ -143,14 +143,9 @@ impl PipelineAutoscaler {
     pub async fn poll(&mut self, admin: &BrokerAdmin) -> Vec<ScaleRecord> {
         let fetched = match &self.shared_stats {
             Some(shared) => shared.queues(admin).await,
-            None => match admin.management().queue_stats(&self.vhost).await {
-                Ok(mut queues) => {
-                    crate::shared::read_consuming(admin.management(), &self.vhost, &mut queues)
-                        .await;
-                    Ok(Arc::new(queues))
-                }
-                Err(e) => Err(e),
-            },
+            None => crate::shared::queue_stats(admin.management(), &self.vhost)
+                .await
+                .map(|(queues, _)| Arc::new(queues)),
         };
         let stats = match fetched {
             Ok(queues) => Some(queues),

@@ -188,10 +188,7 @@ impl ScalingPolicy {
             _ => None,
         };
         self.consumers_before = obs.consumers;
-        self.paused_since = match (obs.paused, self.paused_since) {
-            (None, _) => None,
-            (Some(_), since) => Some(since.unwrap_or(now_s)),
-        };
+        self.paused_since = obs.paused.map(|_| self.paused_since.unwrap_or(now_s));
         let s = self.settings;
         // Every worker waits on the sink: more would wait too, fewer would drop what they
         // hold; scale for the backlog once they consume again. Or every worker stopped

@@ -1,8 +1,8 @@
 //! What the autoscalers of one vhost share: one management API request per vhost and
 //! refresh interval (and a second, the consumer listing, while a quorum queue has consumers),
-//! and one
-//! AMQP connection for passive declares, however many pipelines live there. Without it, 100
-//! pipelines polling every 2 s would ask the broker for the same queue list 50 times a second.
+//! and one AMQP connection for passive declares, however many pipelines live there. Without
+//! it, 100 pipelines polling every 2 s would ask the broker for the same queue list 50 times a
+//! second.
 
 use std::{
     collections::HashMap,
@@ -133,8 +133,7 @@ impl SharedQueueStats {
         {
             return Ok(queues);
         }
-        let (mut queues, pages) = management.queue_stats_paged(vhost).await?;
-        read_consuming(management, vhost, &mut queues).await;
+        let (queues, pages) = queue_stats(management, vhost).await?;
         let pages = u32::try_from(pages).unwrap_or(u32::MAX);
         let serves = REFRESH.max(REFRESH_PER_PAGE.saturating_mul(pages));
         let queues = Arc::new(queues);
@@ -147,12 +146,18 @@ impl SharedQueueStats {
     }
 }
 
-/// Fills in how many consumers still consume from the quorum queues of `queues` (see
+/// What an autoscaler reads of `vhost`: its queues' statistics in pages (and how many pages
+/// it took), with how many consumers still consume from its quorum queues (see
 /// [`ManagementClient::read_consuming`]); without the consumer listing they are read as before.
-pub async fn read_consuming(management: &ManagementClient, vhost: &str, queues: &mut [QueueStats]) {
-    if let Err(e) = management.read_consuming(vhost, queues).await {
+pub async fn queue_stats(
+    management: &ManagementClient,
+    vhost: &str,
+) -> Result<(Vec<QueueStats>, usize), ManagementError> {
+    let (mut queues, pages) = management.queue_stats_paged(vhost).await?;
+    if let Err(e) = management.read_consuming(vhost, &mut queues).await {
         warn!(%vhost, error = %e, "consumer listing unavailable: paused workers of a quorum queue are read as consuming");
     }
+    Ok((queues, pages))
 }
 
 /// One administrative AMQP connection per broker and vhost, shared by the autoscalers there

@@ -387,7 +387,7 @@ impl ManagementClient {
     /// request for the vhost's consumer listing. A consumer leaves the listing when it is
     /// cancelled, also where the queue still counts it (a quorum queue, while the consumer's
     /// channel holds deliveries).
-    pub async fn consuming(&self, vhost: &str) -> Result<HashMap<String, u64>, ManagementError> {
+    async fn consuming(&self, vhost: &str) -> Result<HashMap<String, u64>, ManagementError> {
         let consumers: Vec<ConsumerInfo> = self
             .get(&format!("consumers/{}?columns=queue.name", segment(vhost)))
             .await?;

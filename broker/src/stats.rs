@@ -235,11 +235,8 @@ impl OutputReading {
     /// an outage there; a crash is not mistaken for one, as a crashed worker is no longer
     /// counted in real time.
     pub fn sink(&self) -> Option<SinkState> {
-        let counted = self.consumers.or(self.sampled_consumers);
         match (self.consumers, self.sampled_consumers, self.unacked) {
-            (_, _, Some(held))
-                if held > 0 && self.consuming == Some(0) && counted.is_some_and(|n| n > 0) =>
-            {
+            (_, _, Some(held)) if held > 0 && self.paused_consumers().is_some() => {
                 Some(SinkState::Down)
             }
             (Some(now), _, _) if now > 0 => Some(SinkState::Up),
