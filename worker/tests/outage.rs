@@ -199,6 +199,15 @@ on_both_queue_types! {
         assert!(counts.values().all(|&n| n == 1), "{counts:?}");
         let attempts: Vec<u64> = sink.written().iter().map(attempt_of).collect();
         assert!(attempts.iter().all(|&a| a == 1), "{attempts:?}\n{}", worker.log());
+        // Nothing came back as a redelivery: no delivery was lost in a consumer's cancellation
+        // (a quorum queue returns what reaches a cancelled consumer as redelivered, and a
+        // redelivered suspect is charged), as the worker takes what it probes with by basic.get.
+        assert_eq!(
+            worker.metric("logstream_redelivered_total", &[]).await,
+            Some(0.0),
+            "{}",
+            worker.log()
+        );
         eprintln!("{queue_type}: {returned} returned at the hold limit, then all {N} written once");
     }
 }

@@ -15,7 +15,7 @@ use lapin::{
 use logstream_api::worker_config::WorkerConfig;
 use logstream_broker::{BrokerConnection, BrokerEndpoint, BrokerError, Purpose};
 use tokio::task::JoinSet;
-use tracing::info;
+use tracing::{debug, info};
 
 use super::{Consuming, Session, SessionError, Worker, process::TaskContext};
 use crate::delivery::{ack_tracker::AckTracker, batch::Batcher};
@@ -64,6 +64,7 @@ impl Session {
             tasks: JoinSet::new(),
             held: VecDeque::new(),
             probing: false,
+            fetching: false,
             restamping: HashMap::new(),
             epoch: 0,
             winding_down: false,
@@ -85,6 +86,7 @@ impl Session {
             .await
             .map_err(SessionError::Lost)?;
         self.consumers_started += 1;
+        debug!(consumer = %consumer.tag(), "consuming again");
         self.consumer = Some(consumer);
         self.consuming = Consuming::Active;
         Ok(())

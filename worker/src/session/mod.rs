@@ -10,8 +10,9 @@
 //!
 //! When the sink is down (see [`crate::sink::narrow`] and [`crate::sink::health`]) the session
 //! cancels its consumer and *holds* the deliveries it has, unacknowledged and uncharged; it
-//! probes the sink by rewriting them with backoff, consumes again once a write succeeds, and
-//! puts what it holds back in the queue (unchanged) before `holdLimit` runs out.
+//! probes the sink by rewriting them with backoff (taking one batch with `basic.get` when it
+//! holds nothing), consumes again once a write succeeds, and puts what it holds back in the
+//! queue (unchanged) before `holdLimit` runs out.
 //!
 //! `connect` starts a session; `settle_loop` is the task that owns the consumer channel and
 //! sends every ACK and NACK; `receive` takes each delivery in on that task; `outage` holds,
@@ -248,6 +249,9 @@ pub struct Session {
     held: VecDeque<Pending>,
     /// A probe is being written.
     probing: bool,
+    /// Taking a delivery with `basic.get` to probe with: a suspect taken is written as the
+    /// probe instead of going back to the queue.
+    fetching: bool,
     /// Keys of redeliveries being restamped as suspects, and their suspect copies that came
     /// back before the original was ACKed: a copy is written only after that ACK, or a crash
     /// during its write would bring the original back too.

@@ -1,13 +1,17 @@
 //! The sink's outages, on the settle loop: holding deliveries while the sink is down, taking
 //! no new ones (the consumer is cancelled: the queue shows no consumer and the held deliveries
 //! unacked, which is how the autoscaler and `logstream status` tell the sink is down), probing
-//! with what is held, resuming at full speed once a write succeeds, and putting held deliveries
-//! back in the main queue before `holdLimit` (and so the broker's consumer timeout) runs out.
+//! with what is held (or with one batch taken by `basic.get` when nothing is), resuming at full
+//! speed once a write succeeds, and putting held deliveries back in the main queue before
+//! `holdLimit` (and so the broker's consumer timeout) runs out.
 
 use std::{sync::Arc, time::Instant};
 
-use lapin::options::BasicCancelOptions;
-use tracing::{info, warn};
+use lapin::{
+    options::{BasicCancelOptions, BasicGetOptions},
+    types::ShortString,
+};
+use tracing::{debug, info, warn};
 
 use super::{Consuming, Pending, ProcessState, Session, SessionError, TaskReport};
 use crate::{metrics::Returned, sink::health::PROBE_BACKOFF_MAX};
@@ -16,7 +20,12 @@ impl Session {
     /// Holds `pending` until the sink is back (a suspect goes back to the queue instead: it
     /// must never wait where a crash would charge it).
     pub(super) fn hold(&mut self, pending: Pending) {
-        if pending.alone {
+        if pending.alone && self.fetching {
+            // Taken to probe with: written alone at once, as any suspect is.
+            self.probing = true;
+            self.ctx.metrics.sink_probes.inc();
+            self.spawn_task_write(vec![pending], true, true);
+        } else if pending.alone {
             self.put_back(vec![pending], Returned::Suspect);
         } else {
             self.held.push_back(pending);
@@ -73,16 +82,59 @@ impl Session {
         }
     }
 
-    /// Rewrites the first held deliveries (one batch) to see whether the sink is back.
-    pub(super) fn probe(&mut self) {
+    /// Rewrites the first held deliveries (one batch) to see whether the sink is back; with
+    /// nothing held, takes one delivery from the queue to probe with (see
+    /// [`Self::fetch_to_probe`]).
+    pub(super) async fn probe(&mut self, state: &mut ProcessState) -> Result<(), SessionError> {
+        if self.held.is_empty() {
+            self.fetching = true;
+            let fetched = self.fetch_to_probe(state).await;
+            self.fetching = false;
+            fetched?;
+        }
+        if self.probing {
+            // A suspect taken from the queue is the probe.
+            return Ok(());
+        }
         let n = self.batch_max().min(self.held.len());
         let batch: Vec<Pending> = self.held.drain(..n).collect();
         if batch.is_empty() {
-            return;
+            // Nothing to probe with (the queue is empty, or what it gave was settled without a
+            // write): look again after the wait a failed probe would bring.
+            state.sink.probe_failed(Instant::now());
+            return Ok(());
         }
         self.probing = true;
         self.ctx.metrics.sink_probes.inc();
         self.spawn_write(batch, true);
+        Ok(())
+    }
+
+    /// Takes deliveries from the main queue with `basic.get`, each taken in as usual, until one
+    /// is held (or, a suspect, is being written as the probe): at most one batch's worth of
+    /// gets, as duplicates and redeliveries are settled on the way.
+    ///
+    /// Not with a consumer started and cancelled again: a queue goes on delivering to a
+    /// consumer until it handles the cancel, and what a quorum queue delivers to a consumer its
+    /// channel already cancelled goes back to the queue as a redelivery
+    /// (rabbitmq-server#3729), which reads as a crash and charges a suspect. One delivery, not
+    /// a batch: a quorum queue counts each unsettled `basic.get` as a consumer, and one per
+    /// paused worker is what it counts for a cancelled consumer too.
+    async fn fetch_to_probe(&mut self, state: &mut ProcessState) -> Result<(), SessionError> {
+        let queue = ShortString::from(self.ctx.config.queue.as_str());
+        for _ in 0..self.batch_max() {
+            let got = self
+                .consume
+                .basic_get(queue.clone(), BasicGetOptions { no_ack: false })
+                .await
+                .map_err(SessionError::Lost)?;
+            let Some(message) = got else { break };
+            self.on_delivery(message.delivery, state).await?;
+            if !self.held.is_empty() || self.probing || message.message_count == 0 {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// When the longest-held delivery reaches `holdLimit`.
@@ -133,9 +185,8 @@ impl Session {
             .spawn(async move { TaskReport::settled(ctx.put_back(batch, reason).await) });
     }
 
-    /// Consumes or not, as the sink's health says: while it is down, no consumer as long as
-    /// something is held (or being probed), and a consumer to take something to probe with
-    /// otherwise.
+    /// Consumes while the sink is up; not while it is down (a probe takes what it needs with
+    /// `basic.get`).
     pub(super) async fn steer_consumer(
         &mut self,
         state: &ProcessState,
@@ -143,11 +194,10 @@ impl Session {
         if self.winding_down {
             return Ok(());
         }
-        let take = !state.sink.is_down() || (self.held.is_empty() && !self.probing);
-        if take {
-            self.resume().await
-        } else {
+        if state.sink.is_down() {
             self.pause().await
+        } else {
+            self.resume().await
         }
     }
 
@@ -155,6 +205,7 @@ impl Session {
         match self.consuming {
             Consuming::Active => {
                 if let Some(consumer) = &self.consumer {
+                    debug!(consumer = %consumer.tag(), held = self.held.len(), "pausing: cancelling the consumer");
                     self.consume
                         .basic_cancel(consumer.tag(), BasicCancelOptions::default())
                         .await

@@ -46,6 +46,11 @@ impl Session {
         }
         if delivery.redelivered {
             metrics.redelivered.inc();
+            debug!(
+                tag,
+                consumer = self.consumers_started,
+                "redelivered by the broker"
+            );
         }
 
         let message_id = delivery

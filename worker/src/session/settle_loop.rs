@@ -15,7 +15,7 @@ use lapin::{
     options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions},
 };
 use tokio::time::sleep_until;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{
     Consuming, Disposition, Pending, ProcessState, Session, SessionEnd, SessionError, Settlement,
@@ -54,9 +54,10 @@ impl Session {
                 break;
             }
             let batch_deadline = self.batcher.deadline().map(tokio::time::Instant::from_std);
+            // With nothing held, a probe takes from the queue: once the consumer is gone.
             let probe_at = (state.sink.is_down()
                 && !self.probing
-                && !self.held.is_empty()
+                && (!self.held.is_empty() || self.consuming == Consuming::Idle)
                 && !self.winding_down)
                 .then(|| state.sink.next_probe())
                 .flatten()
@@ -103,6 +104,7 @@ impl Session {
                     }
                     Some(Err(e)) => self.lose(&mut lost, SessionError::Lost(e)),
                     None => {
+                        debug!(consuming = ?self.consuming, "the consumer ended");
                         self.consumer = None;
                         match self.consuming {
                             // Cancelled by us: every delivery of that consumer is in.
@@ -127,7 +129,9 @@ impl Session {
                     self.flush_batch();
                 }
                 () = sleep_until(probe_at.unwrap_or_else(far_future)), if probe_at.is_some() => {
-                    self.probe();
+                    if let Err(e) = self.probe(state).await {
+                        self.lose(&mut lost, e);
+                    }
                 }
                 () = sleep_until(hold_deadline.unwrap_or_else(far_future)), if hold_deadline.is_some() => {
                     self.return_expired();
@@ -219,24 +223,24 @@ impl Session {
 
     /// Writes `batch` in a task of its own, which reports the batch's settlements.
     pub(super) fn spawn_write(&mut self, batch: Vec<Pending>, probe: bool) {
-        let ctx = Arc::clone(&self.ctx);
-        let epoch = self.epoch;
-        self.tasks.spawn(async move {
-            let mut report = ctx.write(batch, false).await;
-            report.epoch = epoch;
-            report.probe = probe;
-            report
-        });
+        self.spawn_task_write(batch, false, probe);
     }
 
     /// Writes a suspect in a batch of its own, at once: the shorter a suspect waits, the less
     /// likely a crash meanwhile is charged to it.
     pub(super) fn spawn_alone(&mut self, pending: Pending) {
+        self.spawn_task_write(vec![pending], true, false);
+    }
+
+    /// Writes `batch` in a task (`alone`: a suspect's own write; `probe`: of a sink that is
+    /// down).
+    pub(super) fn spawn_task_write(&mut self, batch: Vec<Pending>, alone: bool, probe: bool) {
         let ctx = Arc::clone(&self.ctx);
         let epoch = self.epoch;
         self.tasks.spawn(async move {
-            let mut report = ctx.write(vec![pending], true).await;
+            let mut report = ctx.write(batch, alone).await;
             report.epoch = epoch;
+            report.probe = probe;
             report
         });
     }
