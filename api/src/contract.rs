@@ -121,6 +121,34 @@ impl Level {
         };
         Some(level)
     }
+
+    /// The OpenTelemetry severity number of this level: the first of its range (TRACE 1,
+    /// DEBUG 5, INFO 9, WARN 13, ERROR 17, FATAL 21).
+    pub fn otlp_severity_number(self) -> i32 {
+        match self {
+            Self::Trace => 1,
+            Self::Debug => 5,
+            Self::Info => 9,
+            Self::Warn => 13,
+            Self::Error => 17,
+            Self::Critical => 21,
+        }
+    }
+
+    /// The level of an OpenTelemetry severity: numbers 1-4 trace, 5-8 debug, 9-12 info, 13-16
+    /// warn, 17-20 error, 21-24 (fatal) critical; without a number, the severity text read
+    /// leniently (`WARNING`, `fatal`, ...); else none.
+    pub fn from_otlp(severity_number: i32, severity_text: &str) -> Option<Self> {
+        match severity_number {
+            1..=4 => Some(Self::Trace),
+            5..=8 => Some(Self::Debug),
+            9..=12 => Some(Self::Info),
+            13..=16 => Some(Self::Warn),
+            17..=20 => Some(Self::Error),
+            21..=24 => Some(Self::Critical),
+            _ => Self::parse_lenient(severity_text),
+        }
+    }
 }
 
 impl fmt::Display for Level {
@@ -200,6 +228,30 @@ impl FromStr for ErrorClass {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn otlp_severities_map_onto_levels() {
+        for (number, text, expected) in [
+            (1, "", Some(Level::Trace)),
+            (8, "", Some(Level::Debug)),
+            (9, "", Some(Level::Info)),
+            (14, "", Some(Level::Warn)),
+            (20, "", Some(Level::Error)),
+            (21, "", Some(Level::Critical)),
+            (24, "", Some(Level::Critical)),
+            (0, "WARNING", Some(Level::Warn)),
+            (0, "fatal", Some(Level::Critical)),
+            (0, "", None),
+        ] {
+            assert_eq!(Level::from_otlp(number, text), expected, "{number} {text}");
+        }
+        for level in Level::ALL {
+            assert_eq!(
+                Level::from_otlp(level.otlp_severity_number(), ""),
+                Some(level)
+            );
+        }
+    }
 
     #[test]
     fn priorities_follow_the_contract() {

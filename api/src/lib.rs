@@ -12,6 +12,8 @@ pub mod duration;
 pub mod exit;
 pub mod manifest;
 pub mod naming;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod pipeline;
 pub mod resolved;
 pub mod topology;

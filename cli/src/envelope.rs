@@ -7,10 +7,10 @@ use jiff::Timestamp;
 use lapin::{BasicProperties, types::ShortString};
 use logstream_api::{
     contract::{self, Level},
+    otlp::{key_value, string_value},
     pipeline::QueueType,
 };
 use opentelemetry_proto::tonic::{
-    common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList, any_value},
     logs::v1::{LogRecord, LogsData, ResourceLogs, ScopeLogs},
     resource::v1::Resource,
 };
@@ -19,8 +19,6 @@ use serde_json::{Map, Value};
 
 use crate::args::{OTLP_ROUTING_KEY, ProduceFormat};
 
-/// Content type of OTLP protobuf messages.
-pub const OTLP_CONTENT_TYPE: &str = "application/x-protobuf";
 /// `app_id` of every message the CLI publishes, so a person reading a queue knows its source.
 pub const APP_ID: &str = "logstream-cli";
 
@@ -221,7 +219,7 @@ pub fn otlp_envelope(
     let record = LogRecord {
         time_unix_nano: u64::try_from(time).unwrap_or(0),
         observed_time_unix_nano: u64::try_from(now.as_nanosecond()).unwrap_or(0),
-        severity_number: otlp_severity(level),
+        severity_number: level.otlp_severity_number(),
         severity_text: level.as_str().to_uppercase(),
         body: Some(string_value(text("message"))),
         attributes,
@@ -248,54 +246,7 @@ pub fn otlp_envelope(
         body: data.encode_to_vec(),
         properties: BasicProperties::default()
             .with_delivery_mode(contract::DELIVERY_MODE_PERSISTENT)
-            .with_content_type(ShortString::from(OTLP_CONTENT_TYPE)),
-    }
-}
-
-/// The OTLP severity number of a level (the first of its range: INFO 9, WARN 13, ...).
-fn otlp_severity(level: Level) -> i32 {
-    match level {
-        Level::Trace => 1,
-        Level::Debug => 5,
-        Level::Info => 9,
-        Level::Warn => 13,
-        Level::Error => 17,
-        Level::Critical => 21,
-    }
-}
-
-fn key_value(key: &str, value: &Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(any(value)),
-        ..Default::default()
-    }
-}
-
-fn string_value(s: &str) -> AnyValue {
-    AnyValue {
-        value: Some(any_value::Value::StringValue(s.to_owned())),
-    }
-}
-
-fn any(value: &Value) -> AnyValue {
-    use any_value::Value as V;
-    AnyValue {
-        value: match value {
-            Value::Null => None,
-            Value::Bool(b) => Some(V::BoolValue(*b)),
-            Value::Number(n) => Some(match n.as_i64() {
-                Some(i) => V::IntValue(i),
-                None => V::DoubleValue(n.as_f64().unwrap_or_default()),
-            }),
-            Value::String(s) => Some(V::StringValue(s.clone())),
-            Value::Array(items) => Some(V::ArrayValue(ArrayValue {
-                values: items.iter().map(any).collect(),
-            })),
-            Value::Object(m) => Some(V::KvlistValue(KeyValueList {
-                values: m.iter().map(|(k, v)| key_value(k, v)).collect(),
-            })),
-        },
+            .with_content_type(ShortString::from(logstream_api::otlp::CONTENT_TYPE)),
     }
 }
 
@@ -333,6 +284,8 @@ pub fn field_values(raw: &[(String, String)]) -> Vec<(String, Value)> {
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry_proto::tonic::common::v1::any_value;
+
     use super::*;
 
     fn noon() -> Timestamp {

@@ -243,7 +243,7 @@ fn otlp_logs_data(rng: &mut Lcg) -> LogsData {
 /// `data` in protobuf's JSON mapping (camelCase, 64-bit integers as strings, ids in base64
 /// would be the Python form; the specification's hex ids are written here).
 fn otlp_json(data: &LogsData) -> Vec<u8> {
-    use logstream_worker::delivery::decode::otlp::any_to_json;
+    use logstream_api::otlp::any_to_json;
     let kvs = |list: &[KeyValue]| -> Value {
         list.iter()
             .map(|kv| {

@@ -13,10 +13,10 @@
 
 use std::collections::BTreeMap;
 
-use logstream_api::contract::Level;
+use logstream_api::otlp::{json_to_any, key_value, key_values, string_value};
 use opentelemetry_proto::tonic::{
     collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
-    common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value},
+    common::v1::InstrumentationScope,
     logs::v1::{LogRecord as OtlpRecord, ResourceLogs, ScopeLogs},
     resource::v1::Resource,
 };
@@ -27,7 +27,7 @@ use super::{SinkFailure, SinkLabels};
 use crate::delivery::envelope::{self, LogRecord};
 
 /// Content type of OTLP/HTTP protobuf requests and answers.
-pub const CONTENT_TYPE: &str = "application/x-protobuf";
+pub use logstream_api::otlp::CONTENT_TYPE;
 /// The path OTLP/HTTP receivers take logs on; a sink URL without a path gets it.
 pub const LOGS_PATH: &str = "/v1/logs";
 
@@ -175,7 +175,7 @@ fn log_record(fields: &Map<String, Value>, record: &LogRecord) -> OtlpRecord {
         .get("severity_number")
         .and_then(Value::as_i64)
         .and_then(|n| i32::try_from(n).ok())
-        .unwrap_or_else(|| severity_number(record.level));
+        .unwrap_or_else(|| record.level.otlp_severity_number());
     let severity_text = fields
         .get("severity_text")
         .and_then(Value::as_str)
@@ -236,59 +236,6 @@ fn log_record(fields: &Map<String, Value>, record: &LogRecord) -> OtlpRecord {
     }
 }
 
-/// The OTLP severity number of a level (the first of its range).
-pub fn severity_number(level: Level) -> i32 {
-    match level {
-        Level::Trace => 1,
-        Level::Debug => 5,
-        Level::Info => 9,
-        Level::Warn => 13,
-        Level::Error => 17,
-        Level::Critical => 21,
-    }
-}
-
-fn key_values(map: &Map<String, Value>) -> Vec<KeyValue> {
-    map.iter().map(|(k, v)| key_value(k, v)).collect()
-}
-
-fn key_value(key: &str, value: &Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(json_to_any(value)),
-        ..Default::default()
-    }
-}
-
-fn string_value(s: &str) -> AnyValue {
-    AnyValue {
-        value: Some(any_value::Value::StringValue(s.to_owned())),
-    }
-}
-
-/// A JSON value as an OTLP value: objects as key-value lists, integers as integers, other
-/// numbers as doubles, null as an empty value.
-pub fn json_to_any(value: &Value) -> AnyValue {
-    use any_value::Value as V;
-    AnyValue {
-        value: match value {
-            Value::Null => None,
-            Value::Bool(b) => Some(V::BoolValue(*b)),
-            Value::Number(n) => Some(match n.as_i64() {
-                Some(i) => V::IntValue(i),
-                None => V::DoubleValue(n.as_f64().unwrap_or_default()),
-            }),
-            Value::String(s) => Some(V::StringValue(s.clone())),
-            Value::Array(items) => Some(V::ArrayValue(ArrayValue {
-                values: items.iter().map(json_to_any).collect(),
-            })),
-            Value::Object(m) => Some(V::KvlistValue(KeyValueList {
-                values: key_values(m),
-            })),
-        },
-    }
-}
-
 fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
@@ -301,7 +248,9 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use jiff::Timestamp;
-    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsPartialSuccess;
+    use opentelemetry_proto::tonic::{
+        collector::logs::v1::ExportLogsPartialSuccess, common::v1::any_value,
+    };
 
     use super::*;
     use crate::delivery::{

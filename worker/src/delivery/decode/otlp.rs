@@ -8,13 +8,12 @@
 //! `resource` (the resource's attributes), `scope` (`name`, `version`, `attributes`),
 //! `trace_id` and `span_id` (hex), `flags`, `event_name` and `observed_ts`.
 
-use base64::Engine;
 use jiff::Timestamp;
-use logstream_api::contract::Level;
-use opentelemetry_proto::tonic::{
-    common::v1::{AnyValue, KeyValue, any_value},
-    logs::v1::{LogRecord as OtlpRecord, LogsData},
+use logstream_api::{
+    contract::Level,
+    otlp::{any_to_json, attributes},
 };
+use opentelemetry_proto::tonic::logs::v1::{LogRecord as OtlpRecord, LogsData};
 use prost::Message;
 use serde_json::{Map, Value};
 
@@ -97,7 +96,7 @@ fn log_object(record: &OtlpRecord) -> Map<String, Value> {
     if let Some(ts) = time {
         fields.insert(envelope::FIELD_TS.into(), ts.into());
     }
-    if let Some(level) = level(record.severity_number, &record.severity_text) {
+    if let Some(level) = Level::from_otlp(record.severity_number, &record.severity_text) {
         fields.insert(envelope::FIELD_LEVEL.into(), level.as_str().into());
     }
     let body = record.body.as_ref().map(any_to_json);
@@ -143,55 +142,6 @@ fn log_object(record: &OtlpRecord) -> Map<String, Value> {
     fields
 }
 
-/// LogStream's level of an OTLP severity: numbers 1-4 trace, 5-8 debug, 9-12 info, 13-16 warn,
-/// 17-20 error, 21-24 (fatal) critical; without a number, the severity text read leniently
-/// (`WARNING`, `fatal`, ...); else none (the log counts as `info`).
-pub fn level(severity_number: i32, severity_text: &str) -> Option<Level> {
-    match severity_number {
-        1..=4 => Some(Level::Trace),
-        5..=8 => Some(Level::Debug),
-        9..=12 => Some(Level::Info),
-        13..=16 => Some(Level::Warn),
-        17..=20 => Some(Level::Error),
-        21..=24 => Some(Level::Critical),
-        _ => Level::parse_lenient(severity_text),
-    }
-}
-
-/// Attributes as a JSON object (a repeated key keeps its last value).
-pub fn attributes(list: &[KeyValue]) -> Map<String, Value> {
-    list.iter()
-        .map(|kv| {
-            (
-                kv.key.clone(),
-                kv.value.as_ref().map_or(Value::Null, any_to_json),
-            )
-        })
-        .collect()
-}
-
-/// An OTLP value as JSON: strings, booleans, integers and doubles as themselves, arrays as
-/// arrays, key-value lists as objects, bytes as base64.
-pub fn any_to_json(value: &AnyValue) -> Value {
-    match &value.value {
-        Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
-        Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
-        Some(any_value::Value::IntValue(i)) => Value::from(*i),
-        Some(any_value::Value::DoubleValue(d)) => {
-            serde_json::Number::from_f64(*d).map_or(Value::Null, Value::Number)
-        }
-        Some(any_value::Value::ArrayValue(a)) => {
-            Value::Array(a.values.iter().map(any_to_json).collect())
-        }
-        Some(any_value::Value::KvlistValue(kv)) => Value::Object(attributes(&kv.values)),
-        Some(any_value::Value::BytesValue(b)) => {
-            Value::String(base64::engine::general_purpose::STANDARD.encode(b))
-        }
-        // Profiles only: nothing to show for a log.
-        Some(any_value::Value::StringValueStrindex(_)) | None => Value::Null,
-    }
-}
-
 fn rfc3339(nanos: u64) -> Option<String> {
     Timestamp::from_nanosecond(i128::from(nanos))
         .ok()
@@ -205,7 +155,9 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use opentelemetry_proto::tonic::{
-        common::v1::{ArrayValue, InstrumentationScope, KeyValueList},
+        common::v1::{
+            AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value,
+        },
         logs::v1::{ResourceLogs, ScopeLogs},
         resource::v1::Resource,
     };
@@ -312,24 +264,6 @@ mod tests {
         assert_eq!(v["span_id"], "0101010101010101");
         assert_eq!(v["flags"], 1);
         assert_eq!(v["logstream"]["pipeline"], "app");
-    }
-
-    #[test]
-    fn severities_map_onto_logstream_levels() {
-        for (number, text, expected) in [
-            (1, "", Some(Level::Trace)),
-            (8, "", Some(Level::Debug)),
-            (9, "", Some(Level::Info)),
-            (14, "", Some(Level::Warn)),
-            (20, "", Some(Level::Error)),
-            (21, "", Some(Level::Critical)),
-            (24, "", Some(Level::Critical)),
-            (0, "WARNING", Some(Level::Warn)),
-            (0, "fatal", Some(Level::Critical)),
-            (0, "", None),
-        ] {
-            assert_eq!(level(number, text), expected, "{number} {text}");
-        }
     }
 
     #[test]
