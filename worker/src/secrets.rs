@@ -84,33 +84,38 @@ pub fn read_all(files: &SecretFiles) -> Result<Vec<(String, String)>, SecretErro
         .collect()
 }
 
+/// A directory holding Secret `name` as files, one per key, as the worker reads Secrets.
+#[cfg(test)]
+pub(crate) fn secret_dir(name: &str, files: &[(&str, &str)]) -> SecretFiles {
+    let dir = std::env::temp_dir().join(format!(
+        "logstream-secret-{name}-{}-{}",
+        std::process::id(),
+        jiff::Timestamp::now().as_nanosecond()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (k, v) in files {
+        std::fs::write(dir.join(k), v).unwrap();
+    }
+    SecretFiles {
+        secret: name.into(),
+        dir: dir.display().to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn dir_with(files: &[(&str, &str)]) -> SecretFiles {
-        let dir = std::env::temp_dir().join(format!(
-            "logstream-secrets-{}-{}",
-            std::process::id(),
-            jiff::Timestamp::now().as_nanosecond()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        for (k, v) in files {
-            std::fs::write(dir.join(k), v).unwrap();
-        }
-        SecretFiles {
-            secret: "loki-auth".into(),
-            dir: dir.display().to_string(),
-        }
-    }
-
     #[test]
     fn keys_are_files_and_errors_never_show_values() {
-        let files = dir_with(&[
-            ("username", "alice\n"),
-            ("password", "s3cret"),
-            (".hidden", "x"),
-        ]);
+        let files = secret_dir(
+            "loki-auth",
+            &[
+                ("username", "alice\n"),
+                ("password", "s3cret"),
+                (".hidden", "x"),
+            ],
+        );
         assert_eq!(read_text(&files, "username").unwrap(), "alice");
         assert_eq!(read_optional(&files, "token").unwrap(), None);
         assert_eq!(

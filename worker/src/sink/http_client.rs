@@ -176,22 +176,7 @@ mod tests {
     use logstream_api::pipeline::{HttpAuth, LocalObjectRef};
 
     use super::*;
-
-    fn secret_dir(name: &str, files: &[(&str, &str)]) -> SecretFiles {
-        let dir = std::env::temp_dir().join(format!(
-            "logstream-sink-secret-{name}-{}-{}",
-            std::process::id(),
-            jiff::Timestamp::now().as_nanosecond()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        for (k, v) in files {
-            std::fs::write(dir.join(k), v).unwrap();
-        }
-        SecretFiles {
-            secret: name.into(),
-            dir: dir.display().to_string(),
-        }
-    }
+    use crate::secrets::secret_dir;
 
     #[test]
     fn basic_and_bearer_come_from_the_auth_secret_and_are_sensitive() {
