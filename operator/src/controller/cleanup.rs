@@ -72,7 +72,11 @@ pub async fn cleanup(pipeline: &LogPipeline, ctx: &Context) -> Result<Action, Er
         .vhost_with(credentials.vhost.as_deref())
         .to_owned();
     if worker_users {
-        let management = ManagementClient::new(credentials.endpoint.management().clone());
+        // The client of the pipeline's last broker connection when this process has one.
+        let management = ctx
+            .admins
+            .management(&credentials.endpoint, &plan.vhost)
+            .unwrap_or_else(|| ManagementClient::new(credentials.endpoint.management().clone()));
         let outputs: Vec<String> = pipeline
             .spec
             .outputs
