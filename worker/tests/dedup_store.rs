@@ -235,14 +235,7 @@ on_both_queue_types! {
 on_both_queue_types! {
     async fn an_unreachable_store_is_reported_and_the_worker_goes_on_with_its_own_cache(queue_type) {
         let vhost = TestVhost::new("redis-down").await;
-        let pipeline = TestPipeline::declare(
-            &vhost,
-            &PipelineOptions {
-                queue_type,
-                ..PipelineOptions::default()
-            },
-        )
-        .await;
+        let pipeline = TestPipeline::of_type(&vhost, queue_type).await;
         let sink = SinkServer::accepting().await;
         let dir = TestDir::new("redis-down");
         // Nothing listens there; the password must never show.

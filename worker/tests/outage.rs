@@ -16,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lapin::options::BasicGetOptions;
 use logstream_api::contract::{HEADER_ATTEMPT, HEADER_ERROR_CLASS};
 use support::{
     PipelineOptions, SinkServer, TestDir, TestPipeline, TestVhost, WorkerProcess, attempt_of,
@@ -160,14 +161,7 @@ on_both_queue_types! {
     async fn held_deliveries_go_back_to_the_queue_unchanged_at_the_hold_limit(queue_type) {
         const N: u64 = 20;
         let vhost = TestVhost::new("hold-limit").await;
-        let pipeline = TestPipeline::declare(
-            &vhost,
-            &PipelineOptions {
-                queue_type,
-                ..PipelineOptions::default()
-            },
-        )
-        .await;
+        let pipeline = TestPipeline::of_type(&vhost, queue_type).await;
         let sink = SinkServer::accepting().await;
         sink.set_down(Some(503));
         let dir = TestDir::new("hold-limit");
@@ -209,6 +203,71 @@ on_both_queue_types! {
             worker.log()
         );
         eprintln!("{queue_type}: {returned} returned at the hold limit, then all {N} written once");
+    }
+}
+
+on_both_queue_types! {
+    async fn a_redelivery_taken_to_probe_with_is_written_alone_as_the_probe(queue_type) {
+        let vhost = TestVhost::new("fetched-suspect").await;
+        let pipeline = TestPipeline::of_type(&vhost, queue_type).await;
+        let queue = pipeline.config.queue.as_str();
+        let sink = SinkServer::accepting().await;
+        sink.set_down(Some(503));
+        // m0 is taken by a consumer that dies holding it: it comes back redelivered, a suspect.
+        publish_logs(&vhost, &pipeline, 0, 1).await;
+        let dying = vhost.connect().await;
+        let dying_channel = dying.create_channel().await.unwrap();
+        let taken = dying_channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+            .await
+            .unwrap()
+            .expect("m0 in the queue");
+        assert_eq!(message_of(&serde_json::from_slice(&taken.delivery.data).unwrap()), "m0");
+        let dir = TestDir::new("fetched-suspect");
+        let mut config = pipeline.config_for(&sink.url);
+        config.hold_limit = logstream_api::Duration::from_secs(3);
+        let worker = WorkerProcess::spawn(&dir, &vhost, &config);
+        publish_logs(&vhost, &pipeline, 1, 1).await;
+        eventually(SETTLED, "the worker sees the sink down", || async {
+            (worker.metric("logstream_sink_up", &[]).await == Some(0.0)).then_some(())
+        })
+        .await;
+        dying.close(200, "gone".into()).await.unwrap();
+
+        // The worker consumes nothing while the sink is down: what it probes with once m1 went
+        // back at the hold limit, it takes by basic.get. m0 comes first (restamped as a suspect
+        // on the way), and a suspect is written alone: that write is the probe.
+        let probe = eventually(SETTLED, "m0 written alone to probe the sink", || async {
+            // After m1's first write told the worker that the sink is down.
+            let received = sink.received();
+            let m1 = received
+                .iter()
+                .position(|r| r.logs.iter().any(|l| message_of(l) == "m1"))?;
+            received[m1..]
+                .iter()
+                .find(|r| r.logs.len() == 1 && message_of(&r.logs[0]) == "m0")
+                .cloned()
+        })
+        .await;
+        assert_eq!(probe.status, 503, "taken while the sink was down\n{}", worker.log());
+        assert!(worker.metric("logstream_redelivered_total", &[]).await >= Some(1.0));
+        nothing_charged(&vhost, &pipeline, &worker).await;
+
+        sink.set_down(None);
+        eventually(SETTLED, "both logs written", || async {
+            (sink.written_counts().len() == 2).then_some(())
+        })
+        .await;
+        let counts = sink.written_counts();
+        assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+        let attempts: Vec<u64> = sink.written().iter().map(attempt_of).collect();
+        assert_eq!(attempts, [1, 1], "charged nothing\n{}", worker.log());
+        nothing_charged(&vhost, &pipeline, &worker).await;
+        eprintln!(
+            "{queue_type}: a redelivery taken by basic.get while the sink was down was the probe ({} requests in all)",
+            sink.received().len()
+        );
+
     }
 }
 

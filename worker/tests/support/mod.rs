@@ -125,6 +125,18 @@ pub struct TestPipeline {
 }
 
 impl TestPipeline {
+    /// A pipeline with the default options on queues of `queue_type`.
+    pub async fn of_type(broker: &Broker, queue_type: &'static str) -> Self {
+        Self::declare(
+            broker,
+            &PipelineOptions {
+                queue_type,
+                ..PipelineOptions::default()
+            },
+        )
+        .await
+    }
+
     /// Declares pipeline `test/app` with one output `out` on `broker`, as the operator would.
     pub async fn declare(broker: &Broker, options: &PipelineOptions) -> Self {
         let dlq = options
