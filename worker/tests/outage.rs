@@ -235,8 +235,8 @@ on_both_queue_types! {
         dying.close(200, "gone".into()).await.unwrap();
 
         // The worker consumes nothing while the sink is down: what it probes with once m1 went
-        // back at the hold limit, it takes by basic.get. m0 comes first (restamped as a suspect
-        // on the way), and a suspect is written alone: that write is the probe.
+        // back at the hold limit, it takes by basic.get. m0 is restamped as a suspect on the
+        // way (its copy queued behind m1's), and once taken so, written alone: the probe.
         let probe = eventually(SETTLED, "m0 written alone to probe the sink", || async {
             // After m1's first write told the worker that the sink is down.
             let received = sink.received();
@@ -267,7 +267,6 @@ on_both_queue_types! {
             "{queue_type}: a redelivery taken by basic.get while the sink was down was the probe ({} requests in all)",
             sink.received().len()
         );
-
     }
 }
 

@@ -88,7 +88,7 @@ impl HttpSink {
         match self.format {
             HttpFormat::Otlp => (
                 otlp::export_request(batch, &self.labels),
-                otlp::CONTENT_TYPE,
+                logstream_api::otlp::CONTENT_TYPE,
             ),
             HttpFormat::Json => (format::json_array(batch), "application/json"),
             HttpFormat::Ndjson => (format::ndjson(batch), "application/x-ndjson"),

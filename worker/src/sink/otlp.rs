@@ -26,8 +26,6 @@ use serde_json::{Map, Value};
 use super::{SinkFailure, SinkLabels};
 use crate::delivery::envelope::{self, LogRecord};
 
-/// Content type of OTLP/HTTP protobuf requests and answers.
-pub use logstream_api::otlp::CONTENT_TYPE;
 /// The path OTLP/HTTP receivers take logs on; a sink URL without a path gets it.
 pub const LOGS_PATH: &str = "/v1/logs";
 

@@ -16,7 +16,8 @@ use serde_json::Value;
 use super::envelope::{self, EnvelopeError, LogRecord, Origin};
 
 /// Content types of OTLP protobuf payloads.
-pub const PROTOBUF_CONTENT_TYPES: [&str; 2] = ["application/x-protobuf", "application/protobuf"];
+pub const PROTOBUF_CONTENT_TYPES: [&str; 2] =
+    [logstream_api::otlp::CONTENT_TYPE, "application/protobuf"];
 
 /// The first byte of a protobuf `LogsData` that holds anything: field 1 (`resource_logs`),
 /// length-delimited. A JSON text never starts with it.
